@@ -1,0 +1,186 @@
+//! Step 6 of SPEC section 3 and due drip steps: enroll, exit, and send a
+//! step when consent, the frequency cap and the send window allow.
+
+use super::{Effect, Note, Postponed, Run, TimerKind};
+use crate::model::{time::Timestamp, Consent, EmailRecord, Enrollment, EnrollmentStatus};
+use crate::rules::config::ZoneSpec;
+use crate::rules::{cron5, Campaign};
+use chrono::Utc;
+
+impl Run<'_, '_> {
+    /// Exits and enrollments, campaign by campaign in order; steps that were
+    /// waiting for consent go out now that it is given.
+    pub(super) fn campaigns(&mut self) {
+        let rules = self.rules;
+        for c in &rules.campaigns {
+            if let Some(pos) = self.active(&c.name) {
+                if let Some(reason) = self.exit_reason(c) {
+                    self.exit(pos, &c.name, reason);
+                } else if self.lead.enrollments[pos].waiting_consent && self.may_receive() {
+                    let e = &mut self.lead.enrollments[pos];
+                    e.waiting_consent = false;
+                    e.due_at = Some(self.now);
+                    let (cycle, step) = (e.cycle, e.next_step);
+                    self.schedule(self.now, TimerKind::Drip { campaign: c.name.clone(), cycle, step });
+                }
+                continue;
+            }
+            let cycle = self.lead.cycle;
+            let enrolled_this_cycle = self.lead.enrollments.iter().any(|e| e.campaign == c.name && e.cycle == cycle);
+            if enrolled_this_cycle || self.lead.consent == Consent::OptedOut || !self.holds(&c.enroll, &format!("campaigns.{}.enroll", c.name)) {
+                continue;
+            }
+            let due = self.now + c.steps[0].after;
+            self.lead.enrollments.push(Enrollment {
+                campaign: c.name.clone(),
+                cycle,
+                enrolled_at: self.now,
+                status: EnrollmentStatus::Active,
+                next_step: 0,
+                due_at: Some(due),
+                waiting_consent: false,
+            });
+            self.note(Note::Enrolled { campaign: c.name.clone() });
+            self.schedule(due, TimerKind::Drip { campaign: c.name.clone(), cycle, step: 0 });
+        }
+    }
+
+    fn active(&self, campaign: &str) -> Option<usize> {
+        self.lead
+            .enrollments
+            .iter()
+            .position(|e| e.campaign == campaign && e.status == EnrollmentStatus::Active)
+    }
+
+    fn exit_reason(&mut self, c: &Campaign) -> Option<String> {
+        if self.lead.consent == Consent::OptedOut {
+            return Some("opted out".into());
+        }
+        let cond = c.exit.as_ref()?;
+        self.holds(cond, &format!("campaigns.{}.exit", c.name)).then(|| "exit condition".into())
+    }
+
+    fn exit(&mut self, pos: usize, campaign: &str, reason: String) {
+        let e = &mut self.lead.enrollments[pos];
+        e.status = EnrollmentStatus::Exited;
+        e.due_at = None;
+        e.waiting_consent = false;
+        self.note(Note::Exited { campaign: campaign.to_string(), reason });
+    }
+
+    fn may_receive(&self) -> bool {
+        !self.rules.settings.require_consent || self.lead.consent == Consent::OptedIn
+    }
+
+    /// A drip step fell due.
+    pub(super) fn due_step(&mut self, campaign: &str, cycle: u32, step: usize) {
+        let rules = self.rules;
+        let Some(c) = rules.campaigns.iter().find(|c| c.name == campaign) else { return };
+        let Some(pos) = self.active(campaign) else { return };
+        let e = &self.lead.enrollments[pos];
+        if e.cycle != cycle || e.next_step != step || e.due_at != Some(self.now) || e.waiting_consent {
+            return; // stale: sent, rescheduled or left since
+        }
+        if let Some(reason) = self.exit_reason(c) {
+            return self.exit(pos, campaign, reason);
+        }
+        let Some(s) = c.steps.get(step) else { return };
+        if let Some(cond) = &s.condition {
+            if !self.holds(cond, &format!("campaigns.{campaign}.steps[{step}].if")) {
+                self.note(Note::StepSkipped { campaign: campaign.to_string(), step: step + 1 });
+                return self.advance(pos, c, step);
+            }
+        }
+        if !self.may_receive() {
+            self.lead.enrollments[pos].waiting_consent = true;
+            return self.note(Note::StepPostponed {
+                campaign: campaign.to_string(),
+                step: step + 1,
+                reason: Postponed::Consent,
+                until: None,
+            });
+        }
+        if let Some(until) = self.cap_allows_at() {
+            return self.postpone(pos, c, step, Postponed::FrequencyCap, until);
+        }
+        if let Some(until) = self.window_opens_at(c) {
+            return self.postpone(pos, c, step, Postponed::Window, until);
+        }
+        self.lead.emails.push(EmailRecord {
+            campaign: campaign.to_string(),
+            step: step + 1,
+            template: s.template.clone(),
+            at: self.now,
+        });
+        self.effects.push(Effect::SendEmail { campaign: campaign.to_string(), step: step + 1, template: s.template.clone() });
+        self.advance(pos, c, step);
+    }
+
+    /// Schedules the step after `step`, timed from now, or completes.
+    fn advance(&mut self, pos: usize, c: &Campaign, step: usize) {
+        let next = step + 1;
+        let e = &mut self.lead.enrollments[pos];
+        e.next_step = next;
+        match c.steps.get(next) {
+            Some(s) => {
+                let due = self.now + s.after;
+                e.due_at = Some(due);
+                let cycle = e.cycle;
+                self.schedule(due, TimerKind::Drip { campaign: c.name.clone(), cycle, step: next });
+            }
+            None => {
+                e.status = EnrollmentStatus::Completed;
+                e.due_at = None;
+                self.note(Note::Completed { campaign: c.name.clone() });
+            }
+        }
+    }
+
+    fn postpone(&mut self, pos: usize, c: &Campaign, step: usize, reason: Postponed, until: Timestamp) {
+        let e = &mut self.lead.enrollments[pos];
+        e.due_at = Some(until);
+        let cycle = e.cycle;
+        self.note(Note::StepPostponed { campaign: c.name.clone(), step: step + 1, reason, until: Some(until) });
+        self.schedule(until, TimerKind::Drip { campaign: c.name.clone(), cycle, step });
+    }
+
+    /// With the frequency cap full now, the first moment it allows a send.
+    fn cap_allows_at(&self) -> Option<Timestamp> {
+        let (max, per) = self.rules.settings.frequency_cap?;
+        let from = self.now - per;
+        let mut recent: Vec<Timestamp> = self
+            .lead
+            .emails
+            .iter()
+            .map(|e| e.at)
+            .filter(|at| *at > from && *at <= self.now)
+            .collect();
+        if recent.len() < max as usize {
+            return None;
+        }
+        recent.sort();
+        // Once the oldest emails that overfill the cap leave the window.
+        Some(recent[recent.len() - max as usize] + per)
+    }
+
+    /// Outside the campaign's send window, the start of its next minute.
+    fn window_opens_at(&self, c: &Campaign) -> Option<Timestamp> {
+        let window = c.window.as_ref()?;
+        let tz = match c.zone {
+            Some(ZoneSpec::Fixed(tz)) => tz,
+            Some(ZoneSpec::Lead) => self
+                .lead
+                .attributes
+                .get("timezone")
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(chrono_tz::UTC),
+            None => chrono_tz::UTC,
+        };
+        let local = self.now.with_timezone(&tz);
+        if cron5::includes_minute(window, &local) {
+            return None;
+        }
+        cron5::next_after(window, &local).map(|t| t.with_timezone(&Utc))
+    }
+}

@@ -1,0 +1,99 @@
+//! Decisions as values: what the shell must carry out, and what the lead's
+//! timeline should say.
+
+use crate::model::time::{serde_ts, Timestamp};
+use crate::rules::config::WebhookEvent;
+use serde::Serialize;
+
+/// Work due later for one lead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timer {
+    pub lead: String,
+    #[serde(with = "serde_ts")]
+    pub at: Timestamp,
+    pub kind: TimerKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Step `step` (0-based) of a campaign enrollment.
+    Drip { campaign: String, cycle: u32, step: usize },
+    /// The owner's time to give feedback runs out.
+    Sla { owner: String },
+}
+
+/// Something the shell must do, or record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Send drip step `step` (1-based) of `campaign` with `template`.
+    SendEmail { campaign: String, step: usize, template: String },
+    /// Tell an owner a lead was assigned to them.
+    NotifyOwner { owner: String, email: String, rule: String },
+    /// Offer the lead to owners (strategy `claim`).
+    OfferToOwners { owners: Vec<String>, rule: String },
+    /// Tell `to` that `owner` let the SLA pass.
+    NotifySlaBreach { to: String, owner: String },
+    /// Fire a webhook.
+    Webhook { webhook: String, event: WebhookEvent },
+    /// Wake up later.
+    Schedule(Timer),
+    /// Record on the lead's timeline.
+    Note(Note),
+}
+
+/// Why a due step waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Postponed {
+    Consent,
+    FrequencyCap,
+    Window,
+}
+
+/// Timeline entries: everything worth explaining that is not already in the
+/// ledger, transitions, emails or assignments.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+pub enum Note {
+    ConditionError { rule: String, message: String },
+    PluginFailed { plugin: String, error: String },
+    Enrolled { campaign: String },
+    Exited { campaign: String, reason: String },
+    Completed { campaign: String },
+    StepSkipped { campaign: String, step: usize },
+    StepPostponed {
+        campaign: String,
+        step: usize,
+        reason: Postponed,
+        #[serde(skip_serializing_if = "Option::is_none", with = "opt_ts")]
+        until: Option<Timestamp>,
+    },
+    Unrouted { reason: String },
+    Offered { rule: String, owners: Vec<String> },
+    ClaimRefused { owner: String, reason: String },
+    SlaBreached { owner: String },
+    FeedbackIgnored { reason: String },
+    Recycled { reason: Option<String> },
+}
+
+/// A plugin's decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PluginEffect {
+    Points { points: i64, reason: String },
+    SetAttribute { key: String, value: serde_json::Value },
+    Tag { tag: String },
+}
+
+mod opt_ts {
+    use crate::model::time::{format, Timestamp};
+    use serde::Serializer;
+    pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&format(t)),
+            None => s.serialize_none(),
+        }
+    }
+}

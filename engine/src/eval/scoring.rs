@@ -1,0 +1,136 @@
+//! Steps 2–5 of SPEC section 3: traits, scoring rules with limits, plugins,
+//! and fit.
+
+use super::{Note, PluginEffect, Run};
+use crate::model::{Consent, Event, LedgerEntry};
+use crate::rules::config::WebhookEvent;
+use serde_json::Value;
+
+impl Run<'_, '_> {
+    /// Traits merge into attributes (`null` deletes); `email` and `consent`
+    /// also set those fields.
+    pub(super) fn merge_traits(&mut self, ev: &Event) {
+        let before = self.lead.consent;
+        for (k, v) in &ev.traits {
+            if v.is_null() {
+                self.lead.attributes.remove(k);
+            } else {
+                self.lead.attributes.insert(k.clone(), v.clone());
+            }
+            match (k.as_str(), v) {
+                ("email", Value::String(e)) => self.lead.email = e.clone(),
+                ("email", Value::Null) => self.lead.email.clear(),
+                ("consent", Value::String(c)) => {
+                    // Checked when the event was read.
+                    if let Some(c) = Consent::parse(c) {
+                        self.lead.consent = c;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Out-of-order events never move activity back in time.
+        if ev.at > self.lead.last_activity_at {
+            self.lead.last_activity_at = ev.at;
+        }
+        if before != Consent::OptedOut && self.lead.consent == Consent::OptedOut {
+            self.webhook(WebhookEvent::Unsubscribed);
+        }
+        self.touched();
+    }
+
+    pub(super) fn score_event(&mut self, ev: &Event) {
+        for &i in self.rules.scoring_for(&ev.kind) {
+            self.apply_rule(i, Some(&ev.id));
+        }
+    }
+
+    /// Applies scoring rule `i` once if its condition holds and its limit allows.
+    pub(super) fn apply_rule(&mut self, i: usize, event: Option<&str>) {
+        let rule = &self.rules.scoring[i];
+        if let Some((times, per)) = rule.limit {
+            let from = per.map(|p| self.now - p);
+            let used = self
+                .lead
+                .ledger
+                .iter()
+                .filter(|e| e.rule == rule.name && e.at <= self.now && from.is_none_or(|f| e.at > f))
+                .count();
+            if used >= times as usize {
+                return;
+            }
+        }
+        if let Some(c) = &rule.condition {
+            if !self.holds(c, &rule.name) {
+                return;
+            }
+        }
+        self.add_points(&rule.name, rule.points, event.map(str::to_string), None);
+    }
+
+    pub(super) fn add_points(&mut self, rule: &str, points: i64, event: Option<String>, reason: Option<String>) {
+        self.lead.ledger.push(LedgerEntry { rule: rule.to_string(), points, event, at: self.now, reason });
+        self.lead.score += points;
+        self.touched();
+    }
+
+    /// Step 4: plugins subscribed to the event type, in order. A failing
+    /// plugin has no effect; the failure goes on the timeline.
+    pub(super) fn call_plugins(&mut self, ev: &Event) {
+        let Some(host) = self.ev.plugins else { return };
+        for plugin in &self.rules.plugins {
+            if !plugin.on.iter().any(|t| t == "*" || *t == ev.kind) {
+                continue;
+            }
+            match host.call(plugin, &self.lead, ev) {
+                Ok(effects) => {
+                    for e in effects {
+                        self.plugin_effect(&plugin.name, &ev.id, e);
+                    }
+                }
+                Err(error) => self.note(Note::PluginFailed { plugin: plugin.name.clone(), error }),
+            }
+        }
+    }
+
+    fn plugin_effect(&mut self, plugin: &str, event: &str, e: PluginEffect) {
+        match e {
+            PluginEffect::Points { points, reason } => {
+                self.add_points(plugin, points, Some(event.to_string()), Some(reason));
+            }
+            PluginEffect::SetAttribute { key, value } => {
+                self.lead.attributes.insert(key, value);
+                self.touched();
+            }
+            PluginEffect::Tag { tag } => {
+                let tags = self.lead.attributes.entry("tags").or_insert_with(|| Value::Array(vec![]));
+                if !tags.is_array() {
+                    *tags = Value::Array(vec![]);
+                }
+                if let Value::Array(list) = tags {
+                    if !list.iter().any(|t| t.as_str() == Some(&tag)) {
+                        list.push(Value::String(tag));
+                    }
+                }
+                self.touched();
+            }
+        }
+    }
+
+    /// Step 5a: fit is the sum over fit rules that hold now.
+    pub(super) fn recompute_fit(&mut self) {
+        let rules = self.rules;
+        let mut breakdown = Vec::new();
+        for r in &rules.fit {
+            if self.holds(&r.condition, &r.name) {
+                breakdown.push((r.name.clone(), r.points));
+            }
+        }
+        let fit = breakdown.iter().map(|(_, p)| p).sum();
+        self.lead.fit_breakdown = breakdown;
+        if fit != self.lead.fit {
+            self.lead.fit = fit;
+            self.touched();
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Nurture: rules-driven marketing automation.
+//!
+//! # Layout
+//! - [`model`]: leads, events and what a lead accumulates. Plain data.
+//! - [`rules`]: the YAML rules format, its loading, checking and compiling
+//!   into a [`rules::Ruleset`].
+//! - [`eval`]: the evaluator, a pure function of (rules, lead, routing book,
+//!   event or timer) to (new lead, effects). No clock, no I/O.
+//! - [`sim`]: an in-memory world that drives the evaluator in time order:
+//!   `nurture simulate` and `nurture test` run on it.
+//! - [`ruletest`]: marketers' rule tests (`*.test.yaml`).
+//! - [`cli`]: the `nurture` command.
+
+pub mod cli;
+pub mod eval;
+pub mod model;
+pub mod rules;
+pub mod ruletest;
+pub mod sim;

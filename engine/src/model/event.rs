@@ -1,0 +1,203 @@
+//! Events as they arrive (JSON), checked field by field.
+
+use super::time::{self, Timestamp};
+use serde_json::{Map, Value};
+
+/// A lead event. `kind` is the JSON `type`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub lead: String,
+    pub kind: String,
+    pub at: Timestamp,
+    pub properties: Map<String, Value>,
+    pub traits: Map<String, Value>,
+}
+
+/// What is wrong with an event, naming the JSON field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {message}")]
+pub struct EventError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> EventError {
+    EventError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Sales' answer in a `sales_feedback` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedbackStatus {
+    Accepted,
+    Won,
+    Rejected,
+    Lost,
+}
+
+impl FeedbackStatus {
+    pub fn parse(s: &str) -> Option<FeedbackStatus> {
+        Some(match s {
+            "accepted" => FeedbackStatus::Accepted,
+            "won" => FeedbackStatus::Won,
+            "rejected" => FeedbackStatus::Rejected,
+            "lost" => FeedbackStatus::Lost,
+            _ => return None,
+        })
+    }
+}
+
+const KNOWN_FIELDS: [&str; 6] = ["id", "lead", "type", "at", "properties", "traits"];
+
+impl Event {
+    /// Reads one event. `default_at` stands in for a missing `at` (the time of
+    /// receipt); without one, `at` is required.
+    pub fn from_json(v: &Value, default_at: Option<Timestamp>) -> Result<Event, EventError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| err("", "an event must be a JSON object"))?;
+        if let Some(unknown) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+            return Err(err(
+                unknown,
+                format!("unknown field; an event has {}", KNOWN_FIELDS.join(", ")),
+            ));
+        }
+        let id = required_string(obj, "id")?;
+        let lead = required_string(obj, "lead")?;
+        let kind = required_string(obj, "type")?;
+        let at = match obj.get("at") {
+            None | Some(Value::Null) => {
+                default_at.ok_or_else(|| err("at", "missing (an RFC 3339 time is required here)"))?
+            }
+            Some(Value::String(s)) => time::parse(s)
+                .map_err(|e| err("at", format!("not an RFC 3339 time ({e}): {s:?}")))?,
+            Some(_) => return Err(err("at", "must be an RFC 3339 time string")),
+        };
+        let properties = optional_object(obj, "properties")?;
+        let traits = optional_object(obj, "traits")?;
+        if let Some(c) = traits.get("consent") {
+            if !c.as_str().is_some_and(|s| super::Consent::parse(s).is_some()) {
+                return Err(err(
+                    "traits.consent",
+                    "must be \"unknown\", \"opted_in\" or \"opted_out\"",
+                ));
+            }
+        }
+        if let Some(e) = traits.get("email") {
+            if !(e.is_string() || e.is_null()) {
+                return Err(err("traits.email", "must be a string"));
+            }
+        }
+        if kind == "sales_feedback" {
+            let status = properties.get("status").and_then(Value::as_str);
+            if status.and_then(FeedbackStatus::parse).is_none() {
+                return Err(err(
+                    "properties.status",
+                    "must be \"accepted\", \"won\", \"rejected\" or \"lost\"",
+                ));
+            }
+        }
+        if kind == "sales_claim" && !properties.get("owner").is_some_and(|o| o.as_str().is_some_and(|s| !s.is_empty())) {
+            return Err(err("properties.owner", "must name the owner who claims the lead"));
+        }
+        Ok(Event {
+            id,
+            lead,
+            kind,
+            at,
+            properties,
+            traits,
+        })
+    }
+
+    /// The status of a `sales_feedback` event.
+    pub fn feedback(&self) -> Option<FeedbackStatus> {
+        if self.kind != "sales_feedback" {
+            return None;
+        }
+        self.properties
+            .get("status")
+            .and_then(Value::as_str)
+            .and_then(FeedbackStatus::parse)
+    }
+
+    /// The owner of a `sales_claim` event.
+    pub fn claimant(&self) -> Option<&str> {
+        if self.kind != "sales_claim" {
+            return None;
+        }
+        self.properties.get("owner").and_then(Value::as_str)
+    }
+
+    /// The event as JSON, in the shape it arrived.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), Value::String(self.id.clone()));
+        m.insert("lead".into(), Value::String(self.lead.clone()));
+        m.insert("type".into(), Value::String(self.kind.clone()));
+        m.insert("at".into(), Value::String(time::format(&self.at)));
+        if !self.properties.is_empty() {
+            m.insert("properties".into(), Value::Object(self.properties.clone()));
+        }
+        if !self.traits.is_empty() {
+            m.insert("traits".into(), Value::Object(self.traits.clone()));
+        }
+        Value::Object(m)
+    }
+}
+
+fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, EventError> {
+    match obj.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(err(field, "must not be empty")),
+        Some(Value::Number(n)) if field != "type" => Ok(n.to_string()),
+        Some(_) => Err(err(field, "must be a string")),
+        None => Err(err(field, "missing")),
+    }
+}
+
+fn optional_object(obj: &Map<String, Value>, field: &str) -> Result<Map<String, Value>, EventError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(err(field, "must be a JSON object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_the_bad_field() {
+        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"x","at":"yesterday"}), None)
+            .unwrap_err();
+        assert_eq!(e.field, "at");
+        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":""}), None).unwrap_err();
+        assert_eq!(e.field, "type");
+        let e = Event::from_json(
+            &json!({"id":"e1","lead":"u1","type":"identify","at":"2026-01-01T00:00:00Z","traits":{"consent":"yes"}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "traits.consent");
+        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"sales_feedback","at":"2026-01-01T00:00:00Z"}), None)
+            .unwrap_err();
+        assert_eq!(e.field, "properties.status");
+        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"x","at":"2026-01-01T00:00:00Z","colour":1}), None)
+            .unwrap_err();
+        assert_eq!(e.field, "colour");
+    }
+
+    #[test]
+    fn missing_at_takes_the_receipt_time() {
+        let now = time::parse("2026-01-01T00:00:00Z").unwrap();
+        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"x"}), Some(now)).unwrap();
+        assert_eq!(e.at, now);
+        assert_eq!(Event::from_json(&json!({"id":"e1","lead":"u1","type":"x"}), None).unwrap_err().field, "at");
+    }
+}

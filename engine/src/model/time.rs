@@ -1,0 +1,31 @@
+//! Time helpers: one timestamp type and its one printed form.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Every instant in Nurture is UTC.
+pub type Timestamp = DateTime<Utc>;
+
+/// RFC 3339, UTC with a `Z`, whole seconds: the form every output uses.
+pub fn format(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Parses RFC 3339 (any offset) into UTC.
+pub fn parse(s: &str) -> Result<Timestamp, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+}
+
+/// Serde adapter: timestamps print in [`format`]'s form.
+pub mod serde_ts {
+    use super::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse(&s).map_err(serde::de::Error::custom)
+    }
+}

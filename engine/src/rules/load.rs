@@ -1,0 +1,424 @@
+//! Reading a rules directory: every `*.yaml` below it (recursively, sorted by
+//! path; `*.test.yaml` files are rule tests, not rules), each section checked
+//! item by item so that one run reports every error.
+
+use super::config::{self, RulesFile};
+use super::source::{Pos, Seg, SourceMap, YamlPath};
+use serde::de::DeserializeOwned;
+use serde_yaml::Value as Yaml;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A problem in a rules file, at a place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file as named from the command line (`rules/scoring.yaml`).
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.pos.line, self.pos.col, self.message)
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One rules file as read.
+pub struct SourceFile {
+    pub display: String,
+    pub path: PathBuf,
+    pub map: SourceMap,
+}
+
+/// Where an item was written: a file and a YAML path inside it.
+#[derive(Clone, Debug)]
+pub struct Loc {
+    pub file: usize,
+    pub path: YamlPath,
+}
+
+impl Loc {
+    pub fn key(&self, k: &str) -> Loc {
+        Loc { file: self.file, path: self.path.key(k) }
+    }
+    pub fn index(&self, i: usize) -> Loc {
+        Loc { file: self.file, path: self.path.index(i) }
+    }
+}
+
+/// A value with the place it came from.
+#[derive(Clone, Debug)]
+pub struct Item<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+/// Everything read from a directory, merged but not yet compiled.
+#[derive(Default)]
+pub struct Loaded {
+    pub files: Vec<SourceFile>,
+    pub scoring: Vec<Item<config::ScoringRule>>,
+    pub fit: Vec<Item<config::FitRule>>,
+    pub plugins: Vec<Item<config::PluginRule>>,
+    pub stages: Vec<(crate::model::Stage, Item<String>)>,
+    pub templates: Vec<Item<config::Template>>,
+    pub campaigns: Vec<Item<config::Campaign>>,
+    pub owners: Vec<Item<config::Owner>>,
+    pub route_rules: Vec<Item<config::RouteRule>>,
+    pub sla: Option<Item<config::Sla>>,
+    pub recycle_score: Option<Item<i64>>,
+    pub webhooks: Vec<Item<config::Webhook>>,
+    pub email: Option<Item<config::EmailSettings>>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn at_value(&self, loc: &Loc) -> Diagnostic {
+        self.diag(loc, self.files[loc.file].map.value_pos(&loc.path), String::new())
+    }
+
+    pub fn diag(&self, loc: &Loc, pos: Pos, message: String) -> Diagnostic {
+        Diagnostic { file: self.files[loc.file].display.clone(), pos, message }
+    }
+
+    /// A diagnostic at the value of `loc`.
+    pub fn error(&mut self, loc: &Loc, message: impl Into<String>) {
+        let d = self.diag(loc, self.files[loc.file].map.value_pos(&loc.path), message.into());
+        self.diagnostics.push(d);
+    }
+
+    /// A diagnostic at a 1-based position inside the string value at `loc`.
+    pub fn error_inside(&mut self, loc: &Loc, line: usize, col: usize, message: impl Into<String>) {
+        let pos = self.files[loc.file].map.inner_pos(&loc.path, line, col);
+        let d = self.diag(loc, pos, message.into());
+        self.diagnostics.push(d);
+    }
+
+    pub fn describe(&self, loc: &Loc) -> String {
+        let f = &self.files[loc.file];
+        let p = f.map.value_pos(&loc.path);
+        format!("{}:{}:{}", f.display, p.line, p.col)
+    }
+}
+
+/// Reads every rules file under `dir`. Problems are collected in
+/// `diagnostics`; the caller compiles what could be read.
+pub fn load_dir(dir: &Path) -> Loaded {
+    let mut loaded = Loaded::default();
+    let mut files = Vec::new();
+    if !dir.is_dir() {
+        loaded.diagnostics.push(Diagnostic {
+            file: dir.display().to_string(),
+            pos: Pos::START,
+            message: "not a directory of rules files".into(),
+        });
+        return loaded;
+    }
+    collect_yaml(dir, &mut files, false);
+    files.sort();
+    if files.is_empty() {
+        loaded.diagnostics.push(Diagnostic {
+            file: dir.display().to_string(),
+            pos: Pos::START,
+            message: "no *.yaml rules files here".into(),
+        });
+    }
+    for path in files {
+        load_file(&mut loaded, &path);
+    }
+    loaded
+}
+
+/// Lists `*.yaml` files (or, with `tests`, `*.test.yaml` files) under `dir`.
+pub fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, tests: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_yaml(&path, out, tests);
+        } else if name.ends_with(".yaml") && name.ends_with(".test.yaml") == tests {
+            out.push(path);
+        }
+    }
+}
+
+/// Reads a YAML file into a value and its position index, or a diagnostic.
+pub fn read_yaml(path: &Path) -> Result<(String, Yaml, SourceMap), Diagnostic> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostic {
+        file: display.clone(),
+        pos: Pos::START,
+        message: format!("cannot read: {e}"),
+    })?;
+    let value: Yaml = if text.trim().is_empty() {
+        Yaml::Null
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| Diagnostic {
+            file: display.clone(),
+            pos: e
+                .location()
+                .map(|l| Pos { line: l.line(), col: l.column() })
+                .unwrap_or(Pos::START),
+            message: format!("YAML syntax: {}", strip_location(&e.to_string())),
+        })?
+    };
+    let map = SourceMap::build(&text);
+    Ok((display, value, map))
+}
+
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn load_file(loaded: &mut Loaded, path: &Path) {
+    let (display, value, map) = match read_yaml(path) {
+        Ok(x) => x,
+        Err(d) => {
+            loaded.diagnostics.push(d);
+            return;
+        }
+    };
+    let file = loaded.files.len();
+    loaded.files.push(SourceFile { display, path: path.to_path_buf(), map });
+    let root = Loc { file, path: YamlPath::default() };
+    let top = match value {
+        Yaml::Null => return,
+        Yaml::Mapping(m) => m,
+        _ => {
+            loaded.error(&root, "a rules file must be a mapping of sections (scoring, fit, stages, ...)");
+            return;
+        }
+    };
+    for (k, v) in top {
+        let Some(name) = k.as_str().map(str::to_string) else {
+            loaded.error(&root, "section names must be strings");
+            continue;
+        };
+        let loc = root.key(&name);
+        match name.as_str() {
+            "scoring" => list(loaded, &loc, v, |l| &mut l.scoring),
+            "fit" => list(loaded, &loc, v, |l| &mut l.fit),
+            "plugins" => list(loaded, &loc, v, |l| &mut l.plugins),
+            "templates" => list(loaded, &loc, v, |l| &mut l.templates),
+            "campaigns" => list(loaded, &loc, v, |l| &mut l.campaigns),
+            "webhooks" => list(loaded, &loc, v, |l| &mut l.webhooks),
+            "stages" => stages(loaded, &loc, v),
+            "routing" => routing(loaded, &loc, v),
+            "settings" => settings(loaded, &loc, v),
+            other => {
+                let hint = super::suggest(other, config::SECTIONS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                let pos = loaded.files[file].map.key_pos(&loc.path);
+                let d = loaded.diag(
+                    &loc,
+                    pos,
+                    format!("unknown section `{other}`{hint}; sections are {}", config::SECTIONS.join(", ")),
+                );
+                loaded.diagnostics.push(d);
+            }
+        }
+    }
+}
+
+/// Deserializes `value` as `T`, reporting a failure at the exact key or value.
+fn parse<T: DeserializeOwned>(loaded: &mut Loaded, loc: &Loc, value: Yaml) -> Option<T> {
+    let f = &loaded.files[loc.file];
+    match deserialize_at(&f.map, &f.display, &loc.path, value) {
+        Ok(v) => Some(v),
+        Err(d) => {
+            loaded.diagnostics.push(d);
+            None
+        }
+    }
+}
+
+/// Deserializes the value found at `path` of a file, or says where and why not.
+pub fn deserialize_at<T: DeserializeOwned>(map: &SourceMap, file: &str, path: &YamlPath, value: Yaml) -> Result<T, Diagnostic> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let mut path = path.clone();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
+                serde_path_to_error::Segment::Map { key } => path = path.key(key),
+                _ => {}
+            }
+        }
+        let msg = strip_location(&e.into_inner().to_string());
+        let (pos, message) = explain(map, &path, &msg);
+        Diagnostic { file: file.to_string(), pos, message }
+    })
+}
+
+/// Turns serde's message into a marketer's, and finds where it points.
+fn explain(map: &SourceMap, path: &YamlPath, msg: &str) -> (Pos, String) {
+    let where_ = if path.0.is_empty() { String::new() } else { format!("{path}: ") };
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let known = backticked(tail);
+        let hint = super::suggest(field, known.iter().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        // serde_path_to_error may or may not have stepped into the key.
+        let key_path = if path.0.last() == Some(&Seg::Key(field.to_string())) {
+            path.clone()
+        } else {
+            path.key(field)
+        };
+        let at = key_path.parent();
+        let where_ = if at.0.is_empty() { String::new() } else { format!("{at}: ") };
+        let expected = if known.is_empty() {
+            String::new()
+        } else {
+            format!("; expected one of {}", known.join(", "))
+        };
+        return (map.key_pos(&key_path), format!("{where_}unknown key `{field}`{hint}{expected}"));
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        let (variant, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let known = backticked(tail);
+        let hint = super::suggest(variant, known.iter().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return (
+            map.value_pos(path),
+            format!("{where_}unknown value `{variant}`{hint}; expected one of {}", known.join(", ")),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        return (map.value_pos(path), format!("{where_}missing key `{field}`"));
+    }
+    (map.value_pos(path), format!("{where_}{msg}"))
+}
+
+fn backticked(s: &str) -> Vec<String> {
+    s.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+fn list<T: DeserializeOwned>(
+    loaded: &mut Loaded,
+    loc: &Loc,
+    value: Yaml,
+    field: impl Fn(&mut Loaded) -> &mut Vec<Item<T>>,
+) {
+    let items = match value {
+        Yaml::Null => return,
+        Yaml::Sequence(s) => s,
+        _ => {
+            loaded.error(loc, format!("{}: must be a list (items start with `- `)", loc.path));
+            return;
+        }
+    };
+    for (i, v) in items.into_iter().enumerate() {
+        let item_loc = loc.index(i);
+        if let Some(value) = parse::<T>(loaded, &item_loc, v) {
+            field(loaded).push(Item { value, loc: item_loc });
+        }
+    }
+}
+
+fn stages(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
+    let Some(st) = parse::<config::Stages>(loaded, loc, value) else { return };
+    use crate::model::Stage;
+    for (stage, cond) in [
+        (Stage::Lead, st.lead),
+        (Stage::Mql, st.mql),
+        (Stage::Sql, st.sql),
+        (Stage::Opportunity, st.opportunity),
+        (Stage::Customer, st.customer),
+    ] {
+        let Some(cond) = cond else { continue };
+        let item = Item { value: cond, loc: loc.key(stage.as_str()) };
+        if let Some((_, first)) = loaded.stages.iter().find(|(s, _)| *s == stage) {
+            let msg = format!("stage `{stage}` is already defined at {}", loaded.describe(&first.loc));
+            loaded.error(&item.loc, msg);
+            continue;
+        }
+        loaded.stages.push((stage, item));
+    }
+}
+
+fn routing(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
+    let m = match value {
+        Yaml::Null => return,
+        Yaml::Mapping(m) => m,
+        _ => {
+            loaded.error(loc, "routing: must be a mapping with owners, rules, sla, recycle_score");
+            return;
+        }
+    };
+    for (k, v) in m {
+        let name = k.as_str().unwrap_or_default().to_string();
+        let kloc = loc.key(&name);
+        match name.as_str() {
+            "owners" => list(loaded, &kloc, v, |l| &mut l.owners),
+            "rules" => list(loaded, &kloc, v, |l| &mut l.route_rules),
+            "sla" => {
+                if let Some(sla) = parse::<config::Sla>(loaded, &kloc, v) {
+                    once(loaded, Item { value: sla, loc: kloc }, |l| &mut l.sla, "routing.sla");
+                }
+            }
+            "recycle_score" => {
+                if let Some(n) = parse::<i64>(loaded, &kloc, v) {
+                    once(loaded, Item { value: n, loc: kloc }, |l| &mut l.recycle_score, "routing.recycle_score");
+                }
+            }
+            other => {
+                const KEYS: [&str; 4] = ["owners", "rules", "sla", "recycle_score"];
+                let hint = super::suggest(other, KEYS).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                let pos = loaded.files[loc.file].map.key_pos(&kloc.path);
+                let d = loaded.diag(&kloc, pos, format!("routing: unknown key `{other}`{hint}; expected one of {}", KEYS.join(", ")));
+                loaded.diagnostics.push(d);
+            }
+        }
+    }
+}
+
+fn settings(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
+    let Some(s) = parse::<config::Settings>(loaded, loc, value) else { return };
+    if let Some(email) = s.email {
+        once(loaded, Item { value: email, loc: loc.key("email") }, |l| &mut l.email, "settings.email");
+    }
+}
+
+/// Sets a section that may be written once across all files.
+fn once<T>(loaded: &mut Loaded, item: Item<T>, field: impl Fn(&mut Loaded) -> &mut Option<Item<T>>, what: &str) {
+    if let Some(first) = field(loaded).as_ref().map(|f| f.loc.clone()) {
+        let msg = format!("{what} is already set at {}", loaded.describe(&first));
+        loaded.error(&item.loc, msg);
+        return;
+    }
+    *field(loaded) = Some(item);
+}
+
+/// Keeps `RulesFile` the single description of a file's shape: the schema is
+/// derived from it, and the loader handles exactly its sections.
+const _: fn() = || {
+    let RulesFile { scoring: _, fit: _, plugins: _, stages: _, templates: _, campaigns: _, routing: _, webhooks: _, settings: _ } =
+        RulesFile::default();
+};

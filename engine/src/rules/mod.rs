@@ -1,0 +1,28 @@
+//! Rules: read from YAML (`load`), checked and compiled (`compile`) into the
+//! [`Ruleset`] the evaluator runs.
+//!
+//! Pipeline: files → `config` types (shape) → `compile` (CEL, references,
+//! templates) → [`Ruleset`]. Every problem becomes a [`Diagnostic`] with
+//! `file:line:col`; all of them are collected, not just the first.
+
+mod compile;
+pub mod config;
+pub mod cron5;
+mod load;
+pub mod source;
+
+pub use compile::{
+    Campaign, FitRule, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step, Trigger,
+    WebhookTarget, Owner,
+};
+pub use load::{collect_yaml, deserialize_at, load_dir, read_yaml, Diagnostic, Diagnostics};
+
+/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
