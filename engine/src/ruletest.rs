@@ -108,7 +108,11 @@ fn run_file(rules: &Ruleset, path: &Path) -> Result<Vec<CaseResult>, Vec<Diagnos
         let place = format!("{display}:{}:{}", pos.line, pos.col);
         let at = |p: &YamlPath, message: String| {
             let pos = map.value_pos(p);
-            Diagnostic { file: display.clone(), pos, message }
+            Diagnostic {
+                file: display.clone(),
+                pos,
+                message,
+            }
         };
         let mut events = Vec::new();
         let mut last_at = None;
@@ -123,7 +127,8 @@ fn run_file(rules: &Ruleset, path: &Path) -> Result<Vec<CaseResult>, Vec<Diagnos
             };
             if let Some(obj) = json.as_object_mut() {
                 // Ids matter for idempotency, not to marketers writing tests.
-                obj.entry("id").or_insert_with(|| Value::String(format!("{}#{}", case.name, n + 1)));
+                obj.entry("id")
+                    .or_insert_with(|| Value::String(format!("{}#{}", case.name, n + 1)));
             }
             match Event::from_json(&json, last_at) {
                 Ok(ev) => {
@@ -140,7 +145,10 @@ fn run_file(rules: &Ruleset, path: &Path) -> Result<Vec<CaseResult>, Vec<Diagnos
             None => None,
             Some(Ok(t)) => Some(t),
             Some(Err(e)) => {
-                errors.push(at(&case_path.key("until"), format!("until: not an RFC 3339 time: {e}")));
+                errors.push(at(
+                    &case_path.key("until"),
+                    format!("until: not an RFC 3339 time: {e}"),
+                ));
                 continue;
             }
         };
@@ -156,7 +164,11 @@ fn run_file(rules: &Ruleset, path: &Path) -> Result<Vec<CaseResult>, Vec<Diagnos
                 Some(l) => compare(lead, exp, l, &mut diffs),
             }
         }
-        results.push(CaseResult { name: case.name, place, diffs });
+        results.push(CaseResult {
+            name: case.name,
+            place,
+            diffs,
+        });
     }
     if errors.is_empty() {
         Ok(results)
@@ -175,14 +187,28 @@ fn compare(id: &str, e: &Expect, l: &crate::model::LeadState, diffs: &mut Vec<St
         check("stage", s.to_string(), l.stage.to_string());
     }
     if let Some(s) = e.score {
-        let why = l.score_breakdown().iter().map(|(r, p)| format!("{r} {p:+}")).collect::<Vec<_>>().join(", ");
-        let got = if why.is_empty() { l.score.to_string() } else { format!("{} ({why})", l.score) };
+        let why = l
+            .score_breakdown()
+            .iter()
+            .map(|(r, p)| format!("{r} {p:+}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let got = if why.is_empty() {
+            l.score.to_string()
+        } else {
+            format!("{} ({why})", l.score)
+        };
         if s != l.score {
             check("score", s.to_string(), got);
         }
     }
     if let Some(f) = e.fit {
-        let why = l.fit_breakdown.iter().map(|(r, p)| format!("{r} {p:+}")).collect::<Vec<_>>().join(", ");
+        let why = l
+            .fit_breakdown
+            .iter()
+            .map(|(r, p)| format!("{r} {p:+}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         if f != l.fit {
             check("fit", f.to_string(), format!("{} ({why})", l.fit));
         }
@@ -196,11 +222,18 @@ fn compare(id: &str, e: &Expect, l: &crate::model::LeadState, diffs: &mut Vec<St
     }
     if let Some(em) = &e.emails {
         let got: Vec<&str> = l.emails.iter().map(|m| m.template.as_str()).collect();
-        check("emails", format!("[{}]", em.join(", ")), format!("[{}]", got.join(", ")));
+        check(
+            "emails",
+            format!("[{}]", em.join(", ")),
+            format!("[{}]", got.join(", ")),
+        );
     }
     if let Some(attrs) = &e.attributes {
         for (k, v) in attrs {
-            let got = l.attributes.get(k).map_or("(missing)".to_string(), Value::to_string);
+            let got = l
+                .attributes
+                .get(k)
+                .map_or("(missing)".to_string(), Value::to_string);
             check(&format!("attributes.{k}"), v.to_string(), got);
         }
     }

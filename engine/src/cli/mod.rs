@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "nurture", version, about = "Rules-driven marketing automation: lead scoring, drips and routing")]
+#[command(
+    name = "nurture",
+    version,
+    about = "Rules-driven marketing automation: lead scoring, drips and routing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,10 @@ pub fn main() -> ExitCode {
         Command::Simulate { dir, events, until } => simulate(&dir, &events, until.as_deref()),
         Command::Test { dir } => test(&dir),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&crate::rules::config::schema()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::rules::config::schema()).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
     }
@@ -64,7 +71,12 @@ fn load(dir: &Path) -> Result<Ruleset, ExitCode> {
         for d in &diags.0 {
             eprintln!("{d}");
         }
-        eprintln!("{} error{} in {}", diags.0.len(), if diags.0.len() == 1 { "" } else { "s" }, dir.display());
+        eprintln!(
+            "{} error{} in {}",
+            diags.0.len(),
+            if diags.0.len() == 1 { "" } else { "s" },
+            dir.display()
+        );
         ExitCode::FAILURE
     })
 }
@@ -84,11 +96,11 @@ fn simulate(dir: &Path, events: &Path, until: Option<&str>) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let until = match until.map(time::parse) {
+    let until = match until.map(|u| (u, time::parse(u))) {
         None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            eprintln!("--until: not an RFC 3339 time: {e}");
+        Some((_, Ok(t))) => Some(t),
+        Some((u, Err(e))) => {
+            eprintln!("--until: {u:?} is not an RFC 3339 time such as 2026-02-20T00:00:00Z ({e})");
             return ExitCode::from(2);
         }
     };
@@ -105,7 +117,7 @@ fn simulate(dir: &Path, events: &Path, until: Option<&str>) -> ExitCode {
     world.run(&mut evs, until);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for lead in world.leads.values() {
+    for lead in world.in_order() {
         if writeln!(out, "{}", sim::lead_line(lead)).is_err() {
             return ExitCode::FAILURE;
         }
@@ -144,7 +156,11 @@ fn test(dir: &Path) -> ExitCode {
     if results.is_empty() {
         println!("no rule tests (*.test.yaml) in {}", dir.display());
     }
-    println!("rule tests: {} passed, {} failed", results.len() - failed, failed);
+    println!(
+        "rule tests: {} passed, {} failed",
+        results.len() - failed,
+        failed
+    );
     if failed > 0 {
         ExitCode::FAILURE
     } else {

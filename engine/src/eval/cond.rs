@@ -5,13 +5,16 @@
 //! does not pay for converting it, and a lead is converted again only after
 //! it changed.
 
+use super::views::{EventView, LeadView};
 use crate::model::{time::Timestamp, Event, LeadState};
+use cel::common::types::CelTimestamp;
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::objects::Key;
 use cel::{Context, Env, ExecutionError, Program, Value};
 use serde_json::Value as Json;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The variables a condition may read.
@@ -22,6 +25,178 @@ pub const VARIABLES: [&str; 3] = ["lead", "event", "now"];
 pub struct Condition {
     pub source: Arc<str>,
     program: Arc<Program>,
+    pub deps: Deps,
+    /// What the condition belongs to, for the timeline (`stages.mql`, a rule name).
+    pub label: Arc<str>,
+    /// Where a lead caches this condition's result; `None` for conditions
+    /// that read `now` or `event`, whose results never carry over.
+    slot: Option<usize>,
+}
+
+/// What a condition reads, found from its source. Over-approximate by design:
+/// anything unclear counts as reading everything. It lets the evaluator skip
+/// conditions whose inputs did not change (fit, most of all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deps {
+    pub now: bool,
+    pub event: bool,
+    /// Bits of [`fields`] read from `lead`.
+    pub lead: u16,
+}
+
+/// The lead's fields as bits, for change tracking.
+pub mod fields {
+    pub const ID: u16 = 1 << 0;
+    pub const EMAIL: u16 = 1 << 1;
+    pub const SCORE: u16 = 1 << 2;
+    pub const FIT: u16 = 1 << 3;
+    pub const STAGE: u16 = 1 << 4;
+    pub const OWNER: u16 = 1 << 5;
+    pub const CONSENT: u16 = 1 << 6;
+    pub const ATTRIBUTES: u16 = 1 << 7;
+    pub const CREATED_AT: u16 = 1 << 8;
+    pub const LAST_ACTIVITY_AT: u16 = 1 << 9;
+    pub const ALL: u16 = u16::MAX;
+
+    pub fn by_name(name: &str) -> u16 {
+        match name {
+            "id" => ID,
+            "email" => EMAIL,
+            "score" => SCORE,
+            "fit" => FIT,
+            "stage" => STAGE,
+            "owner" => OWNER,
+            "consent" => CONSENT,
+            "attributes" => ATTRIBUTES,
+            "created_at" => CREATED_AT,
+            "last_activity_at" => LAST_ACTIVITY_AT,
+            _ => ALL,
+        }
+    }
+}
+
+/// A lead's cache of condition results. Each result is stamped with a change
+/// counter; it is valid while none of the lead fields the condition reads has
+/// changed since (and for the same ruleset).
+#[derive(Clone, Debug, Default)]
+pub struct ConditionCache {
+    rules: u64,
+    counter: u32,
+    /// Per field bit: the counter when it last changed.
+    changed_at: [u32; 16],
+    results: Vec<Option<(bool, u32)>>,
+}
+
+/// A cache never makes two leads different.
+impl PartialEq for ConditionCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl ConditionCache {
+    pub fn touched(&mut self, fields: u16) {
+        self.counter += 1;
+        for (bit, at) in self.changed_at.iter_mut().enumerate() {
+            if fields & (1 << bit) != 0 {
+                *at = self.counter;
+            }
+        }
+    }
+
+    pub fn get(&self, rules: u64, cond: &Condition) -> Option<bool> {
+        let slot = cond.slot?;
+        if self.rules != rules {
+            return None;
+        }
+        let (value, stamp) = (*self.results.get(slot)?)?;
+        let read = cond.deps.lead;
+        let fresh = self
+            .changed_at
+            .iter()
+            .enumerate()
+            .all(|(bit, at)| read & (1 << bit) == 0 || *at <= stamp);
+        fresh.then_some(value)
+    }
+
+    pub fn put(&mut self, rules: u64, cond: &Condition, value: bool) {
+        let Some(slot) = cond.slot else { return };
+        if self.rules != rules {
+            self.rules = rules;
+            self.results.clear();
+        }
+        if self.results.len() <= slot {
+            self.results.resize(slot + 1, None);
+        }
+        self.results[slot] = Some((value, self.counter));
+    }
+}
+
+impl Deps {
+    pub fn of(source: &str) -> Deps {
+        let mut deps = Deps {
+            now: false,
+            event: false,
+            lead: 0,
+        };
+        let bytes = source.as_bytes();
+        let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        // Words inside string literals are not reads. Triple-quoted strings
+        // are not parsed here: with them, every word counts (safe side).
+        let skip_strings = !source.contains("'''") && !source.contains(r#"""""#);
+        let mut i = 0;
+        while i < bytes.len() {
+            if skip_strings && (bytes[i] == b'"' || bytes[i] == b'\'') {
+                let quote = bytes[i];
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                continue;
+            }
+            if !is_ident(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && is_ident(bytes[i]) {
+                i += 1;
+            }
+            let after_dot = start > 0 && bytes[start - 1] == b'.';
+            match &source[start..i] {
+                "now" if !after_dot => deps.now = true,
+                "event" if !after_dot => deps.event = true,
+                "lead" if !after_dot => {
+                    let rest = &source[i..];
+                    let field_len = rest
+                        .strip_prefix('.')
+                        .map(|r| r.bytes().take_while(|b| is_ident(*b)).count())
+                        .unwrap_or(0);
+                    deps.lead |= if field_len == 0 {
+                        fields::ALL
+                    } else {
+                        fields::by_name(&rest[1..1 + field_len])
+                    };
+                }
+                _ => {}
+            }
+        }
+        deps
+    }
+
+    /// Whether the value may differ from the last one, given the lead fields
+    /// changed since: never for a condition of unchanged lead fields only.
+    pub fn may_change(&self, changed: u16) -> bool {
+        self.now || self.event || self.lead & changed != 0
+    }
+}
+
+impl Condition {
+    pub fn labeled(mut self, label: &str) -> Condition {
+        self.label = label.into();
+        self
+    }
 }
 
 impl std::fmt::Debug for Condition {
@@ -42,12 +217,20 @@ pub struct CelError {
 #[derive(Clone)]
 pub struct CelEnv {
     env: Arc<Env>,
+    /// Hands out cache slots to the conditions compiled here.
+    slots: Arc<AtomicUsize>,
 }
 
 impl Default for CelEnv {
     fn default() -> Self {
+        let mut env = Env::stdlib();
+        // cel-go's `ext.Strings()` (`lowerAscii`, `trim`, `split`, ...), which
+        // conditions on free-text attributes need. It declares nothing the
+        // standard library has, so adding it cannot fail.
+        let _ = env.add_extension(cel::extensions::strings);
         CelEnv {
-            env: Arc::new(Env::stdlib()),
+            env: Arc::new(env),
+            slots: Arc::default(),
         }
     }
 }
@@ -98,9 +281,14 @@ impl CelEnv {
                 }]);
             }
         }
+        let deps = Deps::of(source);
+        let slot = (!deps.now && !deps.event).then(|| self.slots.fetch_add(1, Ordering::Relaxed));
         Ok(Condition {
             source: source.into(),
             program: Arc::new(program),
+            label: "".into(),
+            deps,
+            slot,
         })
     }
 
@@ -122,9 +310,13 @@ fn find_identifier(source: &str, name: &str) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = source[from..].find(name) {
         let at = from + i;
-        let before_ok = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_' || bytes[at - 1] == b'.');
+        let before_ok = at == 0
+            || !(bytes[at - 1].is_ascii_alphanumeric()
+                || bytes[at - 1] == b'_'
+                || bytes[at - 1] == b'.');
         let end = at + name.len();
-        let after_ok = end >= bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_');
+        let after_ok =
+            end >= bytes.len() || !(bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_');
         if before_ok && after_ok {
             return Some(source[..at].chars().count());
         }
@@ -143,47 +335,51 @@ pub enum EvalIssue {
     Error(String),
 }
 
-/// The values conditions see while one event or timer is evaluated.
-pub struct Scope {
-    now: Box<dyn Val>,
-    event: Option<Box<dyn Val>>,
-    lead: Option<Box<dyn Val>>,
+/// The values conditions see while one event or timer is evaluated. `lead`
+/// is given at each evaluation, since evaluating changes it.
+pub struct Scope<'a> {
+    now: CelTimestamp,
+    event: Option<EventView<'a>>,
 }
 
-struct Resolver<'a> {
-    now: &'a dyn Val,
-    event: Option<&'a dyn Val>,
-    lead: &'a dyn Val,
+struct Resolver<'a, 's> {
+    scope: &'s Scope<'a>,
+    lead: LeadView<'s>,
 }
 
-impl VariableResolver for Resolver<'_> {
+impl VariableResolver for Resolver<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
-            "lead" => Some(CowVal::Borrowed(self.lead)),
-            "event" => self.event.map(CowVal::Borrowed),
-            "now" => Some(CowVal::Borrowed(self.now)),
+            "lead" => Some(CowVal::Borrowed(&self.lead)),
+            "event" => self
+                .scope
+                .event
+                .as_ref()
+                .map(|e| CowVal::Borrowed(e as &dyn Val)),
+            "now" => Some(CowVal::Borrowed(&self.scope.now)),
             _ => None,
         }
     }
 }
 
-impl Scope {
-    pub fn new(now: Timestamp, event: Option<&Event>) -> Scope {
+impl<'a> Scope<'a> {
+    pub fn new(now: Timestamp, event: Option<&'a Event>) -> Scope<'a> {
         Scope {
-            now: to_val(Value::Timestamp(now.fixed_offset())),
-            event: event.map(|e| to_val(event_value(e))),
-            lead: None,
+            now: CelTimestamp::from(now.fixed_offset()),
+            event: event.map(EventView),
         }
     }
 
-    /// Call after changing the lead, so conditions see the change.
-    pub fn lead_changed(&mut self) {
-        self.lead = None;
-    }
-
-    pub fn eval(&mut self, cond: &Condition, ctx: &Context, lead: &LeadState) -> Result<bool, EvalIssue> {
-        let lead_val: &dyn Val = &**self.lead.get_or_insert_with(|| to_val(lead_value(lead)));
-        let resolver = Resolver { now: &*self.now, event: self.event.as_deref(), lead: lead_val };
+    pub fn eval(
+        &self,
+        cond: &Condition,
+        ctx: &Context,
+        lead: &LeadState,
+    ) -> Result<bool, EvalIssue> {
+        let resolver = Resolver {
+            scope: self,
+            lead: LeadView(lead),
+        };
         let mut scope = ctx.new_inner_scope();
         scope.set_variable_resolver(&resolver);
         match cond.program.execute(&scope) {
@@ -198,11 +394,6 @@ impl Scope {
             Err(e) => Err(EvalIssue::Error(e.to_string())),
         }
     }
-}
-
-fn to_val(v: Value) -> Box<dyn Val> {
-    // Conversion of plain data (no functions) cannot fail.
-    v.try_into().unwrap_or_else(|_| Box::new(cel::common::types::CelNull) as Box<dyn Val>)
 }
 
 fn key(s: &str) -> Key {
@@ -237,31 +428,6 @@ fn object_to_cel(m: &serde_json::Map<String, Json>) -> Value {
     Value::Map(cel::objects::Map { map: Arc::new(map) })
 }
 
-fn lead_value(l: &LeadState) -> Value {
-    let mut m: HashMap<Key, Value> = HashMap::with_capacity(10);
-    m.insert(key("id"), s(&l.id));
-    m.insert(key("email"), s(&l.email));
-    m.insert(key("score"), Value::Int(l.score));
-    m.insert(key("fit"), Value::Int(l.fit));
-    m.insert(key("stage"), s(l.stage.as_str()));
-    m.insert(key("owner"), s(l.owner.as_deref().unwrap_or("")));
-    m.insert(key("consent"), s(l.consent.as_str()));
-    m.insert(key("attributes"), object_to_cel(&l.attributes));
-    m.insert(key("created_at"), Value::Timestamp(l.created_at.fixed_offset()));
-    m.insert(key("last_activity_at"), Value::Timestamp(l.last_activity_at.fixed_offset()));
-    Value::Map(cel::objects::Map { map: Arc::new(m) })
-}
-
-fn event_value(e: &Event) -> Value {
-    let mut m: HashMap<Key, Value> = HashMap::with_capacity(5);
-    m.insert(key("id"), s(&e.id));
-    m.insert(key("type"), s(&e.kind));
-    m.insert(key("at"), Value::Timestamp(e.at.fixed_offset()));
-    m.insert(key("properties"), object_to_cel(&e.properties));
-    m.insert(key("traits"), object_to_cel(&e.traits));
-    Value::Map(cel::objects::Map { map: Arc::new(m) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +437,10 @@ mod tests {
     fn lead() -> LeadState {
         let mut l = LeadState::new("u1", time::parse("2026-01-01T00:00:00Z").unwrap());
         l.score = 60;
-        l.attributes = json!({"industry": "software", "employees": 1500}).as_object().unwrap().clone();
+        l.attributes = json!({"industry": "software", "employees": 1500})
+            .as_object()
+            .unwrap()
+            .clone();
         l
     }
 
@@ -283,7 +452,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let mut scope = Scope::new(time::parse(now).unwrap(), Some(&ev));
+        let scope = Scope::new(time::parse(now).unwrap(), Some(&ev));
         scope.eval(&c, &env.context(), &lead())
     }
 
@@ -291,20 +460,88 @@ mod tests {
     fn reads_lead_event_and_now() {
         let now = "2026-02-15T00:00:00Z";
         assert_eq!(eval("lead.score >= 50", now), Ok(true));
-        assert_eq!(eval(r#"event.properties.path.startsWith("/pricing")"#, now), Ok(true));
-        assert_eq!(eval(r#"lead.attributes.industry in ["software", "fintech"]"#, now), Ok(true));
-        assert_eq!(eval(r#"now - lead.last_activity_at > duration("720h")"#, now), Ok(true));
-        assert_eq!(eval(r#"now - lead.last_activity_at > duration("720h")"#, "2026-01-02T00:00:00Z"), Ok(false));
+        assert_eq!(
+            eval(r#"event.properties.path.startsWith("/pricing")"#, now),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(
+                r#"lead.attributes.industry in ["software", "fintech"]"#,
+                now
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(r#"now - lead.last_activity_at > duration("720h")"#, now),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(
+                r#"now - lead.last_activity_at > duration("720h")"#,
+                "2026-01-02T00:00:00Z"
+            ),
+            Ok(false)
+        );
         assert_eq!(eval("lead.attributes.employees >= 1000", now), Ok(true));
         assert_eq!(eval(r#"lead.owner == """#, now), Ok(true));
     }
 
     #[test]
+    fn string_extension_functions() {
+        let now = "2026-02-15T00:00:00Z";
+        assert_eq!(
+            eval(
+                r#"lead.attributes.industry.upperAscii().lowerAscii() == "software""#,
+                now
+            ),
+            Ok(true)
+        );
+        assert_eq!(eval(r#"" a ".trim() == "a""#, now), Ok(true));
+    }
+
+    #[test]
     fn missing_keys_are_false_not_errors() {
         let now = "2026-02-15T00:00:00Z";
-        assert_eq!(eval("lead.attributes.nothing == 1", now), Err(EvalIssue::Missing));
-        assert!(matches!(eval("lead.attributes.industry > 3", now), Err(EvalIssue::Error(_))));
-        assert!(matches!(eval("lead.score + 1", now), Err(EvalIssue::Error(_))));
+        assert_eq!(
+            eval("lead.attributes.nothing == 1", now),
+            Err(EvalIssue::Missing)
+        );
+        assert!(matches!(
+            eval("lead.attributes.industry > 3", now),
+            Err(EvalIssue::Error(_))
+        ));
+        assert!(matches!(
+            eval("lead.score + 1", now),
+            Err(EvalIssue::Error(_))
+        ));
+    }
+
+    #[test]
+    fn deps_over_approximate_what_a_condition_reads() {
+        let d = Deps::of(r#"lead.attributes.industry in ["software"] && lead.email != """#);
+        assert_eq!(
+            (d.now, d.event, d.lead),
+            (false, false, fields::ATTRIBUTES | fields::EMAIL)
+        );
+        let d = Deps::of("now - lead.last_activity_at > duration('1h')");
+        assert!(d.now && d.lead == fields::LAST_ACTIVITY_AT);
+        assert_eq!(Deps::of("has(lead.x)").lead, fields::ALL);
+        assert_eq!(Deps::of("size(lead) > 0").lead, fields::ALL);
+        assert!(Deps::of("event.type == 'x'").event);
+        assert!(!Deps::of("lead.attributes.event == 1").event);
+        // Words in strings are not reads; triple quotes fall back to the safe side.
+        assert_eq!(
+            Deps::of(r#"lead.stage in ["lead", 'now']"#),
+            Deps {
+                now: false,
+                event: false,
+                lead: fields::STAGE
+            }
+        );
+        assert_eq!(Deps::of(r#"lead.stage == "a\"lead" "#).lead, fields::STAGE);
+        assert_eq!(Deps::of("lead.stage == '''lead'''").lead, fields::ALL);
+        assert!(!Deps::of("lead.score > 1").may_change(fields::ATTRIBUTES));
+        assert!(Deps::of("lead.score > 1").may_change(fields::SCORE));
     }
 
     #[test]
@@ -314,7 +551,11 @@ mod tests {
         assert_eq!((e[0].line, e[0].col), (1, 15));
         let e = env.compile("leads.score > 1").unwrap_err();
         assert_eq!((e[0].line, e[0].col), (1, 1));
-        assert!(e[0].message.contains("did you mean `lead`"), "{}", e[0].message);
+        assert!(
+            e[0].message.contains("did you mean `lead`"),
+            "{}",
+            e[0].message
+        );
         assert!(env.compile("[1, 2].exists(x, x > 1)").is_ok());
     }
 }

@@ -21,13 +21,27 @@ impl Run<'_, '_> {
                     e.waiting_consent = false;
                     e.due_at = Some(self.now);
                     let (cycle, step) = (e.cycle, e.next_step);
-                    self.schedule(self.now, TimerKind::Drip { campaign: c.name.clone(), cycle, step });
+                    self.schedule(
+                        self.now,
+                        TimerKind::Drip {
+                            campaign: c.name.clone(),
+                            cycle,
+                            step,
+                        },
+                    );
                 }
                 continue;
             }
             let cycle = self.lead.cycle;
-            let enrolled_this_cycle = self.lead.enrollments.iter().any(|e| e.campaign == c.name && e.cycle == cycle);
-            if enrolled_this_cycle || self.lead.consent == Consent::OptedOut || !self.holds(&c.enroll, &format!("campaigns.{}.enroll", c.name)) {
+            let enrolled_this_cycle = self
+                .lead
+                .enrollments
+                .iter()
+                .any(|e| e.campaign == c.name && e.cycle == cycle);
+            if enrolled_this_cycle
+                || self.lead.consent == Consent::OptedOut
+                || !self.holds(&c.enroll)
+            {
                 continue;
             }
             let due = self.now + c.steps[0].after;
@@ -40,8 +54,17 @@ impl Run<'_, '_> {
                 due_at: Some(due),
                 waiting_consent: false,
             });
-            self.note(Note::Enrolled { campaign: c.name.clone() });
-            self.schedule(due, TimerKind::Drip { campaign: c.name.clone(), cycle, step: 0 });
+            self.note(Note::Enrolled {
+                campaign: c.name.clone(),
+            });
+            self.schedule(
+                due,
+                TimerKind::Drip {
+                    campaign: c.name.clone(),
+                    cycle,
+                    step: 0,
+                },
+            );
         }
     }
 
@@ -57,7 +80,7 @@ impl Run<'_, '_> {
             return Some("opted out".into());
         }
         let cond = c.exit.as_ref()?;
-        self.holds(cond, &format!("campaigns.{}.exit", c.name)).then(|| "exit condition".into())
+        self.holds(cond).then(|| "exit condition".into())
     }
 
     fn exit(&mut self, pos: usize, campaign: &str, reason: String) {
@@ -65,7 +88,10 @@ impl Run<'_, '_> {
         e.status = EnrollmentStatus::Exited;
         e.due_at = None;
         e.waiting_consent = false;
-        self.note(Note::Exited { campaign: campaign.to_string(), reason });
+        self.note(Note::Exited {
+            campaign: campaign.to_string(),
+            reason,
+        });
     }
 
     fn may_receive(&self) -> bool {
@@ -75,10 +101,18 @@ impl Run<'_, '_> {
     /// A drip step fell due.
     pub(super) fn due_step(&mut self, campaign: &str, cycle: u32, step: usize) {
         let rules = self.rules;
-        let Some(c) = rules.campaigns.iter().find(|c| c.name == campaign) else { return };
-        let Some(pos) = self.active(campaign) else { return };
+        let Some(c) = rules.campaigns.iter().find(|c| c.name == campaign) else {
+            return;
+        };
+        let Some(pos) = self.active(campaign) else {
+            return;
+        };
         let e = &self.lead.enrollments[pos];
-        if e.cycle != cycle || e.next_step != step || e.due_at != Some(self.now) || e.waiting_consent {
+        if e.cycle != cycle
+            || e.next_step != step
+            || e.due_at != Some(self.now)
+            || e.waiting_consent
+        {
             return; // stale: sent, rescheduled or left since
         }
         if let Some(reason) = self.exit_reason(c) {
@@ -86,8 +120,11 @@ impl Run<'_, '_> {
         }
         let Some(s) = c.steps.get(step) else { return };
         if let Some(cond) = &s.condition {
-            if !self.holds(cond, &format!("campaigns.{campaign}.steps[{step}].if")) {
-                self.note(Note::StepSkipped { campaign: campaign.to_string(), step: step + 1 });
+            if !self.holds(cond) {
+                self.note(Note::StepSkipped {
+                    campaign: campaign.to_string(),
+                    step: step + 1,
+                });
                 return self.advance(pos, c, step);
             }
         }
@@ -112,7 +149,11 @@ impl Run<'_, '_> {
             template: s.template.clone(),
             at: self.now,
         });
-        self.effects.push(Effect::SendEmail { campaign: campaign.to_string(), step: step + 1, template: s.template.clone() });
+        self.effects.push(Effect::SendEmail {
+            campaign: campaign.to_string(),
+            step: step + 1,
+            template: s.template.clone(),
+        });
         self.advance(pos, c, step);
     }
 
@@ -126,22 +167,50 @@ impl Run<'_, '_> {
                 let due = self.now + s.after;
                 e.due_at = Some(due);
                 let cycle = e.cycle;
-                self.schedule(due, TimerKind::Drip { campaign: c.name.clone(), cycle, step: next });
+                self.schedule(
+                    due,
+                    TimerKind::Drip {
+                        campaign: c.name.clone(),
+                        cycle,
+                        step: next,
+                    },
+                );
             }
             None => {
                 e.status = EnrollmentStatus::Completed;
                 e.due_at = None;
-                self.note(Note::Completed { campaign: c.name.clone() });
+                self.note(Note::Completed {
+                    campaign: c.name.clone(),
+                });
             }
         }
     }
 
-    fn postpone(&mut self, pos: usize, c: &Campaign, step: usize, reason: Postponed, until: Timestamp) {
+    fn postpone(
+        &mut self,
+        pos: usize,
+        c: &Campaign,
+        step: usize,
+        reason: Postponed,
+        until: Timestamp,
+    ) {
         let e = &mut self.lead.enrollments[pos];
         e.due_at = Some(until);
         let cycle = e.cycle;
-        self.note(Note::StepPostponed { campaign: c.name.clone(), step: step + 1, reason, until: Some(until) });
-        self.schedule(until, TimerKind::Drip { campaign: c.name.clone(), cycle, step });
+        self.note(Note::StepPostponed {
+            campaign: c.name.clone(),
+            step: step + 1,
+            reason,
+            until: Some(until),
+        });
+        self.schedule(
+            until,
+            TimerKind::Drip {
+                campaign: c.name.clone(),
+                cycle,
+                step,
+            },
+        );
     }
 
     /// With the frequency cap full now, the first moment it allows a send.

@@ -18,7 +18,11 @@ pub struct Timer {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TimerKind {
     /// Step `step` (0-based) of a campaign enrollment.
-    Drip { campaign: String, cycle: u32, step: usize },
+    Drip {
+        campaign: String,
+        cycle: u32,
+        step: usize,
+    },
     /// The owner's time to give feedback runs out.
     Sla { owner: String },
 }
@@ -28,15 +32,26 @@ pub enum TimerKind {
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     /// Send drip step `step` (1-based) of `campaign` with `template`.
-    SendEmail { campaign: String, step: usize, template: String },
+    SendEmail {
+        campaign: String,
+        step: usize,
+        template: String,
+    },
     /// Tell an owner a lead was assigned to them.
-    NotifyOwner { owner: String, email: String, rule: String },
+    NotifyOwner {
+        owner: String,
+        email: String,
+        rule: String,
+    },
     /// Offer the lead to owners (strategy `claim`).
     OfferToOwners { owners: Vec<String>, rule: String },
     /// Tell `to` that `owner` let the SLA pass.
     NotifySlaBreach { to: String, owner: String },
     /// Fire a webhook.
-    Webhook { webhook: String, event: WebhookEvent },
+    Webhook {
+        webhook: String,
+        event: WebhookEvent,
+    },
     /// Wake up later.
     Schedule(Timer),
     /// Record on the lead's timeline.
@@ -57,12 +72,28 @@ pub enum Postponed {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "note", rename_all = "snake_case")]
 pub enum Note {
-    ConditionError { rule: String, message: String },
-    PluginFailed { plugin: String, error: String },
-    Enrolled { campaign: String },
-    Exited { campaign: String, reason: String },
-    Completed { campaign: String },
-    StepSkipped { campaign: String, step: usize },
+    ConditionError {
+        rule: String,
+        message: String,
+    },
+    PluginFailed {
+        plugin: String,
+        error: String,
+    },
+    Enrolled {
+        campaign: String,
+    },
+    Exited {
+        campaign: String,
+        reason: String,
+    },
+    Completed {
+        campaign: String,
+    },
+    StepSkipped {
+        campaign: String,
+        step: usize,
+    },
     StepPostponed {
         campaign: String,
         step: usize,
@@ -70,21 +101,43 @@ pub enum Note {
         #[serde(skip_serializing_if = "Option::is_none", with = "opt_ts")]
         until: Option<Timestamp>,
     },
-    Unrouted { reason: String },
-    Offered { rule: String, owners: Vec<String> },
-    ClaimRefused { owner: String, reason: String },
-    SlaBreached { owner: String },
-    FeedbackIgnored { reason: String },
-    Recycled { reason: Option<String> },
+    Unrouted {
+        reason: String,
+    },
+    Offered {
+        rule: String,
+        owners: Vec<String>,
+    },
+    ClaimRefused {
+        owner: String,
+        reason: String,
+    },
+    SlaBreached {
+        owner: String,
+    },
+    FeedbackIgnored {
+        reason: String,
+    },
+    Recycled {
+        reason: Option<String>,
+    },
 }
 
 /// A plugin's decision.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PluginEffect {
-    Points { points: i64, reason: String },
-    SetAttribute { key: String, value: serde_json::Value },
-    Tag { tag: String },
+    Points {
+        points: i64,
+        reason: String,
+    },
+    SetAttribute {
+        key: String,
+        value: serde_json::Value,
+    },
+    Tag {
+        tag: String,
+    },
 }
 
 mod opt_ts {

@@ -1,6 +1,7 @@
 //! Stages: forward-only promotion by rules (step 5), and sales' answers:
 //! feedback, claims and recycling (SPEC section 1).
 
+use super::cond;
 use super::{Note, Run};
 use crate::model::{Event, FeedbackStatus, Stage, Transition};
 use crate::rules::config::WebhookEvent;
@@ -15,7 +16,7 @@ impl Run<'_, '_> {
             if *stage <= self.lead.stage {
                 break;
             }
-            if self.holds(cond, &format!("stages.{stage}")) {
+            if self.holds(cond) {
                 self.move_to(*stage);
                 return Some(*stage);
             }
@@ -28,16 +29,24 @@ impl Run<'_, '_> {
         if from == to {
             return;
         }
-        self.lead.transitions.push(Transition { from, to, at: self.now });
+        self.lead.transitions.push(Transition {
+            from,
+            to,
+            at: self.now,
+        });
         self.lead.stage = to;
-        self.touched();
+        self.touched(cond::fields::STAGE);
         self.webhook(WebhookEvent::StageChanged);
     }
 
     /// `sales_feedback` and `sales_claim` events.
     pub(super) fn sales_input(&mut self, ev: &Event) {
         if let Some(status) = ev.feedback() {
-            let reason = ev.properties.get("reason").and_then(|r| r.as_str()).map(str::to_string);
+            let reason = ev
+                .properties
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .map(str::to_string);
             self.feedback(status, reason);
         } else if let Some(owner) = ev.claimant() {
             self.claim(owner);
@@ -52,7 +61,9 @@ impl Run<'_, '_> {
                 if self.lead.stage < Stage::Opportunity {
                     self.move_to(Stage::Opportunity);
                 } else {
-                    self.note(Note::FeedbackIgnored { reason: format!("already {}", self.lead.stage) });
+                    self.note(Note::FeedbackIgnored {
+                        reason: format!("already {}", self.lead.stage),
+                    });
                 }
             }
             FeedbackStatus::Won => {
@@ -72,7 +83,7 @@ impl Run<'_, '_> {
         self.lead.owner = None;
         self.lead.routing_rule = None;
         self.lead.offered_to.clear();
-        let reset = self.rules.recycle_score - self.lead.score;
+        let reset = self.rules.recycle_score.saturating_sub(self.lead.score);
         self.add_points("recycle", reset, None, reason.clone());
         // The feedback event caused it; keep it for the explanation.
         let cause = self.current_event.clone();
@@ -81,7 +92,7 @@ impl Run<'_, '_> {
         }
         self.lead.cycle += 1;
         self.lead.stage_back_to(Stage::Lead, self.now);
-        self.touched();
+        self.touched(cond::fields::ALL);
         self.webhook(WebhookEvent::StageChanged);
         self.note(Note::Recycled { reason });
         self.webhook(WebhookEvent::Recycled);
@@ -101,7 +112,11 @@ impl crate::model::LeadState {
     /// The only backward move: sales recycling a lead.
     fn stage_back_to(&mut self, to: Stage, at: crate::model::time::Timestamp) {
         if self.stage != to {
-            self.transitions.push(Transition { from: self.stage, to, at });
+            self.transitions.push(Transition {
+                from: self.stage,
+                to,
+                at,
+            });
             self.stage = to;
         }
     }

@@ -13,6 +13,7 @@ mod effects;
 mod lifecycle;
 mod routing;
 mod scoring;
+mod views;
 
 pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind};
 pub use routing::Book;
@@ -24,7 +25,12 @@ use cond::{EvalIssue, Scope};
 /// Runs scoring plugins. The daemon and `simulate` plug the WASM host in here;
 /// a call must be deterministic (fuel, not time, bounds it) for replays to hold.
 pub trait PluginHost: Send + Sync {
-    fn call(&self, plugin: &Plugin, lead: &LeadState, event: &Event) -> Result<Vec<PluginEffect>, String>;
+    fn call(
+        &self,
+        plugin: &Plugin,
+        lead: &LeadState,
+        event: &Event,
+    ) -> Result<Vec<PluginEffect>, String>;
 }
 
 /// What one input did to one lead.
@@ -43,11 +49,17 @@ pub struct Evaluator<'r> {
 
 impl<'r> Evaluator<'r> {
     pub fn new(rules: &'r Ruleset) -> Self {
-        Evaluator { rules, plugins: None }
+        Evaluator {
+            rules,
+            plugins: None,
+        }
     }
 
     pub fn with_plugins(rules: &'r Ruleset, plugins: &'r dyn PluginHost) -> Self {
-        Evaluator { rules, plugins: Some(plugins) }
+        Evaluator {
+            rules,
+            plugins: Some(plugins),
+        }
     }
 
     /// Applies one event (already known not to be a duplicate). `lead` is
@@ -69,7 +81,11 @@ impl<'r> Evaluator<'r> {
     pub fn on_timer(&self, lead: LeadState, book: &mut Book, timer: &Timer) -> Decision {
         let mut run = Run::new(self, lead, book, timer.at, None);
         match &timer.kind {
-            TimerKind::Drip { campaign, cycle, step } => run.due_step(campaign, *cycle, *step),
+            TimerKind::Drip {
+                campaign,
+                cycle,
+                step,
+            } => run.due_step(campaign, *cycle, *step),
             TimerKind::Sla { owner } => run.sla_due(owner),
         }
         run.finish()
@@ -77,12 +93,23 @@ impl<'r> Evaluator<'r> {
 
     /// Runs the `schedule` rules `rules` (indexes into `Ruleset::scoring`)
     /// that fire at `at` for one lead, then the steps that follow scoring.
-    pub fn on_schedule(&self, lead: LeadState, book: &mut Book, at: Timestamp, rules: &[usize]) -> Decision {
+    pub fn on_schedule(
+        &self,
+        lead: LeadState,
+        book: &mut Book,
+        at: Timestamp,
+        rules: &[usize],
+    ) -> Decision {
         let mut run = Run::new(self, lead, book, at, None);
+        let before = run.lead.ledger.len();
         for &i in rules {
             run.apply_rule(i, None);
         }
-        run.settle();
+        // Nothing changed and no later condition reads the clock: the rest of
+        // the pipeline would decide exactly what it decided last time.
+        if run.lead.ledger.len() != before || self.rules.settle_reads_now {
+            run.settle();
+        }
         run.finish()
     }
 
@@ -90,8 +117,12 @@ impl<'r> Evaluator<'r> {
     pub fn next_schedule(&self, after: Timestamp) -> Option<(Timestamp, Vec<usize>)> {
         let mut best: Option<(Timestamp, Vec<usize>)> = None;
         for &i in &self.rules.scheduled {
-            let crate::rules::Trigger::Schedule(s) = &self.rules.scoring[i].trigger else { continue };
-            let Some(t) = crate::rules::cron5::next_after(s, &after) else { continue };
+            let crate::rules::Trigger::Schedule(s) = &self.rules.scoring[i].trigger else {
+                continue;
+            };
+            let Some(t) = crate::rules::cron5::next_after(s, &after) else {
+                continue;
+            };
             match &mut best {
                 Some((bt, list)) if *bt == t => list.push(i),
                 Some((bt, _)) if *bt < t => {}
@@ -107,7 +138,7 @@ pub(crate) struct Run<'e, 'r> {
     ev: &'e Evaluator<'r>,
     rules: &'r Ruleset,
     ctx: cel::Context<'static, 'static>,
-    scope: Scope,
+    scope: Scope<'e>,
     lead: LeadState,
     book: &'e mut Book,
     now: Timestamp,
@@ -117,7 +148,13 @@ pub(crate) struct Run<'e, 'r> {
 }
 
 impl<'e, 'r> Run<'e, 'r> {
-    fn new(ev: &'e Evaluator<'r>, lead: LeadState, book: &'e mut Book, now: Timestamp, event: Option<&Event>) -> Self {
+    fn new(
+        ev: &'e Evaluator<'r>,
+        lead: LeadState,
+        book: &'e mut Book,
+        now: Timestamp,
+        event: Option<&'e Event>,
+    ) -> Self {
         Run {
             ev,
             rules: ev.rules,
@@ -133,20 +170,29 @@ impl<'e, 'r> Run<'e, 'r> {
 
     /// Evaluates a condition; failures are false, and errors other than a
     /// missing key are noted on the lead's timeline.
-    fn holds(&mut self, cond: &cond::Condition, what: &str) -> bool {
-        match self.scope.eval(cond, &self.ctx, &self.lead) {
+    fn holds(&mut self, cond: &cond::Condition) -> bool {
+        if let Some(b) = self.lead.cache.get(self.rules.fingerprint, cond) {
+            return b;
+        }
+        let b = match self.scope.eval(cond, &self.ctx, &self.lead) {
             Ok(b) => b,
             Err(EvalIssue::Missing) => false,
             Err(EvalIssue::Error(message)) => {
-                self.note(Note::ConditionError { rule: what.to_string(), message });
+                self.note(Note::ConditionError {
+                    rule: cond.label.to_string(),
+                    message,
+                });
                 false
             }
-        }
+        };
+        self.lead.cache.put(self.rules.fingerprint, cond, b);
+        b
     }
 
-    /// Marks the lead changed so later conditions see the change.
-    fn touched(&mut self) {
-        self.scope.lead_changed();
+    /// Records which lead fields changed (bits of [`cond::fields`]), so that
+    /// cached condition results depending on them are evaluated again.
+    fn touched(&mut self, fields: u16) {
+        self.lead.cache.touched(fields);
     }
 
     fn note(&mut self, n: Note) {
@@ -154,11 +200,19 @@ impl<'e, 'r> Run<'e, 'r> {
     }
 
     fn schedule(&mut self, at: Timestamp, kind: TimerKind) {
-        self.effects.push(Effect::Schedule(Timer { lead: self.lead.id.clone(), at, kind }));
+        self.effects.push(Effect::Schedule(Timer {
+            lead: self.lead.id.clone(),
+            at,
+            kind,
+        }));
     }
 
     fn webhook(&mut self, event: crate::rules::config::WebhookEvent) {
-        let names: Vec<String> = self.rules.webhooks_for(event).map(|w| w.name.clone()).collect();
+        let names: Vec<String> = self
+            .rules
+            .webhooks_for(event)
+            .map(|w| w.name.clone())
+            .collect();
         for webhook in names {
             self.effects.push(Effect::Webhook { webhook, event });
         }
@@ -175,7 +229,10 @@ impl<'e, 'r> Run<'e, 'r> {
     }
 
     fn finish(self) -> Decision {
-        Decision { lead: self.lead, effects: self.effects }
+        Decision {
+            lead: self.lead,
+            effects: self.effects,
+        }
     }
 }
 

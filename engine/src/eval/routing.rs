@@ -4,6 +4,7 @@
 //! owner and each rule's rotation. It is part of the evaluator's input and
 //! output like the lead itself.
 
+use super::cond;
 use super::{Effect, Note, Run, TimerKind};
 use crate::model::{Assignment, Stage};
 use crate::rules::config::{OnBreach, Strategy, WebhookEvent};
@@ -38,7 +39,12 @@ impl Book {
 
     /// Picks an owner for `rule` by its strategy: one below capacity and not
     /// `exclude`. Returns an index into `rules.owners`.
-    pub fn pick(&mut self, rules: &Ruleset, rule: &RouteRule, exclude: Option<&str>) -> Option<usize> {
+    pub fn pick(
+        &mut self,
+        rules: &Ruleset,
+        rule: &RouteRule,
+        exclude: Option<&str>,
+    ) -> Option<usize> {
         let eligible = |book: &Book, i: usize| {
             let o = &rules.owners[i];
             Some(o.id.as_str()) != exclude && o.capacity.is_none_or(|c| book.open_count(&o.id) < c)
@@ -47,7 +53,9 @@ impl Book {
         match rule.strategy {
             Strategy::RoundRobin => {
                 let start = self.cursor.get(&rule.name).copied().unwrap_or(0);
-                let k = (0..n).map(|k| (start + k) % n).find(|&k| eligible(self, rule.owners[k]))?;
+                let k = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&k| eligible(self, rule.owners[k]))?;
                 self.cursor.insert(rule.name.clone(), k + 1);
                 Some(rule.owners[k])
             }
@@ -59,7 +67,10 @@ impl Book {
                 .min_by_key(|&i| self.open_count(&rules.owners[i].id)),
             Strategy::Weighted => {
                 let ok: Vec<bool> = rule.owners.iter().map(|&i| eligible(self, i)).collect();
-                let current = self.current.entry(rule.name.clone()).or_insert_with(|| vec![0; n]);
+                let current = self
+                    .current
+                    .entry(rule.name.clone())
+                    .or_insert_with(|| vec![0; n]);
                 current.resize(n, 0);
                 let mut total = 0i64;
                 let mut best: Option<usize> = None;
@@ -90,7 +101,7 @@ impl<'r> Run<'_, 'r> {
         let rules = self.rules;
         rules.route_rules.iter().find(|r| match &r.condition {
             None => true,
-            Some(c) => self.holds(c, &format!("routing.{}", r.name)),
+            Some(c) => self.holds(c),
         })
     }
 
@@ -99,16 +110,28 @@ impl<'r> Run<'_, 'r> {
         let rules = self.rules;
         let Some(rule) = self.matching_rule() else {
             if !rules.route_rules.is_empty() || !rules.owners.is_empty() {
-                self.note(Note::Unrouted { reason: "no routing rule matches".into() });
+                self.note(Note::Unrouted {
+                    reason: "no routing rule matches".into(),
+                });
             }
             return;
         };
         self.lead.routing_rule = Some(rule.name.clone());
         if rule.strategy == Strategy::Claim {
-            let owners: Vec<String> = rule.owners.iter().map(|&i| rules.owners[i].id.clone()).collect();
+            let owners: Vec<String> = rule
+                .owners
+                .iter()
+                .map(|&i| rules.owners[i].id.clone())
+                .collect();
             self.lead.offered_to = owners.clone();
-            self.note(Note::Offered { rule: rule.name.clone(), owners: owners.clone() });
-            self.effects.push(Effect::OfferToOwners { owners, rule: rule.name.clone() });
+            self.note(Note::Offered {
+                rule: rule.name.clone(),
+                owners: owners.clone(),
+            });
+            self.effects.push(Effect::OfferToOwners {
+                owners,
+                rule: rule.name.clone(),
+            });
             return;
         }
         match self.book.pick(rules, rule, exclude) {
@@ -124,9 +147,17 @@ impl<'r> Run<'_, 'r> {
         self.book.take(&o.id);
         self.lead.owner = Some(o.id.clone());
         self.lead.offered_to.clear();
-        self.lead.assignments.push(Assignment { owner: o.id.clone(), rule: rule.to_string(), at: self.now });
-        self.touched();
-        self.effects.push(Effect::NotifyOwner { owner: o.id.clone(), email: o.email.clone(), rule: rule.to_string() });
+        self.lead.assignments.push(Assignment {
+            owner: o.id.clone(),
+            rule: rule.to_string(),
+            at: self.now,
+        });
+        self.touched(cond::fields::OWNER);
+        self.effects.push(Effect::NotifyOwner {
+            owner: o.id.clone(),
+            email: o.email.clone(),
+            rule: rule.to_string(),
+        });
         self.webhook(WebhookEvent::Assigned);
         self.start_sla(&o.id.clone());
     }
@@ -135,14 +166,22 @@ impl<'r> Run<'_, 'r> {
         if let Some(sla) = &self.rules.sla {
             let due = self.now + sla.accept_within;
             self.lead.sla_due = Some(due);
-            self.schedule(due, TimerKind::Sla { owner: owner.to_string() });
+            self.schedule(
+                due,
+                TimerKind::Sla {
+                    owner: owner.to_string(),
+                },
+            );
         }
     }
 
     /// A `sales_claim`: the first claim by an offered owner wins.
     pub(super) fn claim(&mut self, owner: &str) {
         let refuse = |run: &mut Self, reason: &str| {
-            run.note(Note::ClaimRefused { owner: owner.to_string(), reason: reason.to_string() })
+            run.note(Note::ClaimRefused {
+                owner: owner.to_string(),
+                reason: reason.to_string(),
+            })
         };
         if self.lead.owner.is_some() {
             return refuse(self, "the lead already has an owner");
@@ -154,7 +193,10 @@ impl<'r> Run<'_, 'r> {
         let Some(i) = rules.owner_index(owner) else {
             return refuse(self, "unknown owner");
         };
-        if rules.owners[i].capacity.is_some_and(|c| self.book.open_count(owner) >= c) {
+        if rules.owners[i]
+            .capacity
+            .is_some_and(|c| self.book.open_count(owner) >= c)
+        {
             return refuse(self, "the owner is at capacity");
         }
         let rule = self.lead.routing_rule.clone().unwrap_or_default();
@@ -163,18 +205,32 @@ impl<'r> Run<'_, 'r> {
 
     /// The SLA timer fired: breach unless feedback came or the owner changed.
     pub(super) fn sla_due(&mut self, owner: &str) {
-        if self.lead.owner.as_deref() != Some(owner) || self.lead.sla_due != Some(self.now) || self.lead.stage != Stage::Sql {
+        if self.lead.owner.as_deref() != Some(owner)
+            || self.lead.sla_due != Some(self.now)
+            || self.lead.stage != Stage::Sql
+        {
             return;
         }
-        let Some(sla) = self.rules.sla.clone() else { return };
+        let Some(sla) = self.rules.sla.clone() else {
+            return;
+        };
         self.lead.sla_due = None;
-        self.note(Note::SlaBreached { owner: owner.to_string() });
+        self.note(Note::SlaBreached {
+            owner: owner.to_string(),
+        });
         if let Some(to) = &sla.notify {
-            self.effects.push(Effect::NotifySlaBreach { to: to.clone(), owner: owner.to_string() });
+            self.effects.push(Effect::NotifySlaBreach {
+                to: to.clone(),
+                owner: owner.to_string(),
+            });
         }
         self.webhook(WebhookEvent::SlaBreached);
         let rules = self.rules;
-        let rule = self.lead.routing_rule.as_ref().and_then(|n| rules.route_rules.iter().find(|r| &r.name == n));
+        let rule = self
+            .lead
+            .routing_rule
+            .as_ref()
+            .and_then(|n| rules.route_rules.iter().find(|r| &r.name == n));
         if sla.on_breach == OnBreach::Reassign {
             if let Some(rule) = rule.filter(|r| r.strategy == Strategy::Claim) {
                 // Back to the pool, for the others to claim.
@@ -188,9 +244,15 @@ impl<'r> Run<'_, 'r> {
                     self.book.release(owner);
                     self.lead.owner = None;
                     self.lead.offered_to = others.clone();
-                    self.touched();
-                    self.note(Note::Offered { rule: rule.name.clone(), owners: others.clone() });
-                    self.effects.push(Effect::OfferToOwners { owners: others, rule: rule.name.clone() });
+                    self.touched(cond::fields::OWNER);
+                    self.note(Note::Offered {
+                        rule: rule.name.clone(),
+                        owners: others.clone(),
+                    });
+                    self.effects.push(Effect::OfferToOwners {
+                        owners: others,
+                        rule: rule.name.clone(),
+                    });
                     return;
                 }
             }

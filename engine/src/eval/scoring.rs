@@ -1,6 +1,7 @@
 //! Steps 2–5 of SPEC section 3: traits, scoring rules with limits, plugins,
 //! and fit.
 
+use super::cond;
 use super::{Note, PluginEffect, Run};
 use crate::model::{Consent, Event, LedgerEntry};
 use crate::rules::config::WebhookEvent;
@@ -36,7 +37,11 @@ impl Run<'_, '_> {
         if before != Consent::OptedOut && self.lead.consent == Consent::OptedOut {
             self.webhook(WebhookEvent::Unsubscribed);
         }
-        self.touched();
+        let mut changed = cond::fields::LAST_ACTIVITY_AT;
+        if !ev.traits.is_empty() {
+            changed |= cond::fields::ATTRIBUTES | cond::fields::EMAIL | cond::fields::CONSENT;
+        }
+        self.touched(changed);
     }
 
     pub(super) fn score_event(&mut self, ev: &Event) {
@@ -54,24 +59,39 @@ impl Run<'_, '_> {
                 .lead
                 .ledger
                 .iter()
-                .filter(|e| e.rule == rule.name && e.at <= self.now && from.is_none_or(|f| e.at > f))
+                .filter(|e| {
+                    e.rule == rule.name && e.at <= self.now && from.is_none_or(|f| e.at > f)
+                })
                 .count();
             if used >= times as usize {
                 return;
             }
         }
         if let Some(c) = &rule.condition {
-            if !self.holds(c, &rule.name) {
+            if !self.holds(c) {
                 return;
             }
         }
         self.add_points(&rule.name, rule.points, event.map(str::to_string), None);
     }
 
-    pub(super) fn add_points(&mut self, rule: &str, points: i64, event: Option<String>, reason: Option<String>) {
-        self.lead.ledger.push(LedgerEntry { rule: rule.to_string(), points, event, at: self.now, reason });
-        self.lead.score += points;
-        self.touched();
+    pub(super) fn add_points(
+        &mut self,
+        rule: &str,
+        points: i64,
+        event: Option<String>,
+        reason: Option<String>,
+    ) {
+        self.lead.ledger.push(LedgerEntry {
+            rule: rule.to_string(),
+            points,
+            event,
+            at: self.now,
+            reason,
+        });
+        // Saturating: absurd points must not crash the engine.
+        self.lead.score = self.lead.score.saturating_add(points);
+        self.touched(cond::fields::SCORE);
     }
 
     /// Step 4: plugins subscribed to the event type, in order. A failing
@@ -88,7 +108,10 @@ impl Run<'_, '_> {
                         self.plugin_effect(&plugin.name, &ev.id, e);
                     }
                 }
-                Err(error) => self.note(Note::PluginFailed { plugin: plugin.name.clone(), error }),
+                Err(error) => self.note(Note::PluginFailed {
+                    plugin: plugin.name.clone(),
+                    error,
+                }),
             }
         }
     }
@@ -100,10 +123,14 @@ impl Run<'_, '_> {
             }
             PluginEffect::SetAttribute { key, value } => {
                 self.lead.attributes.insert(key, value);
-                self.touched();
+                self.touched(cond::fields::ATTRIBUTES);
             }
             PluginEffect::Tag { tag } => {
-                let tags = self.lead.attributes.entry("tags").or_insert_with(|| Value::Array(vec![]));
+                let tags = self
+                    .lead
+                    .attributes
+                    .entry("tags")
+                    .or_insert_with(|| Value::Array(vec![]));
                 if !tags.is_array() {
                     *tags = Value::Array(vec![]);
                 }
@@ -112,7 +139,7 @@ impl Run<'_, '_> {
                         list.push(Value::String(tag));
                     }
                 }
-                self.touched();
+                self.touched(cond::fields::ATTRIBUTES);
             }
         }
     }
@@ -122,15 +149,17 @@ impl Run<'_, '_> {
         let rules = self.rules;
         let mut breakdown = Vec::new();
         for r in &rules.fit {
-            if self.holds(&r.condition, &r.name) {
+            if self.holds(&r.condition) {
                 breakdown.push((r.name.clone(), r.points));
             }
         }
-        let fit = breakdown.iter().map(|(_, p)| p).sum();
+        let fit = breakdown
+            .iter()
+            .fold(0i64, |sum, (_, p)| sum.saturating_add(*p));
         self.lead.fit_breakdown = breakdown;
         if fit != self.lead.fit {
             self.lead.fit = fit;
-            self.touched();
+            self.touched(cond::fields::FIT);
         }
     }
 }

@@ -14,9 +14,10 @@ pub struct Event {
     pub traits: Map<String, Value>,
 }
 
-/// What is wrong with an event, naming the JSON field.
+/// What is wrong with an event, naming the JSON field (none when the
+/// event as a whole is wrong).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}`: {message}")]
+#[error("{}{message}", if field.is_empty() { String::new() } else { format!("`{field}`: ") })]
 pub struct EventError {
     pub field: String,
     pub message: String,
@@ -69,9 +70,8 @@ impl Event {
         let lead = required_string(obj, "lead")?;
         let kind = required_string(obj, "type")?;
         let at = match obj.get("at") {
-            None | Some(Value::Null) => {
-                default_at.ok_or_else(|| err("at", "missing (an RFC 3339 time is required here)"))?
-            }
+            None | Some(Value::Null) => default_at
+                .ok_or_else(|| err("at", "missing (an RFC 3339 time is required here)"))?,
             Some(Value::String(s)) => time::parse(s)
                 .map_err(|e| err("at", format!("not an RFC 3339 time ({e}): {s:?}")))?,
             Some(_) => return Err(err("at", "must be an RFC 3339 time string")),
@@ -79,7 +79,7 @@ impl Event {
         let properties = optional_object(obj, "properties")?;
         let traits = optional_object(obj, "traits")?;
         if let Some(c) = traits.get("consent") {
-            if !c.as_str().is_some_and(|s| super::Consent::parse(s).is_some()) {
+            if c.as_str().and_then(super::Consent::parse).is_none() {
                 return Err(err(
                     "traits.consent",
                     "must be \"unknown\", \"opted_in\" or \"opted_out\"",
@@ -100,8 +100,12 @@ impl Event {
                 ));
             }
         }
-        if kind == "sales_claim" && !properties.get("owner").is_some_and(|o| o.as_str().is_some_and(|s| !s.is_empty())) {
-            return Err(err("properties.owner", "must name the owner who claims the lead"));
+        let owner = properties.get("owner").and_then(Value::as_str);
+        if kind == "sales_claim" && owner.is_none_or(str::is_empty) {
+            return Err(err(
+                "properties.owner",
+                "must name the owner who claims the lead",
+            ));
         }
         Ok(Event {
             id,
@@ -159,7 +163,10 @@ fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, Even
     }
 }
 
-fn optional_object(obj: &Map<String, Value>, field: &str) -> Result<Map<String, Value>, EventError> {
+fn optional_object(
+    obj: &Map<String, Value>,
+    field: &str,
+) -> Result<Map<String, Value>, EventError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(m)) => Ok(m.clone()),
@@ -174,8 +181,11 @@ mod tests {
 
     #[test]
     fn names_the_bad_field() {
-        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"x","at":"yesterday"}), None)
-            .unwrap_err();
+        let e = Event::from_json(
+            &json!({"id":"e1","lead":"u1","type":"x","at":"yesterday"}),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "at");
         let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":""}), None).unwrap_err();
         assert_eq!(e.field, "type");
@@ -185,11 +195,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "traits.consent");
-        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"sales_feedback","at":"2026-01-01T00:00:00Z"}), None)
-            .unwrap_err();
+        let e = Event::from_json(
+            &json!({"id":"e1","lead":"u1","type":"sales_feedback","at":"2026-01-01T00:00:00Z"}),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "properties.status");
-        let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"x","at":"2026-01-01T00:00:00Z","colour":1}), None)
-            .unwrap_err();
+        let e = Event::from_json(
+            &json!({"id":"e1","lead":"u1","type":"x","at":"2026-01-01T00:00:00Z","colour":1}),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "colour");
     }
 
@@ -198,6 +214,11 @@ mod tests {
         let now = time::parse("2026-01-01T00:00:00Z").unwrap();
         let e = Event::from_json(&json!({"id":"e1","lead":"u1","type":"x"}), Some(now)).unwrap();
         assert_eq!(e.at, now);
-        assert_eq!(Event::from_json(&json!({"id":"e1","lead":"u1","type":"x"}), None).unwrap_err().field, "at");
+        assert_eq!(
+            Event::from_json(&json!({"id":"e1","lead":"u1","type":"x"}), None)
+                .unwrap_err()
+                .field,
+            "at"
+        );
     }
 }

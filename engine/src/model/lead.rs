@@ -8,7 +8,16 @@ use std::fmt;
 /// Lifecycle stages, in order. `Ord` is the funnel order, so "forward only"
 /// is a plain comparison.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
     schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
@@ -180,6 +189,10 @@ pub struct LeadState {
     pub offered_to: Vec<String>,
     /// When the current owner's time to give feedback runs out.
     pub sla_due: Option<Timestamp>,
+    /// Results of conditions that read only this lead, kept while what they
+    /// read is unchanged. Not stored: a lead read back starts with it empty.
+    #[serde(skip)]
+    pub cache: crate::eval::cond::ConditionCache,
 }
 
 impl LeadState {
@@ -205,6 +218,7 @@ impl LeadState {
             routing_rule: None,
             offered_to: Vec::new(),
             sla_due: None,
+            cache: Default::default(),
         }
     }
 
@@ -213,7 +227,7 @@ impl LeadState {
         let mut by_rule: Vec<(String, i64)> = Vec::new();
         for e in &self.ledger {
             match by_rule.iter_mut().find(|(r, _)| *r == e.rule) {
-                Some((_, p)) => *p += e.points,
+                Some((_, p)) => *p = p.saturating_add(e.points),
                 None => by_rule.push((e.rule.clone(), e.points)),
             }
         }

@@ -32,6 +32,12 @@ pub struct Ruleset {
     pub recycle_score: i64,
     pub webhooks: Vec<WebhookTarget>,
     pub settings: Settings,
+    /// Identifies these rules, so cached condition results on a lead are
+    /// reused only with the rules that produced them.
+    pub fingerprint: u64,
+    /// Whether a condition after scoring (fit, stages, campaigns, routing)
+    /// reads `now`: if none does, a schedule tick that scored nothing changes nothing.
+    pub settle_reads_now: bool,
     /// The files the rules came from (for reloads and summaries).
     pub files: Vec<PathBuf>,
     pub(crate) cel: CelEnv,
@@ -47,7 +53,7 @@ impl std::fmt::Debug for CelEnv {
 pub enum Trigger {
     /// Event types; `*` is any.
     Events(Vec<String>),
-    Schedule(cron::Schedule),
+    Schedule(Box<cron::Schedule>),
 }
 
 #[derive(Debug, Clone)]
@@ -138,7 +144,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { from: None, require_consent: true, frequency_cap: None }
+        Settings {
+            from: None,
+            require_consent: true,
+            frequency_cap: None,
+        }
     }
 }
 
@@ -154,7 +164,10 @@ impl Ruleset {
 
     /// Scoring rules triggered by an event type, in file order.
     pub fn scoring_for(&self, kind: &str) -> &[usize] {
-        self.by_type.get(kind).map(Vec::as_slice).unwrap_or(&self.any_type)
+        self.by_type
+            .get(kind)
+            .map(Vec::as_slice)
+            .unwrap_or(&self.any_type)
     }
 
     pub fn owner_index(&self, id: &str) -> Option<usize> {
@@ -171,7 +184,9 @@ impl Ruleset {
 
     /// One line for `nurture check`.
     pub fn summary(&self) -> String {
-        let n = |count: usize, one: &str, many: &str| format!("{count} {}", if count == 1 { one } else { many });
+        let n = |count: usize, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
         format!(
             "{}: {}, {}, {}, {}, {}, {}, {}, {}, {}",
             n(self.files.len(), "file", "files"),
@@ -191,19 +206,29 @@ impl Ruleset {
 /// Compiles what was loaded, adding every problem found to its diagnostics.
 pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     let cel = CelEnv::default();
-    let mut c = Compiler { l: &mut l, cel: &cel };
+    let mut c = Compiler {
+        l: &mut l,
+        cel: &cel,
+    };
 
     let scoring_items = std::mem::take(&mut c.l.scoring);
     c.unique(&scoring_items, "scoring rule", |r| &r.name);
-    let scoring: Vec<ScoringRule> = scoring_items.iter().filter_map(|it| c.scoring(it)).collect();
+    let scoring: Vec<ScoringRule> = scoring_items
+        .iter()
+        .filter_map(|it| c.scoring(it))
+        .collect();
 
     let fit_items = std::mem::take(&mut c.l.fit);
     c.unique(&fit_items, "fit rule", |r| &r.name);
-    let fit = fit_items
+    let fit: Vec<FitRule> = fit_items
         .iter()
         .filter_map(|it| {
-            let condition = c.cel(&it.loc.key("if"), &it.value.condition)?;
-            Some(FitRule { name: it.value.name.clone(), condition, points: it.value.points })
+            let condition = c.cel(&it.loc.key("if"), &it.value.condition, &it.value.name)?;
+            Some(FitRule {
+                name: it.value.name.clone(),
+                condition,
+                points: it.value.points,
+            })
         })
         .collect();
 
@@ -213,11 +238,11 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
 
     let mut stages = Vec::new();
     for (stage, item) in std::mem::take(&mut c.l.stages) {
-        if let Some(cond) = c.cel(&item.loc, &item.value) {
+        if let Some(cond) = c.cel(&item.loc, &item.value, &format!("stages.{stage}")) {
             stages.push((stage, cond));
         }
     }
-    stages.sort_by(|a, b| b.0.cmp(&a.0));
+    stages.sort_by_key(|s| std::cmp::Reverse(s.0));
 
     let template_items = std::mem::take(&mut c.l.templates);
     c.unique(&template_items, "template", |t| &t.name);
@@ -228,12 +253,17 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
         if let Some(html) = &it.value.html {
             c.template(&it.loc.key("html"), html);
         }
-        templates.entry(it.value.name.clone()).or_insert_with(|| it.value.clone());
+        templates
+            .entry(it.value.name.clone())
+            .or_insert_with(|| it.value.clone());
     }
 
     let campaign_items = std::mem::take(&mut c.l.campaigns);
     c.unique(&campaign_items, "campaign", |x| &x.name);
-    let campaigns = campaign_items.iter().filter_map(|it| c.campaign(it, &templates)).collect();
+    let campaigns: Vec<Campaign> = campaign_items
+        .iter()
+        .filter_map(|it| c.campaign(it, &templates))
+        .collect();
 
     let owner_items = std::mem::take(&mut c.l.owners);
     c.unique(&owner_items, "owner", |o| &o.id);
@@ -241,7 +271,10 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     for it in &owner_items {
         let o = &it.value;
         if !o.email.contains('@') {
-            c.l.error(&it.loc.key("email"), format!("owner `{}`: {:?} is not an email address", o.id, o.email));
+            c.l.error(
+                &it.loc.key("email"),
+                format!("owner `{}`: {:?} is not an email address", o.id, o.email),
+            );
         }
         if o.weight == Some(0) {
             c.l.error(&it.loc.key("weight"), "weight must be at least 1");
@@ -249,17 +282,28 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
         if owners.iter().any(|x| x.id == o.id) {
             continue;
         }
-        owners.push(Owner { id: o.id.clone(), email: o.email.clone(), capacity: o.capacity, weight: o.weight.unwrap_or(1) });
+        owners.push(Owner {
+            id: o.id.clone(),
+            email: o.email.clone(),
+            capacity: o.capacity,
+            weight: o.weight.unwrap_or(1),
+        });
     }
 
     let rule_items = std::mem::take(&mut c.l.route_rules);
     c.unique(&rule_items, "routing rule", |r| &r.name);
-    let route_rules = rule_items.iter().filter_map(|it| c.route_rule(it, &owners)).collect();
+    let route_rules: Vec<RouteRule> = rule_items
+        .iter()
+        .filter_map(|it| c.route_rule(it, &owners))
+        .collect();
 
     let sla = c.l.sla.take().map(|it| {
         if let Some(n) = &it.value.notify {
             if !n.contains('@') {
-                c.l.error(&it.loc.key("notify"), format!("{n:?} is not an email address"));
+                c.l.error(
+                    &it.loc.key("notify"),
+                    format!("{n:?} is not an email address"),
+                );
             }
         }
         Sla {
@@ -277,12 +321,26 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
         .map(|it| {
             let w = &it.value;
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                c.l.error(&it.loc.key("url"), format!("webhook `{}`: url must start with http:// or https://", w.name));
+                c.l.error(
+                    &it.loc.key("url"),
+                    format!(
+                        "webhook `{}`: url must start with http:// or https://",
+                        w.name
+                    ),
+                );
             }
             if w.on.is_empty() {
-                c.l.error(&it.loc.key("on"), format!("webhook `{}`: list at least one event", w.name));
+                c.l.error(
+                    &it.loc.key("on"),
+                    format!("webhook `{}`: list at least one event", w.name),
+                );
             }
-            WebhookTarget { name: w.name.clone(), url: w.url.clone(), on: w.on.clone(), secret: w.secret.clone() }
+            WebhookTarget {
+                name: w.name.clone(),
+                url: w.url.clone(),
+                on: w.on.clone(),
+                secret: w.secret.clone(),
+            }
         })
         .collect();
 
@@ -291,11 +349,17 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
         Some(it) => {
             let e = &it.value;
             if !e.from.contains('@') {
-                c.l.error(&it.loc.key("from"), format!("{:?} is not an email address", e.from));
+                c.l.error(
+                    &it.loc.key("from"),
+                    format!("{:?} is not an email address", e.from),
+                );
             }
             if let Some(cap) = &e.frequency_cap {
                 if cap.max == 0 {
-                    c.l.error(&it.loc.key("frequency_cap").key("max"), "max must be at least 1");
+                    c.l.error(
+                        &it.loc.key("frequency_cap").key("max"),
+                        "max must be at least 1",
+                    );
                 }
             }
             Settings {
@@ -307,6 +371,10 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     };
 
     if !l.diagnostics.is_empty() {
+        // Shapes are checked before references: put it all in file order.
+        let rank = |file: &str| l.order.iter().position(|f| f == file).unwrap_or(usize::MAX);
+        l.diagnostics
+            .sort_by_key(|d| (rank(&d.file), d.pos.line, d.pos.col));
         return Err(Diagnostics(l.diagnostics));
     }
 
@@ -331,7 +399,29 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
         list.dedup();
     }
 
+    // A fresh number per compiled ruleset: condition slots are only
+    // meaningful within one compilation.
+    static COMPILATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let fingerprint = COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let settle_conditions = fit
+        .iter()
+        .map(|r: &FitRule| &r.condition)
+        .chain(stages.iter().map(|(_, c)| c))
+        .chain(campaigns.iter().flat_map(|c: &Campaign| {
+            std::iter::once(&c.enroll)
+                .chain(c.exit.iter())
+                .chain(c.steps.iter().filter_map(|s| s.condition.as_ref()))
+        }))
+        .chain(
+            route_rules
+                .iter()
+                .filter_map(|r: &RouteRule| r.condition.as_ref()),
+        );
+    let settle_reads_now = settle_conditions.into_iter().any(|c| c.deps.now);
+
     Ok(Ruleset {
+        fingerprint,
+        settle_reads_now,
         scoring,
         by_type,
         any_type,
@@ -358,22 +448,32 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    fn cel(&mut self, loc: &Loc, source: &str) -> Option<Condition> {
+    fn cel(&mut self, loc: &Loc, source: &str, label: &str) -> Option<Condition> {
         match self.cel.compile(source) {
-            Ok(c) => Some(c),
+            Ok(c) => Some(c.labeled(label)),
             Err(errors) => {
                 for e in errors {
-                    self.l.error_inside(loc, e.line, e.col, format!("{}: CEL: {}", loc.path, e.message));
+                    self.l.error_inside(
+                        loc,
+                        e.line,
+                        e.col,
+                        format!("{}: CEL: {}", loc.path, e.message),
+                    );
                 }
                 None
             }
         }
     }
 
-    fn opt_cel(&mut self, loc: &Loc, source: &Option<String>) -> Result<Option<Condition>, ()> {
+    fn opt_cel(
+        &mut self,
+        loc: &Loc,
+        source: &Option<String>,
+        label: &str,
+    ) -> Result<Option<Condition>, ()> {
         match source {
             None => Ok(None),
-            Some(s) => self.cel(loc, s).map(Some).ok_or(()),
+            Some(s) => self.cel(loc, s, label).map(Some).ok_or(()),
         }
     }
 
@@ -381,9 +481,12 @@ impl Compiler<'_> {
         let mut seen: HashMap<&str, &Loc> = HashMap::new();
         for it in items {
             let n = name(&it.value);
+            let key = if kind == "owner" { "id" } else { "name" };
             if let Some(first) = seen.get(n.as_str()) {
-                let msg = format!("duplicate {kind} name `{n}` (first defined at {})", self.l.describe(first));
-                let key = if kind == "owner" { "id" } else { "name" };
+                let msg = format!(
+                    "duplicate {kind} name `{n}` (first defined at {})",
+                    self.l.describe(&first.key(key))
+                );
                 self.l.error(&it.loc.key(key), msg);
             } else {
                 seen.insert(n, &it.loc);
@@ -395,35 +498,63 @@ impl Compiler<'_> {
         let r = &it.value;
         let trigger = match (&r.on, &r.schedule) {
             (Some(on), None) => Some(Trigger::Events(on.0.clone())),
-            (None, Some(s)) => Some(Trigger::Schedule(s.schedule.clone())),
+            (None, Some(s)) => Some(Trigger::Schedule(Box::new(s.schedule.clone()))),
             (Some(_), Some(_)) => {
-                self.l.error(&it.loc.key("schedule"), format!("scoring rule `{}`: give `on` or `schedule`, not both", r.name));
+                self.l.error(
+                    &it.loc.key("schedule"),
+                    format!(
+                        "scoring rule `{}`: give `on` or `schedule`, not both",
+                        r.name
+                    ),
+                );
                 None
             }
             (None, None) => {
-                self.l.error(&it.loc, format!("scoring rule `{}`: needs `on` (event types) or `schedule` (cron)", r.name));
+                self.l.error(
+                    &it.loc,
+                    format!(
+                        "scoring rule `{}`: needs `on` (event types) or `schedule` (cron)",
+                        r.name
+                    ),
+                );
                 None
             }
         };
-        let condition = self.opt_cel(&it.loc.key("if"), &r.condition);
+        let condition = self.opt_cel(&it.loc.key("if"), &r.condition, &r.name);
         let limit = match &r.limit {
             Some(l) if l.times == 0 => {
-                self.l.error(&it.loc.key("limit").key("times"), "times must be at least 1");
+                self.l.error(
+                    &it.loc.key("limit").key("times"),
+                    "times must be at least 1",
+                );
                 None
             }
             Some(l) => Some((l.times, l.per.map(|p| p.0))),
             None => None,
         };
-        Some(ScoringRule { name: r.name.clone(), trigger: trigger?, condition: condition.ok()?, points: r.points, limit })
+        Some(ScoringRule {
+            name: r.name.clone(),
+            trigger: trigger?,
+            condition: condition.ok()?,
+            points: r.points,
+            limit,
+        })
     }
 
     fn plugin(&mut self, it: &Item<config::PluginRule>) -> Option<Plugin> {
         let p = &it.value;
-        let base = self.l.files[it.loc.file].path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = self.l.files[it.loc.file]
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let wasm = base.join(&p.wasm);
         let mut ok = true;
         if !wasm.is_file() {
-            self.l.error(&it.loc.key("wasm"), format!("plugin `{}`: no file at {}", p.name, wasm.display()));
+            self.l.error(
+                &it.loc.key("wasm"),
+                format!("plugin `{}`: no file at {}", p.name, wasm.display()),
+            );
             ok = false;
         }
         let config_json = match &p.config {
@@ -431,7 +562,10 @@ impl Compiler<'_> {
             Some(v) => match serde_json::to_value(v) {
                 Ok(j) => j.to_string(),
                 Err(e) => {
-                    self.l.error(&it.loc.key("config"), format!("plugin `{}`: config cannot be JSON: {e}", p.name));
+                    self.l.error(
+                        &it.loc.key("config"),
+                        format!("plugin `{}`: config cannot be JSON: {e}", p.name),
+                    );
                     ok = false;
                     String::new()
                 }
@@ -444,7 +578,10 @@ impl Compiler<'_> {
             config_json,
             fuel: p.fuel.unwrap_or(DEFAULT_FUEL),
             memory_bytes: p.memory.map(|m| m.0).unwrap_or(DEFAULT_MEMORY),
-            timeout: p.timeout.map(|t| t.0).unwrap_or(Duration::milliseconds(DEFAULT_TIMEOUT_MS)),
+            timeout: p
+                .timeout
+                .map(|t| t.0)
+                .unwrap_or(Duration::milliseconds(DEFAULT_TIMEOUT_MS)),
         })
     }
 
@@ -455,17 +592,40 @@ impl Compiler<'_> {
                 Some(r) => line_col(source, r.start),
                 None => (e.line().unwrap_or(1), 1),
             };
-            let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
-            self.l.error_inside(loc, line, col, format!("{}: template syntax: {detail}", loc.path));
+            let detail = e
+                .detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.kind().to_string());
+            self.l.error_inside(
+                loc,
+                line,
+                col,
+                format!("{}: template syntax: {detail}", loc.path),
+            );
         }
     }
 
-    fn campaign(&mut self, it: &Item<config::Campaign>, templates: &BTreeMap<String, config::Template>) -> Option<Campaign> {
+    fn campaign(
+        &mut self,
+        it: &Item<config::Campaign>,
+        templates: &BTreeMap<String, config::Template>,
+    ) -> Option<Campaign> {
         let c = &it.value;
-        let enroll = self.cel(&it.loc.key("enroll"), &c.enroll);
-        let exit = self.opt_cel(&it.loc.key("exit"), &c.exit);
+        let enroll = self.cel(
+            &it.loc.key("enroll"),
+            &c.enroll,
+            &format!("campaigns.{}.enroll", c.name),
+        );
+        let exit = self.opt_cel(
+            &it.loc.key("exit"),
+            &c.exit,
+            &format!("campaigns.{}.exit", c.name),
+        );
         if c.steps.is_empty() {
-            self.l.error(&it.loc.key("steps"), format!("campaign `{}`: needs at least one step", c.name));
+            self.l.error(
+                &it.loc.key("steps"),
+                format!("campaign `{}`: needs at least one step", c.name),
+            );
         }
         let mut steps = Vec::new();
         let mut ok = true;
@@ -475,11 +635,27 @@ impl Compiler<'_> {
                 let hint = super::suggest(&s.template, templates.keys().map(String::as_str))
                     .map(|t| format!(" (did you mean `{t}`?)"))
                     .unwrap_or_default();
-                self.l.error(&sloc.key("template"), format!("campaign `{}` step {}: unknown template `{}`{hint}", c.name, i + 1, s.template));
+                self.l.error(
+                    &sloc.key("template"),
+                    format!(
+                        "campaign `{}` step {}: unknown template `{}`{hint}",
+                        c.name,
+                        i + 1,
+                        s.template
+                    ),
+                );
                 ok = false;
             }
-            match self.opt_cel(&sloc.key("if"), &s.condition) {
-                Ok(condition) => steps.push(Step { after: s.after.0, template: s.template.clone(), condition }),
+            match self.opt_cel(
+                &sloc.key("if"),
+                &s.condition,
+                &format!("campaigns.{}.steps[{}].if", c.name, i + 1),
+            ) {
+                Ok(condition) => steps.push(Step {
+                    after: s.after.0,
+                    template: s.template.clone(),
+                    condition,
+                }),
                 Err(()) => ok = false,
             }
         }
@@ -496,10 +672,17 @@ impl Compiler<'_> {
 
     fn route_rule(&mut self, it: &Item<config::RouteRule>, owners: &[Owner]) -> Option<RouteRule> {
         let r = &it.value;
-        let condition = self.opt_cel(&it.loc.key("if"), &r.condition);
+        let condition = self.opt_cel(
+            &it.loc.key("if"),
+            &r.condition,
+            &format!("routing.{}", r.name),
+        );
         let mut idx = Vec::new();
         if r.owners.is_empty() {
-            self.l.error(&it.loc.key("owners"), format!("routing rule `{}`: list at least one owner", r.name));
+            self.l.error(
+                &it.loc.key("owners"),
+                format!("routing rule `{}`: list at least one owner", r.name),
+            );
         }
         for (i, o) in r.owners.iter().enumerate() {
             match owners.iter().position(|x| &x.id == o) {
@@ -508,7 +691,10 @@ impl Compiler<'_> {
                     let hint = super::suggest(o, owners.iter().map(|x| x.id.as_str()))
                         .map(|t| format!(" (did you mean `{t}`?)"))
                         .unwrap_or_default();
-                    self.l.error(&it.loc.key("owners").index(i), format!("routing rule `{}`: unknown owner `{o}`{hint}", r.name));
+                    self.l.error(
+                        &it.loc.key("owners").index(i),
+                        format!("routing rule `{}`: unknown owner `{o}`{hint}", r.name),
+                    );
                 }
             }
         }
@@ -526,6 +712,11 @@ impl Compiler<'_> {
 fn line_col(s: &str, offset: usize) -> (usize, usize) {
     let before = &s[..offset.min(s.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }

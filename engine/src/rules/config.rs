@@ -44,7 +44,14 @@ pub struct RulesFile {
 
 /// The top-level sections of a rules file, in the order they are read.
 pub const SECTIONS: [&str; 9] = [
-    "scoring", "fit", "plugins", "stages", "templates", "campaigns", "routing", "webhooks",
+    "scoring",
+    "fit",
+    "plugins",
+    "stages",
+    "templates",
+    "campaigns",
+    "routing",
+    "webhooks",
     "settings",
 ];
 
@@ -401,10 +408,21 @@ impl FromStr for DurationSpec {
             "w" => chrono::Duration::try_weeks(n),
             _ => return Err(bad()),
         };
-        d.map(DurationSpec).ok_or_else(|| format!("duration {s:?} is too long"))
+        // Bounded so that time plus or minus a duration always stays in range.
+        d.filter(|d| *d <= chrono::Duration::days(MAX_DURATION_DAYS))
+            .map(DurationSpec)
+            .ok_or_else(|| format!("duration {s:?} is too long: at most 100 years"))
     }
 }
-string_spec!(DurationSpec, "Duration", "An integer and a unit: ms, s, m, h, d or w (e.g. `3d`).", "^[0-9]+(ms|s|m|h|d|w)$");
+
+/// The longest duration a rule may give (about 100 years).
+pub const MAX_DURATION_DAYS: i64 = 36_525;
+string_spec!(
+    DurationSpec,
+    "Duration",
+    "An integer and a unit: ms, s, m, h, d or w (e.g. `3d`).",
+    "^[0-9]+(ms|s|m|h|d|w)$"
+);
 
 /// A 5-field cron (minute hour day-of-month month day-of-week), as in crontab.
 #[derive(Debug, Clone)]
@@ -422,7 +440,12 @@ impl FromStr for CronSpec {
         })
     }
 }
-string_spec!(CronSpec, "Cron", "Five cron fields: minute hour day-of-month month day-of-week (0 or 7 = Sunday, or Mon..Sun).", "");
+string_spec!(
+    CronSpec,
+    "Cron",
+    "Five cron fields: minute hour day-of-month month day-of-week (0 or 7 = Sunday, or Mon..Sun).",
+    ""
+);
 
 /// An IANA time zone (`Europe/Berlin`) or `lead`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,10 +463,19 @@ impl FromStr for ZoneSpec {
         }
         s.parse::<chrono_tz::Tz>()
             .map(ZoneSpec::Fixed)
-            .map_err(|_| format!("unknown time zone {s:?}: use an IANA name like \"Europe/Berlin\", or \"lead\""))
+            .map_err(|_| {
+                format!(
+                    "unknown time zone {s:?}: use an IANA name like \"Europe/Berlin\", or \"lead\""
+                )
+            })
     }
 }
-string_spec!(ZoneSpec, "Zone", "An IANA time zone such as `Europe/Berlin`, or `lead`.", "");
+string_spec!(
+    ZoneSpec,
+    "Zone",
+    "An IANA time zone such as `Europe/Berlin`, or `lead`.",
+    ""
+);
 
 /// A memory size: `16MiB`, `512KiB`, `1GiB` or bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,7 +484,8 @@ pub struct MemorySpec(pub u64);
 impl FromStr for MemorySpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid memory size {s:?}: write e.g. \"16MiB\", \"512KiB\" or \"1GiB\"");
+        let bad =
+            || format!("invalid memory size {s:?}: write e.g. \"16MiB\", \"512KiB\" or \"1GiB\"");
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
@@ -467,7 +500,12 @@ impl FromStr for MemorySpec {
         n.checked_mul(mult).map(MemorySpec).ok_or_else(bad)
     }
 }
-string_spec!(MemorySpec, "MemorySize", "A size such as `16MiB`, `512KiB` or `1GiB`.", "^[0-9]+\\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?$");
+string_spec!(
+    MemorySpec,
+    "MemorySize",
+    "A size such as `16MiB`, `512KiB` or `1GiB`.",
+    "^[0-9]+\\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?$"
+);
 
 /// The schema of a rules file, for editors (`nurture schema`).
 pub fn schema() -> serde_json::Value {

@@ -20,7 +20,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.pos.line, self.pos.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.pos.line, self.pos.col, self.message
+        )
     }
 }
 
@@ -56,10 +60,16 @@ pub struct Loc {
 
 impl Loc {
     pub fn key(&self, k: &str) -> Loc {
-        Loc { file: self.file, path: self.path.key(k) }
+        Loc {
+            file: self.file,
+            path: self.path.key(k),
+        }
     }
     pub fn index(&self, i: usize) -> Loc {
-        Loc { file: self.file, path: self.path.index(i) }
+        Loc {
+            file: self.file,
+            path: self.path.index(i),
+        }
     }
 }
 
@@ -87,20 +97,34 @@ pub struct Loaded {
     pub webhooks: Vec<Item<config::Webhook>>,
     pub email: Option<Item<config::EmailSettings>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Every file found, as displayed, in the order read.
+    pub order: Vec<String>,
 }
 
 impl Loaded {
     pub fn at_value(&self, loc: &Loc) -> Diagnostic {
-        self.diag(loc, self.files[loc.file].map.value_pos(&loc.path), String::new())
+        self.diag(
+            loc,
+            self.files[loc.file].map.value_pos(&loc.path),
+            String::new(),
+        )
     }
 
     pub fn diag(&self, loc: &Loc, pos: Pos, message: String) -> Diagnostic {
-        Diagnostic { file: self.files[loc.file].display.clone(), pos, message }
+        Diagnostic {
+            file: self.files[loc.file].display.clone(),
+            pos,
+            message,
+        }
     }
 
     /// A diagnostic at the value of `loc`.
     pub fn error(&mut self, loc: &Loc, message: impl Into<String>) {
-        let d = self.diag(loc, self.files[loc.file].map.value_pos(&loc.path), message.into());
+        let d = self.diag(
+            loc,
+            self.files[loc.file].map.value_pos(&loc.path),
+            message.into(),
+        );
         self.diagnostics.push(d);
     }
 
@@ -141,6 +165,7 @@ pub fn load_dir(dir: &Path) -> Loaded {
         });
     }
     for path in files {
+        loaded.order.push(path.display().to_string());
         load_file(&mut loaded, &path);
     }
     loaded
@@ -148,7 +173,9 @@ pub fn load_dir(dir: &Path) -> Loaded {
 
 /// Lists `*.yaml` files (or, with `tests`, `*.test.yaml` files) under `dir`.
 pub fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, tests: bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
@@ -174,13 +201,24 @@ pub fn read_yaml(path: &Path) -> Result<(String, Yaml, SourceMap), Diagnostic> {
     let value: Yaml = if text.trim().is_empty() {
         Yaml::Null
     } else {
-        serde_yaml::from_str(&text).map_err(|e| Diagnostic {
-            file: display.clone(),
-            pos: e
+        serde_yaml::from_str(&text).map_err(|e| {
+            let message = strip_location(&e.to_string());
+            let mut pos = e
                 .location()
-                .map(|l| Pos { line: l.line(), col: l.column() })
-                .unwrap_or(Pos::START),
-            message: format!("YAML syntax: {}", strip_location(&e.to_string())),
+                .map(|l| Pos {
+                    line: l.line(),
+                    col: l.column(),
+                })
+                .unwrap_or(Pos::START);
+            // serde_yaml places a repeated key at its mapping; find the repeat.
+            if message.contains("duplicate entry") {
+                pos = SourceMap::build(&text).duplicate_key_pos().unwrap_or(pos);
+            }
+            Diagnostic {
+                file: display.clone(),
+                pos,
+                message: format!("YAML syntax: {message}"),
+            }
         })?
     };
     let map = SourceMap::build(&text);
@@ -203,13 +241,23 @@ fn load_file(loaded: &mut Loaded, path: &Path) {
         }
     };
     let file = loaded.files.len();
-    loaded.files.push(SourceFile { display, path: path.to_path_buf(), map });
-    let root = Loc { file, path: YamlPath::default() };
+    loaded.files.push(SourceFile {
+        display,
+        path: path.to_path_buf(),
+        map,
+    });
+    let root = Loc {
+        file,
+        path: YamlPath::default(),
+    };
     let top = match value {
         Yaml::Null => return,
         Yaml::Mapping(m) => m,
         _ => {
-            loaded.error(&root, "a rules file must be a mapping of sections (scoring, fit, stages, ...)");
+            loaded.error(
+                &root,
+                "a rules file must be a mapping of sections (scoring, fit, stages, ...)",
+            );
             return;
         }
     };
@@ -237,7 +285,10 @@ fn load_file(loaded: &mut Loaded, path: &Path) {
                 let d = loaded.diag(
                     &loc,
                     pos,
-                    format!("unknown section `{other}`{hint}; sections are {}", config::SECTIONS.join(", ")),
+                    format!(
+                        "unknown section `{other}`{hint}; sections are {}",
+                        config::SECTIONS.join(", ")
+                    ),
                 );
                 loaded.diagnostics.push(d);
             }
@@ -258,7 +309,12 @@ fn parse<T: DeserializeOwned>(loaded: &mut Loaded, loc: &Loc, value: Yaml) -> Op
 }
 
 /// Deserializes the value found at `path` of a file, or says where and why not.
-pub fn deserialize_at<T: DeserializeOwned>(map: &SourceMap, file: &str, path: &YamlPath, value: Yaml) -> Result<T, Diagnostic> {
+pub fn deserialize_at<T: DeserializeOwned>(
+    map: &SourceMap,
+    file: &str,
+    path: &YamlPath,
+    value: Yaml,
+) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let mut path = path.clone();
         for seg in e.path().iter() {
@@ -270,13 +326,21 @@ pub fn deserialize_at<T: DeserializeOwned>(map: &SourceMap, file: &str, path: &Y
         }
         let msg = strip_location(&e.into_inner().to_string());
         let (pos, message) = explain(map, &path, &msg);
-        Diagnostic { file: file.to_string(), pos, message }
+        Diagnostic {
+            file: file.to_string(),
+            pos,
+            message,
+        }
     })
 }
 
 /// Turns serde's message into a marketer's, and finds where it points.
 fn explain(map: &SourceMap, path: &YamlPath, msg: &str) -> (Pos, String) {
-    let where_ = if path.0.is_empty() { String::new() } else { format!("{path}: ") };
+    let where_ = if path.0.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
         let known = backticked(tail);
@@ -290,13 +354,20 @@ fn explain(map: &SourceMap, path: &YamlPath, msg: &str) -> (Pos, String) {
             path.key(field)
         };
         let at = key_path.parent();
-        let where_ = if at.0.is_empty() { String::new() } else { format!("{at}: ") };
+        let where_ = if at.0.is_empty() {
+            String::new()
+        } else {
+            format!("{at}: ")
+        };
         let expected = if known.is_empty() {
             String::new()
         } else {
             format!("; expected one of {}", known.join(", "))
         };
-        return (map.key_pos(&key_path), format!("{where_}unknown key `{field}`{hint}{expected}"));
+        return (
+            map.key_pos(&key_path),
+            format!("{where_}unknown key `{field}`{hint}{expected}"),
+        );
     }
     if let Some(rest) = msg.strip_prefix("unknown variant `") {
         let (variant, tail) = rest.split_once('`').unwrap_or((rest, ""));
@@ -306,18 +377,28 @@ fn explain(map: &SourceMap, path: &YamlPath, msg: &str) -> (Pos, String) {
             .unwrap_or_default();
         return (
             map.value_pos(path),
-            format!("{where_}unknown value `{variant}`{hint}; expected one of {}", known.join(", ")),
+            format!(
+                "{where_}unknown value `{variant}`{hint}; expected one of {}",
+                known.join(", ")
+            ),
         );
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
-        return (map.value_pos(path), format!("{where_}missing key `{field}`"));
+        return (
+            map.value_pos(path),
+            format!("{where_}missing key `{field}`"),
+        );
     }
     (map.value_pos(path), format!("{where_}{msg}"))
 }
 
 fn backticked(s: &str) -> Vec<String> {
-    s.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    s.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 fn list<T: DeserializeOwned>(
@@ -330,20 +411,28 @@ fn list<T: DeserializeOwned>(
         Yaml::Null => return,
         Yaml::Sequence(s) => s,
         _ => {
-            loaded.error(loc, format!("{}: must be a list (items start with `- `)", loc.path));
+            loaded.error(
+                loc,
+                format!("{}: must be a list (items start with `- `)", loc.path),
+            );
             return;
         }
     };
     for (i, v) in items.into_iter().enumerate() {
         let item_loc = loc.index(i);
         if let Some(value) = parse::<T>(loaded, &item_loc, v) {
-            field(loaded).push(Item { value, loc: item_loc });
+            field(loaded).push(Item {
+                value,
+                loc: item_loc,
+            });
         }
     }
 }
 
 fn stages(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
-    let Some(st) = parse::<config::Stages>(loaded, loc, value) else { return };
+    let Some(st) = parse::<config::Stages>(loaded, loc, value) else {
+        return;
+    };
     use crate::model::Stage;
     for (stage, cond) in [
         (Stage::Lead, st.lead),
@@ -353,9 +442,15 @@ fn stages(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
         (Stage::Customer, st.customer),
     ] {
         let Some(cond) = cond else { continue };
-        let item = Item { value: cond, loc: loc.key(stage.as_str()) };
+        let item = Item {
+            value: cond,
+            loc: loc.key(stage.as_str()),
+        };
         if let Some((_, first)) = loaded.stages.iter().find(|(s, _)| *s == stage) {
-            let msg = format!("stage `{stage}` is already defined at {}", loaded.describe(&first.loc));
+            let msg = format!(
+                "stage `{stage}` is already defined at {}",
+                loaded.describe(&first.loc)
+            );
             loaded.error(&item.loc, msg);
             continue;
         }
@@ -368,7 +463,10 @@ fn routing(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
         Yaml::Null => return,
         Yaml::Mapping(m) => m,
         _ => {
-            loaded.error(loc, "routing: must be a mapping with owners, rules, sla, recycle_score");
+            loaded.error(
+                loc,
+                "routing: must be a mapping with owners, rules, sla, recycle_score",
+            );
             return;
         }
     };
@@ -380,19 +478,44 @@ fn routing(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
             "rules" => list(loaded, &kloc, v, |l| &mut l.route_rules),
             "sla" => {
                 if let Some(sla) = parse::<config::Sla>(loaded, &kloc, v) {
-                    once(loaded, Item { value: sla, loc: kloc }, |l| &mut l.sla, "routing.sla");
+                    once(
+                        loaded,
+                        Item {
+                            value: sla,
+                            loc: kloc,
+                        },
+                        |l| &mut l.sla,
+                        "routing.sla",
+                    );
                 }
             }
             "recycle_score" => {
                 if let Some(n) = parse::<i64>(loaded, &kloc, v) {
-                    once(loaded, Item { value: n, loc: kloc }, |l| &mut l.recycle_score, "routing.recycle_score");
+                    once(
+                        loaded,
+                        Item {
+                            value: n,
+                            loc: kloc,
+                        },
+                        |l| &mut l.recycle_score,
+                        "routing.recycle_score",
+                    );
                 }
             }
             other => {
                 const KEYS: [&str; 4] = ["owners", "rules", "sla", "recycle_score"];
-                let hint = super::suggest(other, KEYS).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                let hint = super::suggest(other, KEYS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
                 let pos = loaded.files[loc.file].map.key_pos(&kloc.path);
-                let d = loaded.diag(&kloc, pos, format!("routing: unknown key `{other}`{hint}; expected one of {}", KEYS.join(", ")));
+                let d = loaded.diag(
+                    &kloc,
+                    pos,
+                    format!(
+                        "routing: unknown key `{other}`{hint}; expected one of {}",
+                        KEYS.join(", ")
+                    ),
+                );
                 loaded.diagnostics.push(d);
             }
         }
@@ -400,14 +523,29 @@ fn routing(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
 }
 
 fn settings(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
-    let Some(s) = parse::<config::Settings>(loaded, loc, value) else { return };
+    let Some(s) = parse::<config::Settings>(loaded, loc, value) else {
+        return;
+    };
     if let Some(email) = s.email {
-        once(loaded, Item { value: email, loc: loc.key("email") }, |l| &mut l.email, "settings.email");
+        once(
+            loaded,
+            Item {
+                value: email,
+                loc: loc.key("email"),
+            },
+            |l| &mut l.email,
+            "settings.email",
+        );
     }
 }
 
 /// Sets a section that may be written once across all files.
-fn once<T>(loaded: &mut Loaded, item: Item<T>, field: impl Fn(&mut Loaded) -> &mut Option<Item<T>>, what: &str) {
+fn once<T>(
+    loaded: &mut Loaded,
+    item: Item<T>,
+    field: impl Fn(&mut Loaded) -> &mut Option<Item<T>>,
+    what: &str,
+) {
     if let Some(first) = field(loaded).as_ref().map(|f| f.loc.clone()) {
         let msg = format!("{what} is already set at {}", loaded.describe(&first));
         loaded.error(&item.loc, msg);
@@ -419,6 +557,15 @@ fn once<T>(loaded: &mut Loaded, item: Item<T>, field: impl Fn(&mut Loaded) -> &m
 /// Keeps `RulesFile` the single description of a file's shape: the schema is
 /// derived from it, and the loader handles exactly its sections.
 const _: fn() = || {
-    let RulesFile { scoring: _, fit: _, plugins: _, stages: _, templates: _, campaigns: _, routing: _, webhooks: _, settings: _ } =
-        RulesFile::default();
+    let RulesFile {
+        scoring: _,
+        fit: _,
+        plugins: _,
+        stages: _,
+        templates: _,
+        campaigns: _,
+        routing: _,
+        webhooks: _,
+        settings: _,
+    } = RulesFile::default();
 };

@@ -12,8 +12,8 @@ mod load;
 pub mod source;
 
 pub use compile::{
-    Campaign, FitRule, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step, Trigger,
-    WebhookTarget, Owner,
+    Campaign, FitRule, Owner, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step,
+    Trigger, WebhookTarget,
 };
 pub use load::{collect_yaml, deserialize_at, load_dir, read_yaml, Diagnostic, Diagnostics};
 

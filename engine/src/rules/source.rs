@@ -63,13 +63,15 @@ impl Pos {
     pub const START: Pos = Pos { line: 1, col: 1 };
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Node {
     /// Where the key naming this node starts (mappings only).
     key: Option<Marker>,
     /// Where the value starts.
     value: Marker,
     style: Option<TScalarStyle>,
+    /// A scalar's value, to map places inside it back to the file.
+    text: Option<String>,
 }
 
 /// Positions of every key and value of one YAML document.
@@ -78,6 +80,8 @@ pub struct SourceMap {
     nodes: HashMap<YamlPath, Node>,
     /// The file's characters, for mapping offsets inside quoted strings.
     chars: Vec<char>,
+    /// The first key repeated in its mapping.
+    duplicate: Option<Marker>,
 }
 
 fn pos(m: &Marker) -> Pos {
@@ -98,12 +102,21 @@ impl SourceMap {
         SourceMap {
             nodes: b.nodes,
             chars: text.chars().collect(),
+            duplicate: b.duplicate,
         }
+    }
+
+    /// Where the first key repeated in its mapping is (serde_yaml reports
+    /// such a key at the start of the mapping).
+    pub fn duplicate_key_pos(&self) -> Option<Pos> {
+        self.duplicate.as_ref().map(pos)
     }
 
     /// Where the value at `path` starts; failing that, the nearest ancestor.
     pub fn value_pos(&self, path: &YamlPath) -> Pos {
-        self.lookup(path).map(|n| pos(&n.value)).unwrap_or(Pos::START)
+        self.lookup(path)
+            .map(|n| pos(&n.value))
+            .unwrap_or(Pos::START)
     }
 
     /// Where the key of `path` starts (falls back to the value, then ancestors).
@@ -124,76 +137,153 @@ impl SourceMap {
     }
 
     /// Maps a 1-based (line, col) inside the string value at `path` to the
-    /// file, following the scalar's quoting and block style.
+    /// file, following the scalar's quoting, escapes, line folding and block
+    /// indentation. A place past the value's last non-blank character (where
+    /// a parser reports an unexpected end) maps to just after that character.
     pub fn inner_pos(&self, path: &YamlPath, line: usize, col: usize) -> Pos {
         let Some(node) = self.nodes.get(path) else {
             return self.value_pos(path);
         };
-        let start = pos(&node.value);
-        let line = line.max(1);
-        let col = col.max(1);
-        match node.style {
-            Some(TScalarStyle::Literal) | Some(TScalarStyle::Folded) => {
-                // Content starts on the line after the `|` header, indented.
-                let first = start.line + 1;
-                let indent = self.indent_of_line(first);
-                Pos {
-                    line: first + line - 1,
-                    col: indent + col,
-                }
+        let Some(text) = &node.text else {
+            return pos(&node.value);
+        };
+        let chars: Vec<char> = text.chars().collect();
+        let mut start = 0;
+        for _ in 1..line.max(1) {
+            match chars[start..].iter().position(|c| *c == '\n') {
+                Some(n) => start += n + 1,
+                None => start = chars.len(),
             }
-            Some(TScalarStyle::SingleQuoted) | Some(TScalarStyle::DoubleQuoted) if line == 1 => {
-                let single = node.style == Some(TScalarStyle::SingleQuoted);
-                let mut idx = node.value.index() + 1; // past the opening quote
-                let mut c = start.col + 1;
-                for _ in 1..col {
-                    let step = match (self.chars.get(idx), self.chars.get(idx + 1)) {
-                        (Some('\''), Some('\'')) if single => 2,
-                        (Some('\\'), Some(_)) if !single => 2,
-                        (Some(_), _) => 1,
-                        (None, _) => break,
-                    };
-                    idx += step;
-                    c += step;
-                }
-                Pos {
-                    line: start.line,
-                    col: c,
-                }
-            }
-            _ if line == 1 => Pos {
-                line: start.line,
-                col: start.col + col - 1,
-            },
-            // A plain or quoted scalar folded over lines: the line is exact,
-            // the column follows the line's indentation.
-            _ => {
-                let l = start.line + line - 1;
-                Pos {
-                    line: l,
-                    col: self.indent_of_line(l) + col,
-                }
-            }
+        }
+        let line_end = chars[start..]
+            .iter()
+            .position(|c| *c == '\n')
+            .map_or(chars.len(), |n| start + n);
+        let target = (start + col.max(1) - 1).min(line_end);
+        let places = self.scalar_places(node, &chars);
+        let content_end = text.trim_end().chars().count();
+        match places.get(target) {
+            Some(&(at, _)) if target < content_end => at,
+            _ if content_end == 0 => pos(&node.value),
+            _ => places[content_end - 1].1,
         }
     }
 
-    fn indent_of_line(&self, line: usize) -> usize {
-        let mut current = 1;
-        let mut it = self.chars.iter();
-        while current < line {
-            match it.next() {
-                Some('\n') => current += 1,
-                Some(_) => {}
-                None => return 0,
+    /// Where each character of a scalar's value was written: its first
+    /// character in the file and the place just after it. Walks the file from
+    /// the scalar's start, matching the value's characters and skipping what
+    /// YAML drops (quotes, escapes, folded line breaks, indentation).
+    fn scalar_places(&self, node: &Node, value: &[char]) -> Vec<(Pos, Pos)> {
+        let style = node.style;
+        let mut cur = Cursor {
+            chars: &self.chars,
+            i: node.value.index(),
+            at: pos(&node.value),
+            // Block content is indented like its first line, where the mark is.
+            indent: matches!(style, Some(TScalarStyle::Literal | TScalarStyle::Folded))
+                .then(|| node.value.col()),
+        };
+        if matches!(
+            style,
+            Some(TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted)
+        ) {
+            cur.bump(1);
+        }
+        let mut out = Vec::with_capacity(value.len());
+        for &c in value {
+            loop {
+                let here = cur.at;
+                let Some(s) = cur.peek(0) else {
+                    out.push((here, here));
+                    break;
+                };
+                let len = match s {
+                    '\\' if style == Some(TScalarStyle::DoubleQuoted) => match cur.peek(1) {
+                        // An escaped line break joins the lines: no character.
+                        Some('\n' | '\r') => {
+                            cur.bump(1);
+                            continue;
+                        }
+                        Some('x') => 4,
+                        Some('u') => 6,
+                        Some('U') => 10,
+                        _ => 2,
+                    },
+                    '\'' if style == Some(TScalarStyle::SingleQuoted)
+                        && cur.peek(1) == Some('\'') =>
+                    {
+                        2
+                    }
+                    _ if s == c => 1,
+                    // A line break folded into a space.
+                    '\n' if c == ' ' && style != Some(TScalarStyle::Literal) => 1,
+                    // Indentation and breaks YAML dropped.
+                    ' ' | '\t' | '\r' | '\n' => {
+                        cur.bump(1);
+                        continue;
+                    }
+                    // Not where it was expected: stay, rather than drift.
+                    _ => {
+                        out.push((here, here));
+                        break;
+                    }
+                };
+                cur.bump(len);
+                out.push((here, cur.at));
+                break;
             }
         }
-        it.take_while(|c| **c == ' ').count()
+        out
+    }
+}
+
+/// A walk through a file's characters, keeping line and column.
+struct Cursor<'a> {
+    chars: &'a [char],
+    i: usize,
+    at: Pos,
+    /// In a block scalar, the indentation skipped after each line break.
+    indent: Option<usize>,
+}
+
+impl Cursor<'_> {
+    fn peek(&self, ahead: usize) -> Option<char> {
+        self.chars.get(self.i + ahead).copied()
+    }
+
+    fn bump(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(c) = self.peek(0) else { return };
+            self.i += 1;
+            if c == '\n' {
+                self.at = Pos {
+                    line: self.at.line + 1,
+                    col: 1,
+                };
+                for _ in 0..self.indent.unwrap_or(0) {
+                    if self.peek(0) != Some(' ') {
+                        break;
+                    }
+                    self.i += 1;
+                    self.at.col += 1;
+                }
+            } else {
+                self.at.col += 1;
+            }
+        }
     }
 }
 
 enum Frame {
-    Seq { path: YamlPath, next: usize },
-    Map { path: YamlPath, key: Option<(String, Marker)> },
+    Seq {
+        path: YamlPath,
+        next: usize,
+    },
+    Map {
+        path: YamlPath,
+        key: Option<(String, Marker)>,
+        empty: bool,
+    },
 }
 
 #[derive(Default)]
@@ -201,9 +291,22 @@ struct Builder {
     stack: Vec<Frame>,
     nodes: HashMap<YamlPath, Node>,
     done: bool,
+    duplicate: Option<Marker>,
+    /// Collections open below `MAX_DEPTH`, not indexed.
+    skipped: usize,
 }
 
+/// serde_yaml's recursion limit.
+const MAX_DEPTH: usize = 128;
+
 impl Builder {
+    fn insert(&mut self, path: YamlPath, node: Node) {
+        if let (Some(key), true) = (node.key, self.nodes.contains_key(&path)) {
+            self.duplicate.get_or_insert(key);
+        }
+        self.nodes.insert(path, node);
+    }
+
     /// The path and key marker of the node that starts now, or `None` when the
     /// node is a mapping key.
     fn place(&mut self) -> Option<(YamlPath, Option<Marker>)> {
@@ -214,10 +317,7 @@ impl Builder {
                 *next += 1;
                 Some((p, None))
             }
-            Some(Frame::Map { path, key }) => match key.take() {
-                Some((k, m)) => Some((path.key(&k), Some(m))),
-                None => None,
-            },
+            Some(Frame::Map { path, key, .. }) => key.take().map(|(k, m)| (path.key(&k), Some(m))),
         }
     }
 }
@@ -228,26 +328,56 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         match ev {
+            // Deeper than serde_yaml reads, only the nesting is followed, so
+            // that absurd depths cost no more than reading them.
+            Event::SequenceStart(..) | Event::MappingStart(..)
+                if self.skipped > 0 || self.stack.len() >= MAX_DEPTH =>
+            {
+                if self.skipped == 0 {
+                    self.place();
+                }
+                self.skipped += 1;
+            }
+            Event::SequenceEnd | Event::MappingEnd if self.skipped > 0 => self.skipped -= 1,
+            _ if self.skipped > 0 => {}
             Event::Scalar(value, style, ..) => match self.place() {
                 Some((path, key)) => {
-                    self.nodes.insert(
+                    self.insert(
                         path,
                         Node {
                             key,
                             value: mark,
                             style: Some(style),
+                            text: Some(value),
                         },
                     );
                 }
                 None => {
-                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                    if let Some(Frame::Map { key, path, empty }) = self.stack.last_mut() {
                         *key = Some((value, mark));
+                        // A block mapping's own mark sits after its first key;
+                        // where its first key starts reads better.
+                        if std::mem::take(empty) {
+                            if let Some(n) = self.nodes.get_mut(path) {
+                                if mark.index() < n.value.index() {
+                                    n.value = mark;
+                                }
+                            }
+                        }
                     }
                 }
             },
             Event::Alias(_) => {
                 if let Some((path, key)) = self.place() {
-                    self.nodes.insert(path, Node { key, value: mark, style: None });
+                    self.insert(
+                        path,
+                        Node {
+                            key,
+                            value: mark,
+                            style: None,
+                            text: None,
+                        },
+                    );
                 } else if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
                     *key = Some((String::new(), mark));
                 }
@@ -256,11 +386,23 @@ impl MarkedEventReceiver for Builder {
                 // A collection used as a mapping key has no useful path; index
                 // its contents under an empty key.
                 let (path, key) = self.place().unwrap_or((YamlPath::default().key(""), None));
-                self.nodes.insert(path.clone(), Node { key, value: mark, style: None });
+                self.insert(
+                    path.clone(),
+                    Node {
+                        key,
+                        value: mark,
+                        style: None,
+                        text: None,
+                    },
+                );
                 self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
                     Frame::Seq { path, next: 0 }
                 } else {
-                    Frame::Map { path, key: None }
+                    Frame::Map {
+                        path,
+                        key: None,
+                        empty: true,
+                    }
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -291,14 +433,26 @@ mod tests {
     fn finds_keys_and_values() {
         let text = "scoring:\n  - name: a\n    if: 'x == 1'\n    points: 5\nstages:\n  mql: lead.score > 1\n";
         let m = SourceMap::build(text);
-        assert_eq!(m.key_pos(&p(&["scoring", "0", "points"])), Pos { line: 4, col: 5 });
-        assert_eq!(m.value_pos(&p(&["scoring", "0", "points"])), Pos { line: 4, col: 13 });
+        assert_eq!(
+            m.key_pos(&p(&["scoring", "0", "points"])),
+            Pos { line: 4, col: 5 }
+        );
+        assert_eq!(
+            m.value_pos(&p(&["scoring", "0", "points"])),
+            Pos { line: 4, col: 13 }
+        );
         assert_eq!(m.value_pos(&p(&["scoring", "0"])), Pos { line: 2, col: 5 });
         assert_eq!(m.value_pos(&p(&["stages", "mql"])), Pos { line: 6, col: 8 });
         // Inside a single-quoted string, past the quote.
-        assert_eq!(m.inner_pos(&p(&["scoring", "0", "if"]), 1, 3), Pos { line: 3, col: 10 });
+        assert_eq!(
+            m.inner_pos(&p(&["scoring", "0", "if"]), 1, 3),
+            Pos { line: 3, col: 12 }
+        );
         // Unknown paths fall back to the nearest ancestor.
-        assert_eq!(m.value_pos(&p(&["scoring", "0", "nope"])), Pos { line: 2, col: 5 });
+        assert_eq!(
+            m.value_pos(&p(&["scoring", "0", "nope"])),
+            Pos { line: 2, col: 5 }
+        );
     }
 
     #[test]
@@ -307,6 +461,33 @@ mod tests {
         let m = SourceMap::build(text);
         assert_eq!(m.inner_pos(&p(&["a"]), 2, 3), Pos { line: 3, col: 5 });
         // `it's x`: col 6 (the `x`) sits one further right because of `''`.
-        assert_eq!(m.inner_pos(&p(&["b"]), 1, 6), Pos { line: 4, col: 10 });
+        assert_eq!(m.inner_pos(&p(&["b"]), 1, 6), Pos { line: 4, col: 11 });
+    }
+
+    #[test]
+    fn maps_folded_lines_and_escapes() {
+        // Each value is one line, `x > 1 && lead.fit >= )`: the `)` is its 22nd character.
+        let text = "a: >\n  x > 1 &&\n  lead.fit >= )\nb:\n  x > 1 &&\n  lead.fit >= )\nc: \"x > 1 &&\n  lead.fit >= )\"\n";
+        let m = SourceMap::build(text);
+        for (key, line) in [("a", 3), ("b", 6), ("c", 8)] {
+            assert_eq!(
+                m.inner_pos(&p(&[key]), 1, 22),
+                Pos { line, col: 15 },
+                "{key}"
+            );
+        }
+        // `\u00e9` is one character of the value, six of the file.
+        let m = SourceMap::build("d: \"\\u00e9 && ]\"\n");
+        assert_eq!(m.inner_pos(&p(&["d"]), 1, 6), Pos { line: 1, col: 15 });
+        // Columns count characters, not bytes.
+        let m = SourceMap::build("# é\ne: 'é && ]'\n");
+        assert_eq!(m.inner_pos(&p(&["e"]), 1, 6), Pos { line: 2, col: 10 });
+    }
+
+    #[test]
+    fn past_the_end_is_after_the_last_character() {
+        let m = SourceMap::build("a: |\n  x >=\n\nb: 'x >= '\n");
+        assert_eq!(m.inner_pos(&p(&["a"]), 2, 1), Pos { line: 2, col: 7 });
+        assert_eq!(m.inner_pos(&p(&["b"]), 1, 6), Pos { line: 4, col: 9 });
     }
 }

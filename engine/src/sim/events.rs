@@ -8,7 +8,8 @@ use std::path::Path;
 /// event before it (the first event needs one).
 pub fn read_events_file(path: &Path) -> Result<Vec<Event>, Vec<String>> {
     let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{display}: cannot read: {e}")])?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{display}: cannot read: {e}")])?;
     read_events_str(&display, &text)
 }
 
@@ -35,10 +36,7 @@ pub fn read_events_str(display: &str, text: &str) -> Result<Vec<Event>, Vec<Stri
                 last_at = Some(ev.at);
                 events.push(ev);
             }
-            Err(e) => {
-                let col = line.find(&format!("\"{}\"", e.field.split('.').next().unwrap_or(""))).map_or(1, |c| c + 1);
-                errors.push(format!("{display}:{n}:{col}: {e}"));
-            }
+            Err(e) => errors.push(format!("{display}:{n}:{}: {e}", key_col(line, &e.field))),
         }
     }
     if errors.is_empty() {
@@ -46,6 +44,33 @@ pub fn read_events_str(display: &str, text: &str) -> Result<Vec<Event>, Vec<Stri
     } else {
         Err(errors)
     }
+}
+
+/// The 1-based column of the key naming `field` (`traits.consent`: the
+/// `consent` key after the `traits` key) in a JSON line; as far as the path
+/// goes, else 1.
+fn key_col(line: &str, field: &str) -> usize {
+    let mut from = 0;
+    let mut found = None;
+    for seg in field.split('.').filter(|s| !s.is_empty()) {
+        let quoted = format!("\"{seg}\"");
+        let mut search = from;
+        let key = loop {
+            let Some(i) = line[search..].find(&quoted) else {
+                break None;
+            };
+            let end = search + i + quoted.len();
+            // A key, not a value that happens to read the same.
+            if line[end..].trim_start().starts_with(':') {
+                break Some(search + i);
+            }
+            search = end;
+        };
+        let Some(start) = key else { break };
+        found = Some(start);
+        from = start + quoted.len();
+    }
+    found.map_or(1, |b| line[..b].chars().count() + 1)
 }
 
 #[cfg(test)]
@@ -58,7 +83,16 @@ mod tests {
         let errs = read_events_str("ev.jsonl", text).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].starts_with("ev.jsonl:2:"), "{}", errs[0]);
-        assert!(errs[1].starts_with("ev.jsonl:3:37: `at`"), "{}", errs[1]);
+        assert!(errs[1].starts_with("ev.jsonl:3:35: `at`"), "{}", errs[1]);
+    }
+
+    #[test]
+    fn points_at_the_key_of_the_field() {
+        let line = r#"{"id":"at","lead":"u1","type":"identify","at":"soon","traits":{"x":"consent","consent":"maybe"}}"#;
+        assert_eq!(key_col(line, "at"), 42);
+        assert_eq!(key_col(line, "traits.consent"), 78);
+        assert_eq!(key_col(line, "properties.status"), 1);
+        assert_eq!(key_col(line, ""), 1);
     }
 
     #[test]

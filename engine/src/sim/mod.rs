@@ -3,18 +3,20 @@
 //! run on it; nothing is sent, the effects are only recorded.
 
 mod events;
+pub mod gen;
 mod output;
 
 pub use events::{read_events_file, read_events_str};
 pub use output::lead_line;
 
-use crate::eval::{Book, Effect, Evaluator, Timer};
+use crate::eval::{Book, Decision, Effect, Evaluator, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub struct World<'r> {
     eval: Evaluator<'r>,
-    pub leads: BTreeMap<String, LeadState>,
+    /// Leads by id; [`World::in_order`] lists them by id.
+    pub leads: HashMap<String, LeadState>,
     pub book: Book,
     seen: HashSet<String>,
     /// Due work by (time, arrival): equal times run in the order scheduled.
@@ -22,6 +24,8 @@ pub struct World<'r> {
     seq: u64,
     /// `schedule` rules have fired up to here.
     ticked_to: Option<Timestamp>,
+    /// The next tick after `ticked_to`, once computed (cron iteration is slow).
+    next_tick: Option<Option<(Timestamp, Vec<usize>)>>,
     /// Every effect but timers, per lead, when `keep_effects` is on.
     pub effects: Vec<(String, Timestamp, Effect)>,
     pub keep_effects: bool,
@@ -31,12 +35,13 @@ impl<'r> World<'r> {
     pub fn new(eval: Evaluator<'r>) -> Self {
         World {
             eval,
-            leads: BTreeMap::new(),
+            leads: HashMap::new(),
             book: Book::default(),
             seen: HashSet::new(),
             timers: BTreeMap::new(),
             seq: 0,
             ticked_to: None,
+            next_tick: None,
             effects: Vec::new(),
             keep_effects: false,
         }
@@ -52,10 +57,15 @@ impl<'r> World<'r> {
         }
         if self.ticked_to.is_none() {
             self.ticked_to = Some(ev.at);
+            self.next_tick = None;
         }
-        let lead = self.leads.remove(&ev.lead);
-        let d = self.eval.on_event(lead, &mut self.book, ev);
-        self.absorb(d.lead, ev.at, d.effects);
+        if !self.update(&ev.lead, ev.at, |eval, lead, book| {
+            eval.on_event(Some(lead), book, ev)
+        }) {
+            let Decision { lead, effects } = self.eval.on_event(None, &mut self.book, ev);
+            self.leads.insert(lead.id.clone(), lead);
+            self.absorb(&ev.lead, ev.at, effects);
+        }
         true
     }
 
@@ -64,10 +74,13 @@ impl<'r> World<'r> {
     pub fn run_until(&mut self, t: Timestamp) {
         loop {
             let timer_at = self.timers.keys().next().map(|k| k.0).filter(|a| *a <= t);
-            let tick = self
-                .ticked_to
-                .and_then(|from| self.eval.next_schedule(from))
-                .filter(|(a, _)| *a <= t);
+            if self.next_tick.is_none() {
+                self.next_tick = Some(
+                    self.ticked_to
+                        .and_then(|from| self.eval.next_schedule(from)),
+                );
+            }
+            let tick = self.next_tick.clone().flatten().filter(|(a, _)| *a <= t);
             match (timer_at, tick) {
                 (Some(a), Some((b, _))) if a <= b => self.run_timer(),
                 (Some(_), None) => self.run_timer(),
@@ -78,34 +91,65 @@ impl<'r> World<'r> {
     }
 
     fn run_timer(&mut self) {
-        let Some((_, timer)) = self.timers.pop_first() else { return };
-        let Some(lead) = self.leads.remove(&timer.lead) else { return };
-        let d = self.eval.on_timer(lead, &mut self.book, &timer);
-        self.absorb(d.lead, timer.at, d.effects);
+        let Some((_, timer)) = self.timers.pop_first() else {
+            return;
+        };
+        self.update(&timer.lead, timer.at, |eval, lead, book| {
+            eval.on_timer(lead, book, &timer)
+        });
     }
 
     fn run_tick(&mut self, at: Timestamp, rules: &[usize]) {
         self.ticked_to = Some(at);
-        let ids: Vec<String> = self.leads.keys().cloned().collect();
+        self.next_tick = None;
+        // Every lead, in id order: the routing book makes order matter.
+        let mut ids: Vec<String> = self.leads.keys().cloned().collect();
+        ids.sort_unstable();
         for id in ids {
-            let Some(lead) = self.leads.remove(&id) else { continue };
-            let d = self.eval.on_schedule(lead, &mut self.book, at, rules);
-            self.absorb(d.lead, at, d.effects);
+            self.update(&id, at, |eval, lead, book| {
+                eval.on_schedule(lead, book, at, rules)
+            });
         }
     }
 
-    fn absorb(&mut self, lead: LeadState, at: Timestamp, effects: Vec<Effect>) {
+    /// Runs one evaluation for the known lead `id` and keeps what it decided.
+    /// The lead is moved out and back rather than removed from the map and
+    /// inserted again (the evaluator takes and returns it by value).
+    /// Returns false, doing nothing, for an unknown lead.
+    fn update(
+        &mut self,
+        id: &str,
+        at: Timestamp,
+        f: impl FnOnce(Evaluator<'r>, LeadState, &mut Book) -> Decision,
+    ) -> bool {
+        let Some(slot) = self.leads.get_mut(id) else {
+            return false;
+        };
+        let lead = std::mem::replace(slot, LeadState::new("", at));
+        let Decision { lead, effects } = f(self.eval, lead, &mut self.book);
+        *slot = lead;
+        self.absorb(id, at, effects);
+        true
+    }
+
+    /// The leads ordered by id, as outputs list them.
+    pub fn in_order(&self) -> Vec<&LeadState> {
+        let mut v: Vec<&LeadState> = self.leads.values().collect();
+        v.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn absorb(&mut self, id: &str, at: Timestamp, effects: Vec<Effect>) {
         for e in effects {
             match e {
                 Effect::Schedule(t) => {
                     self.seq += 1;
                     self.timers.insert((t.at, self.seq), t);
                 }
-                other if self.keep_effects => self.effects.push((lead.id.clone(), at, other)),
+                other if self.keep_effects => self.effects.push((id.to_string(), at, other)),
                 _ => {}
             }
         }
-        self.leads.insert(lead.id.clone(), lead);
     }
 
     /// Runs `events` in time order (ties in the given order), then due work
