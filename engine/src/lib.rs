@@ -9,11 +9,17 @@
 //! - [`sim`]: an in-memory world that drives the evaluator in time order:
 //!   `nurture simulate` and `nurture test` run on it.
 //! - [`ruletest`]: marketers' rule tests (`*.test.yaml`).
+//! - [`store`]: durable state in SQLite or PostgreSQL (sqlx).
+//! - [`daemon`]: `nurture serve`: processing, scheduling, reloads, shutdown.
+//! - [`api`]: the HTTP API.
 //! - [`cli`]: the `nurture` command.
 
+pub mod api;
 pub mod cli;
+pub mod daemon;
 pub mod eval;
 pub mod model;
 pub mod rules;
 pub mod ruletest;
 pub mod sim;
+pub mod store;

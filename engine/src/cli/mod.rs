@@ -48,6 +48,52 @@ enum Command {
     },
     /// Print the JSON Schema of the rules format (for editors).
     Schema,
+    /// Run the daemon: HTTP API, durable storage, scheduler.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        #[arg(
+            long,
+            env = "NURTURE_DATABASE_URL",
+            default_value = "sqlite://nurture.db"
+        )]
+        database_url: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// sqlite://FILE (embedded, the default) or postgres://...
+    #[arg(
+        long,
+        env = "NURTURE_DATABASE_URL",
+        default_value = "sqlite://nurture.db"
+    )]
+    database_url: String,
+    /// The rules directory.
+    #[arg(long, env = "NURTURE_RULES", default_value = "rules")]
+    rules: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "NURTURE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// SMTP server for email (default: write .eml files to --outbox).
+    #[arg(long, env = "NURTURE_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// Folder for .eml files when no SMTP server is set.
+    #[arg(long, env = "NURTURE_OUTBOX", default_value = "outbox")]
+    outbox: PathBuf,
+    /// Bearer token required on /v1 (without one, only loopback is served).
+    #[arg(long, env = "NURTURE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Public base URL, for links in emails.
+    #[arg(long, env = "NURTURE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Secret that signs unsubscribe tokens.
+    #[arg(long, env = "NURTURE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "NURTURE_LOG_JSON")]
+    log_json: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +102,8 @@ pub fn main() -> ExitCode {
         Command::Check { dir } => check(&dir),
         Command::Simulate { dir, events, until } => simulate(&dir, &events, until.as_deref()),
         Command::Test { dir } => test(&dir),
+        Command::Serve(a) => serve(a),
+        Command::Migrate { database_url } => migrate(&database_url),
         Command::Schema => {
             println!(
                 "{}",
@@ -165,5 +213,56 @@ fn test(dir: &Path) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn serve(a: ServeArgs) -> ExitCode {
+    crate::daemon::init_logging(a.log_json);
+    let cfg = crate::daemon::ServeConfig {
+        database_url: a.database_url,
+        rules: a.rules,
+        listen: a.listen,
+        api_token: a.api_token.filter(|t| !t.is_empty()),
+        smtp_url: a.smtp_url,
+        outbox: a.outbox,
+        public_url: a.public_url,
+        secret: a.secret,
+        log_json: a.log_json,
+    };
+    let result = runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(crate::daemon::serve(cfg)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nurture serve: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(url: &str) -> ExitCode {
+    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+        rt.block_on(async {
+            let store = crate::store::Store::connect(url).await?;
+            store.migrate().await?;
+            anyhow::Ok(())
+        })
+    });
+    match result {
+        Ok(()) => {
+            println!("{url}: schema up to date");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nurture migrate: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -3,10 +3,10 @@
 
 use crate::model::time::{serde_ts, Timestamp};
 use crate::rules::config::WebhookEvent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Work due later for one lead.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
     pub lead: String,
     #[serde(with = "serde_ts")]
@@ -14,7 +14,7 @@ pub struct Timer {
     pub kind: TimerKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TimerKind {
     /// Step `step` (0-based) of a campaign enrollment.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Book {
     /// Open leads per owner: assigned and not yet won, lost or rejected.
     pub open: BTreeMap<String, u32>,

@@ -7,7 +7,7 @@ pub mod gen;
 mod output;
 
 pub use events::{read_events_file, read_events_str};
-pub use output::lead_line;
+pub use output::{lead_detail, lead_line};
 
 use crate::eval::{Book, Decision, Effect, Evaluator, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};

@@ -1,0 +1,62 @@
+//! `POST /v1/events`: one event or `{"batch": [...]}`. All items are checked
+//! before any is stored; the answer is 202 once they are durable.
+
+use super::{parse_body, ApiError};
+use crate::daemon::AppState;
+use crate::model::Event;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+pub async fn events(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let v = parse_body(&body)?;
+    let now = chrono::Utc::now();
+    let items: Vec<&Value> = match &v {
+        Value::Object(m) if m.contains_key("batch") => match &m["batch"] {
+            Value::Array(a) => a.iter().collect(),
+            _ => return Err(ApiError::bad("batch", "must be a list of events")),
+        },
+        other => vec![other],
+    };
+    let batched = items.len() != 1 || v.get("batch").is_some();
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match Event::from_json(item, Some(now)) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                let field = if batched {
+                    format!("batch[{i}].{}", e.field)
+                } else {
+                    e.field.clone()
+                };
+                let err = ApiError::bad(field, e.message);
+                return Err(if batched { err.at(i) } else { err });
+            }
+        }
+    }
+    accept(&state, events, now).await
+}
+
+/// Stores checked events and answers 202 with what was new.
+pub(crate) async fn accept(
+    state: &AppState,
+    events: Vec<Event>,
+    now: crate::model::time::Timestamp,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let total = events.len() as u64;
+    let inserted = state.store.insert_events(&events, now).await?;
+    state.metrics.events_ingested.inc_by(inserted);
+    state.metrics.events_duplicate.inc_by(total - inserted);
+    if inserted > 0 {
+        state.wake.notify_one();
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": inserted, "duplicates": total - inserted})),
+    ))
+}

@@ -1,0 +1,185 @@
+//! The HTTP API (SPEC section 6): routes, authentication and JSON errors.
+//! Each route's handler lives in the file named for what it serves.
+
+mod ingest;
+mod leads;
+mod segment;
+
+use crate::daemon::AppState;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::json;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/events", post(ingest::events))
+        .route("/identify", post(segment::identify))
+        .route("/track", post(segment::track))
+        .route("/page", post(segment::page))
+        .route("/batch", post(segment::batch))
+        .route("/leads", get(leads::list))
+        .route("/leads/{id}", get(leads::get).delete(leads::erase))
+        .route("/leads/{id}/timeline", get(leads::timeline))
+        .route("/leads/{id}/feedback", post(leads::feedback))
+        .route("/reports/funnel", get(leads::funnel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// A JSON error: `{"error": {"message", "field"?, "index"?}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<String>,
+    pub index: Option<usize>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+            index: None,
+        }
+    }
+    pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.into()),
+            index: None,
+        }
+    }
+    pub fn at(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        self
+    }
+    pub fn not_found(what: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage unavailable; retry later",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({"message": self.message});
+        if let Some(f) = self.field {
+            err["field"] = json!(f);
+        }
+        if let Some(i) = self.index {
+            err["index"] = json!(i);
+        }
+        (self.status, Json(json!({ "error": err }))).into_response()
+    }
+}
+
+/// Bearer token on `/v1`; the Segment routes also take it as the Basic-auth
+/// user (Segment's write key). Without a configured token, everything is
+/// open, and the daemon only listens on loopback.
+async fn auth(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(token) = state.api_token.as_deref() else {
+        return Ok(next.run(req).await);
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ok = if let Some(b) = given.strip_prefix("Bearer ") {
+        constant_time_eq(b.trim().as_bytes(), token.as_bytes())
+    } else if let Some(b) = given.strip_prefix("Basic ") {
+        base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .is_some_and(|userpass| {
+                let user = userpass.split(':').next().unwrap_or("");
+                constant_time_eq(user.as_bytes(), token.as_bytes())
+            })
+    } else {
+        false
+    };
+    if ok {
+        Ok(next.run(req).await)
+    } else {
+        let mut e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token (Authorization: Bearer TOKEN)",
+        );
+        e.field = Some("Authorization".into());
+        Err(e)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Liveness plus the backlog: events accepted but not applied, work stored.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.queue_depth().await {
+        Ok((pending, due)) => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "events_pending": pending, "due_work": due})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Parses a request body as JSON, naming where it breaks.
+pub(crate) fn parse_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(
+            "",
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}

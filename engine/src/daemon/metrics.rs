@@ -1,0 +1,92 @@
+//! Prometheus metrics, named once here.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_ingested: Counter,
+    pub events_duplicate: Counter,
+    pub events_processed: Counter,
+    pub rule_errors: Counter,
+    pub rules_reloaded: Counter,
+    pub rules_rejected: Counter,
+    /// Seconds from an event's acceptance to its decision being committed.
+    pub processing_latency: Histogram,
+    pub events_pending: Gauge,
+    pub due_work: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nurture");
+        let m = Metrics {
+            events_ingested: Counter::default(),
+            events_duplicate: Counter::default(),
+            events_processed: Counter::default(),
+            rule_errors: Counter::default(),
+            rules_reloaded: Counter::default(),
+            rules_rejected: Counter::default(),
+            processing_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            events_pending: Gauge::default(),
+            due_work: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_ingested",
+            "Events accepted (new ids)",
+            m.events_ingested.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Events acknowledged as duplicates",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "events_processed",
+            "Events applied by the evaluator",
+            m.events_processed.clone(),
+        );
+        registry.register(
+            "rule_errors",
+            "Condition and plugin errors while evaluating",
+            m.rule_errors.clone(),
+        );
+        registry.register(
+            "rules_reloaded",
+            "Rules reloads that took effect",
+            m.rules_reloaded.clone(),
+        );
+        registry.register(
+            "rules_rejected",
+            "Rules changes rejected for errors",
+            m.rules_rejected.clone(),
+        );
+        registry.register(
+            "processing_latency_seconds",
+            "From acceptance to committed decision",
+            m.processing_latency.clone(),
+        );
+        registry.register(
+            "events_pending",
+            "Accepted events not yet applied",
+            m.events_pending.clone(),
+        );
+        registry.register(
+            "due_work",
+            "Scheduled work items stored",
+            m.due_work.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

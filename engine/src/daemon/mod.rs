@@ -1,0 +1,211 @@
+//! `nurture serve`: the long-running daemon around the evaluator. It accepts
+//! events over HTTP (`api`), keeps them and all state in the database
+//! (`store`), applies them and due work in order (`processor`), reloads rules
+//! when they change (`reload`), and stops cleanly on SIGTERM.
+
+pub mod metrics;
+pub mod processor;
+mod reload;
+
+use crate::rules::Ruleset;
+use crate::store::Store;
+use anyhow::Context as _;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// The rules in force; replaced whole on reload.
+#[derive(Clone)]
+pub struct RulesHandle(Arc<RwLock<Arc<Ruleset>>>);
+
+impl RulesHandle {
+    pub fn new(rules: Ruleset) -> Self {
+        RulesHandle(Arc::new(RwLock::new(Arc::new(rules))))
+    }
+    pub fn current(&self) -> Arc<Ruleset> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+    pub fn replace(&self, rules: Ruleset) {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *g = Arc::new(rules);
+    }
+}
+
+/// Everything `serve` is told.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub database_url: String,
+    pub rules: PathBuf,
+    pub listen: String,
+    pub api_token: Option<String>,
+    pub smtp_url: Option<String>,
+    pub outbox: PathBuf,
+    pub public_url: Option<String>,
+    pub secret: Option<String>,
+    pub log_json: bool,
+}
+
+/// Shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub rules: RulesHandle,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the processor when events arrive.
+    pub wake: Arc<Notify>,
+    pub api_token: Option<String>,
+}
+
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NURTURE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let rules = Ruleset::load(&cfg.rules)
+        .map_err(|d| anyhow::anyhow!("rules in {} have errors:\n{d}", cfg.rules.display()))?;
+    tracing::info!(rules = %cfg.rules.display(), summary = %rules.summary(), "rules loaded");
+    let store = Store::connect(&cfg.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.database_url))?;
+    store.migrate().await.context("running migrations")?;
+
+    let addr: SocketAddr = tokio::net::lookup_host(&cfg.listen)
+        .await
+        .with_context(|| format!("--listen {}", cfg.listen))?
+        .next()
+        .with_context(|| format!("--listen {}: no address", cfg.listen))?;
+    if cfg.api_token.is_none() && !addr.ip().is_loopback() {
+        anyhow::bail!("--listen {addr}: without --api-token (NURTURE_API_TOKEN) Nurture only listens on loopback");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+
+    let handle = RulesHandle::new(rules);
+    let metrics = Arc::new(Metrics::default());
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let processor = processor::Processor {
+        store: store.clone(),
+        rules: handle.clone(),
+        metrics: metrics.clone(),
+    };
+    let proc_task = tokio::spawn(run_processor(processor, wake.clone(), stop_rx.clone()));
+    let reload_task = tokio::spawn(reload::watch(
+        cfg.rules.clone(),
+        handle.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+    let gauge_task = tokio::spawn(update_gauges(
+        store.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+
+    let state = AppState {
+        store,
+        rules: handle,
+        metrics,
+        wake,
+        api_token: cfg.api_token.clone(),
+    };
+    let app = crate::api::router(state);
+    // Printed on stdout so scripts (and tests) can find the port when it was 0.
+    println!("nurture listening on http://{local}");
+    tracing::info!(%local, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+
+    tracing::info!("shutting down: finishing in-flight work");
+    let _ = stop_tx.send(true);
+    let _ = proc_task.await;
+    let _ = reload_task.await;
+    let _ = gauge_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_processor(
+    p: processor::Processor,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match p.step(chrono::Utc::now()).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "processing step failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        // Idle: wait for new events, due work (checked every quarter second), or stop.
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn update_gauges(store: Store, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Ok((pending, due)) = store.queue_depth().await {
+            metrics.events_pending.set(pending);
+            metrics.due_work.set(due);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,318 @@
+//! Applies accepted events and due work through the evaluator, a batch per
+//! transaction (group commit), in the same order `simulate` uses: work due at
+//! or before an event's time runs before it, timers before `schedule` ticks.
+
+use super::metrics::Metrics;
+use super::RulesHandle;
+use crate::eval::{Decision, Effect, Evaluator, Note, Timer};
+use crate::model::{time::Timestamp, LeadState};
+use crate::store::{StepTx, Store, StoreError};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Most events applied in one transaction.
+pub const BATCH: i64 = 500;
+
+pub struct Processor {
+    pub store: Store,
+    pub rules: RulesHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A lead as loaded and as it is now, within one step.
+struct Slot {
+    before: Option<LeadState>,
+    now: Option<LeadState>,
+}
+
+enum Next {
+    Event(usize),
+    Timer,
+    Tick(Timestamp, Vec<usize>),
+}
+
+impl Processor {
+    /// One step: applies what is pending and due at `now`, commits, and
+    /// returns how many items it applied (0: nothing to do).
+    pub async fn step(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let rules = self.rules.current();
+        let eval = Evaluator::new(&rules);
+        let mut tx = StepTx::begin(&self.store).await?;
+        let (mut book, mut ticked_to) = tx.engine_state().await?;
+        let events = tx.pending_events(BATCH).await?;
+        // With more events waiting than this batch holds, due work later than
+        // the batch's last event waits for a later step, so order holds.
+        let horizon = if events.len() as i64 == BATCH {
+            events
+                .iter()
+                .rev()
+                .find_map(|e| e.event.as_ref().ok().map(|e| e.at))
+                .unwrap_or(now)
+                .min(now)
+        } else {
+            now
+        };
+        let mut timers: BTreeMap<(Timestamp, u64), (Option<i64>, Timer)> = BTreeMap::new();
+        let mut order = 0u64;
+        for (seq, t) in tx.due_timers(horizon, BATCH).await? {
+            order += 1;
+            timers.insert((t.at, order), (Some(seq), t));
+        }
+
+        let mut leads: HashMap<String, Slot> = HashMap::new();
+        let mut timeline: Vec<(String, Timestamp, &'static str, Value)> = Vec::new();
+        let mut outbox: Vec<(String, &'static str, Value)> = Vec::new();
+        let mut applied = 0usize;
+        let mut next_event = 0usize;
+        let mut latencies = Vec::new();
+        loop {
+            // Skip events that can no longer be read (erased before applied).
+            while let Some(p) = events.get(next_event) {
+                if p.event.is_ok() {
+                    break;
+                }
+                tx.mark_processed(p.seq, now).await?;
+                next_event += 1;
+            }
+            let event_at = events
+                .get(next_event)
+                .and_then(|p| p.event.as_ref().ok())
+                .map(|e| e.at);
+            let limit = event_at.map_or(horizon, |a| a.min(horizon));
+            let timer_at = timers.keys().next().map(|k| k.0).filter(|a| *a <= limit);
+            let tick = ticked_to
+                .and_then(|from| eval.next_schedule(from))
+                .filter(|(a, _)| *a <= limit);
+            let next = match (timer_at, tick, event_at) {
+                (Some(t), Some((k, _)), _) if t <= k => Next::Timer,
+                (Some(_), None, _) => Next::Timer,
+                (_, Some((k, rules)), _) => Next::Tick(k, rules),
+                (None, None, Some(_)) => Next::Event(next_event),
+                (None, None, None) => break,
+            };
+            match next {
+                Next::Event(i) => {
+                    next_event += 1;
+                    let p = &events[i];
+                    let Ok(ev) = &p.event else { continue };
+                    if ticked_to.is_none() {
+                        ticked_to = Some(ev.at);
+                    }
+                    let lead = self.take(&mut tx, &mut leads, &ev.lead).await?;
+                    timeline.push((
+                        ev.lead.clone(),
+                        ev.at,
+                        "event",
+                        json!({"id": ev.id, "type": ev.kind}),
+                    ));
+                    let lens = Lens::of(lead.as_ref());
+                    let d = eval.on_event(lead, &mut book, ev);
+                    self.absorb(
+                        &mut leads,
+                        &mut timers,
+                        &mut order,
+                        &mut timeline,
+                        &mut outbox,
+                        ev.at,
+                        lens,
+                        d,
+                    );
+                    tx.mark_processed(p.seq, now).await?;
+                    latencies.push(p.received_at);
+                    self.metrics.events_processed.inc();
+                }
+                Next::Timer => {
+                    let Some((_, (seq, timer))) = timers.pop_first() else {
+                        continue;
+                    };
+                    if let Some(seq) = seq {
+                        tx.delete_timer(seq).await?;
+                    }
+                    if let Some(lead) = self.take(&mut tx, &mut leads, &timer.lead).await? {
+                        let lens = Lens::of(Some(&lead));
+                        let d = eval.on_timer(lead, &mut book, &timer);
+                        self.absorb(
+                            &mut leads,
+                            &mut timers,
+                            &mut order,
+                            &mut timeline,
+                            &mut outbox,
+                            timer.at,
+                            lens,
+                            d,
+                        );
+                    }
+                }
+                Next::Tick(at, which) => {
+                    ticked_to = Some(at);
+                    // Every lead, stored or created in this step, in id order.
+                    let mut ids = tx.lead_ids().await?;
+                    ids.extend(
+                        leads
+                            .iter()
+                            .filter(|(_, s)| s.now.is_some())
+                            .map(|(id, _)| id.clone()),
+                    );
+                    ids.sort_unstable();
+                    ids.dedup();
+                    for id in ids {
+                        if let Some(lead) = self.take(&mut tx, &mut leads, &id).await? {
+                            let lens = Lens::of(Some(&lead));
+                            let d = eval.on_schedule(lead, &mut book, at, &which);
+                            self.absorb(
+                                &mut leads,
+                                &mut timers,
+                                &mut order,
+                                &mut timeline,
+                                &mut outbox,
+                                at,
+                                lens,
+                                d,
+                            );
+                        }
+                    }
+                }
+            }
+            applied += 1;
+        }
+        if applied == 0 {
+            // Nothing to do: end the transaction without writing.
+            return Ok(0);
+        }
+
+        for slot in leads.values() {
+            if let Some(lead) = &slot.now {
+                if slot.before.as_ref() != Some(lead) {
+                    tx.save_lead(slot.before.as_ref(), lead, now).await?;
+                }
+            }
+        }
+        for (lead, at, kind, detail) in &timeline {
+            tx.timeline(lead, *at, kind, detail).await?;
+        }
+        for (lead, kind, payload) in &outbox {
+            tx.outbox(lead, kind, payload, now).await?;
+        }
+        for (seq, timer) in timers.values() {
+            if seq.is_none() {
+                tx.add_timer(timer).await?;
+            }
+        }
+        tx.set_engine_state(&book, ticked_to).await?;
+        tx.commit().await?;
+        let done = chrono::Utc::now();
+        for received in latencies {
+            let secs = (done - received).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            self.metrics.processing_latency.observe(secs.max(0.0));
+        }
+        Ok(applied)
+    }
+
+    /// The lead for the next item, from this step's cache or the database.
+    async fn take(
+        &self,
+        tx: &mut StepTx<'_>,
+        leads: &mut HashMap<String, Slot>,
+        id: &str,
+    ) -> Result<Option<LeadState>, StoreError> {
+        if let Some(slot) = leads.get_mut(id) {
+            return Ok(slot.now.take());
+        }
+        let before = tx.load_lead(id).await?;
+        let now = before.clone();
+        leads.insert(id.to_string(), Slot { before, now: None });
+        Ok(now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn absorb(
+        &self,
+        leads: &mut HashMap<String, Slot>,
+        timers: &mut BTreeMap<(Timestamp, u64), (Option<i64>, Timer)>,
+        order: &mut u64,
+        timeline: &mut Vec<(String, Timestamp, &'static str, Value)>,
+        outbox: &mut Vec<(String, &'static str, Value)>,
+        at: Timestamp,
+        lens: Lens,
+        d: Decision,
+    ) {
+        let Decision { lead, effects } = d;
+        let id = lead.id.clone();
+        for (at, kind, detail) in history_entries(lens, &lead) {
+            timeline.push((id.clone(), at, kind, detail));
+        }
+        let slot = leads.entry(id.clone()).or_insert(Slot {
+            before: None,
+            now: None,
+        });
+        for e in effects {
+            match e {
+                Effect::Schedule(t) => {
+                    *order += 1;
+                    timers.insert((t.at, *order), (None, t));
+                }
+                Effect::Note(note) => {
+                    if matches!(
+                        note,
+                        Note::ConditionError { .. } | Note::PluginFailed { .. }
+                    ) {
+                        self.metrics.rule_errors.inc();
+                    }
+                    timeline.push((
+                        id.clone(),
+                        at,
+                        "note",
+                        serde_json::to_value(&note).unwrap_or(Value::Null),
+                    ));
+                }
+                other => {
+                    let kind = match &other {
+                        Effect::SendEmail { .. } => "email",
+                        Effect::NotifyOwner { .. }
+                        | Effect::OfferToOwners { .. }
+                        | Effect::NotifySlaBreach { .. } => "notification",
+                        Effect::Webhook { .. } => "webhook",
+                        Effect::Schedule(_) | Effect::Note(_) => "note",
+                    };
+                    let payload = serde_json::to_value(&other).unwrap_or(Value::Null);
+                    timeline.push((id.clone(), at, kind, payload.clone()));
+                    outbox.push((id.clone(), kind, payload));
+                }
+            }
+        }
+        slot.now = Some(lead);
+    }
+}
+
+/// How long a lead's ledger, transitions and assignments were before an item.
+#[derive(Clone, Copy, Default)]
+struct Lens(usize, usize, usize);
+
+impl Lens {
+    fn of(lead: Option<&LeadState>) -> Lens {
+        lead.map_or(Lens::default(), |l| {
+            Lens(l.ledger.len(), l.transitions.len(), l.assignments.len())
+        })
+    }
+}
+
+/// Timeline entries for what an item added to a lead's ledger, stage history
+/// and assignments.
+fn history_entries(before: Lens, after: &LeadState) -> Vec<(Timestamp, &'static str, Value)> {
+    let mut out = Vec::new();
+    for e in after.ledger.iter().skip(before.0) {
+        out.push((
+            e.at,
+            "scored",
+            json!({"rule": e.rule, "points": e.points, "event": e.event, "reason": e.reason}),
+        ));
+    }
+    for t in after.transitions.iter().skip(before.1) {
+        out.push((t.at, "stage_changed", json!({"from": t.from, "to": t.to})));
+    }
+    for a in after.assignments.iter().skip(before.2) {
+        out.push((a.at, "assigned", json!({"owner": a.owner, "rule": a.rule})));
+    }
+    out
+}

@@ -1,0 +1,82 @@
+//! Hot reload: the rules directory is checked every second (and on SIGHUP).
+//! A change that does not compile is rejected with its errors logged, and the
+//! rules in force keep running.
+
+use super::metrics::Metrics;
+use super::RulesHandle;
+use crate::rules::{collect_yaml, Ruleset};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// What the rule files look like on disk: names, sizes and times.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut files = Vec::new();
+    collect_yaml(dir, &mut files, false);
+    collect_yaml(dir, &mut files, true);
+    let mut out: Vec<_> = files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (f, len, modified)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub async fn watch(
+    dir: PathBuf,
+    handle: RulesHandle,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = fingerprint(&dir);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup_fut = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_fut = std::future::pending::<()>();
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            _ = hup_fut => true,
+            _ = stop.changed() => return,
+        };
+        let now = fingerprint(&dir);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || Ruleset::load(&d)).await {
+            Ok(Ok(rules)) => {
+                tracing::info!(summary = %rules.summary(), "rules reloaded");
+                handle.replace(rules);
+                metrics.rules_reloaded.inc();
+            }
+            Ok(Err(diags)) => {
+                for d in &diags.0 {
+                    tracing::error!("{d}");
+                }
+                tracing::error!(
+                    errors = diags.0.len(),
+                    "rules change rejected; the previous rules keep running"
+                );
+                metrics.rules_rejected.inc();
+            }
+            Err(e) => tracing::error!(error = %e, "rules reload failed"),
+        }
+    }
+}

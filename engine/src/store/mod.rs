@@ -1,0 +1,184 @@
+//! Durable storage through sqlx: SQLite (the embedded default) or PostgreSQL,
+//! chosen by the URL, with one code path for both.
+//!
+//! Queries are written once with `$1`-style parameters; for SQLite they run as
+//! `?1` (its numbered form). Times are stored as epoch milliseconds, JSON as
+//! text, so both databases read the same rows.
+
+mod read;
+mod step;
+
+pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
+pub use step::{PendingEvent, StepTx};
+
+use crate::model::{time::Timestamp, Event};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::borrow::Cow;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://...")]
+    Url(String),
+    #[error("stored data is corrupt ({what}): {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    pub backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+pub fn millis(t: &Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed); does not migrate.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains("mode=") {
+                    url.to_string()
+                } else if url.contains('?') {
+                    format!("{url}&mode=rwc")
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL: readers never block the writer. FULL: a
+                            // commit is on disk before the client hears 202.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            // Erased data must not linger in free pages.
+                            conn.execute("PRAGMA secure_delete = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+        };
+        Ok(Store { pool, backend })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The query in this backend's parameter style.
+    pub(crate) fn sql<'q>(&self, q: &'q str) -> Cow<'q, str> {
+        match self.backend {
+            Backend::Postgres => Cow::Borrowed(q),
+            Backend::Sqlite => Cow::Owned(q.replace('$', "?")),
+        }
+    }
+
+    /// Appends events to the log in one transaction; ids seen before are
+    /// acknowledged and skipped. Returns how many were new.
+    pub async fn insert_events(
+        &self,
+        events: &[Event],
+        received_at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        // Keep each statement well under both databases' parameter limits.
+        for chunk in events.chunks(500) {
+            let mut q = String::from(
+                "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                if i > 0 {
+                    q.push(',');
+                }
+                q.push_str(&format!(
+                    "(${},${},${},${},${},${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            q.push_str(" ON CONFLICT (id) DO NOTHING");
+            let sql = self.sql(&q);
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(e.id.clone())
+                    .bind(e.lead.clone())
+                    .bind(e.kind.clone())
+                    .bind(millis(&e.at))
+                    .bind(e.to_json().to_string())
+                    .bind(millis(&received_at));
+            }
+            inserted += query.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Events not yet applied, and scheduled work, for metrics.
+    pub async fn queue_depth(&self) -> Result<(i64, i64), StoreError> {
+        let row: AnyRow = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM events WHERE processed_at IS NULL), (SELECT COUNT(*) FROM due_work)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

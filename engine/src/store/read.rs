@@ -1,0 +1,274 @@
+//! Reads behind the HTTP API, and erasure.
+
+use super::{from_millis, millis, Store, StoreError};
+use crate::model::{time::Timestamp, LeadState, Stage};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use std::collections::HashMap;
+
+#[derive(Debug, Serialize)]
+pub struct TimelineEntry {
+    pub seq: i64,
+    #[serde(with = "crate::model::time::serde_ts")]
+    pub at: Timestamp,
+    pub kind: String,
+    pub detail: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeadSummary {
+    pub lead: String,
+    pub email: String,
+    pub stage: String,
+    pub owner: Option<String>,
+    pub score: i64,
+    pub fit: i64,
+    pub consent: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeadList {
+    pub leads: Vec<LeadSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageFunnel {
+    pub stage: Stage,
+    /// Leads in this stage now.
+    pub count: i64,
+    /// Leads that were ever in this stage or beyond.
+    pub reached: i64,
+    /// Of those, the share that went on to the next stage (or beyond).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversion_to_next: Option<f64>,
+    /// Median time spent in this stage by leads that left it, in seconds.
+    pub median_seconds_in_stage: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Funnel {
+    pub leads: i64,
+    pub stages: Vec<StageFunnel>,
+}
+
+impl Store {
+    pub async fn lead(&self, id: &str) -> Result<Option<LeadState>, StoreError> {
+        let sql = self.sql("SELECT state FROM leads WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state: String = row.try_get(0)?;
+        serde_json::from_str(&state)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                what: "lead state",
+                detail: e.to_string(),
+            })
+    }
+
+    pub async fn timeline(
+        &self,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        let sql = self.sql("SELECT seq, at, kind, detail FROM timeline WHERE lead = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+        let rows = sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get(3)?;
+                Ok(TimelineEntry {
+                    seq: r.try_get(0)?,
+                    at: from_millis(r.try_get(1)?),
+                    kind: r.try_get(2)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+                })
+            })
+            .collect()
+    }
+
+    /// Leads by id, filtered by stage and owner, a page at a time.
+    pub async fn list_leads(
+        &self,
+        stage: Option<&str>,
+        owner: Option<&str>,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<LeadList, StoreError> {
+        let sql = self.sql(
+            "SELECT id, email, stage, owner, score, fit, consent FROM leads \
+             WHERE ($1 IS NULL OR stage = $1) AND ($2 IS NULL OR owner = $2) AND id > $3 \
+             ORDER BY id LIMIT $4",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stage.map(str::to_string))
+            .bind(owner.map(str::to_string))
+            .bind(cursor.unwrap_or("").to_string())
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut leads = Vec::with_capacity(rows.len());
+        for r in &rows {
+            leads.push(LeadSummary {
+                lead: r.try_get(0)?,
+                email: r.try_get(1)?,
+                stage: r.try_get(2)?,
+                owner: r.try_get(3)?,
+                score: r.try_get(4)?,
+                fit: r.try_get(5)?,
+                consent: r.try_get(6)?,
+            });
+        }
+        let next_cursor = if leads.len() as i64 > limit {
+            leads.truncate(limit as usize);
+            leads.last().map(|l| l.lead.clone())
+        } else {
+            None
+        };
+        Ok(LeadList { leads, next_cursor })
+    }
+
+    pub async fn funnel(&self) -> Result<Funnel, StoreError> {
+        let mut now_in: HashMap<String, i64> = HashMap::new();
+        let mut total = 0;
+        for r in sqlx::query("SELECT stage, COUNT(*) FROM leads GROUP BY stage")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let n: i64 = r.try_get(1)?;
+            total += n;
+            now_in.insert(r.try_get(0)?, n);
+        }
+        // Walk each lead's history: the highest stage it reached, and how long
+        // it stayed in each stage it left.
+        let mut highest: HashMap<String, Stage> = HashMap::new();
+        let mut entered: HashMap<String, (Stage, i64)> = HashMap::new();
+        let mut stays: HashMap<Stage, Vec<i64>> = HashMap::new();
+        for r in sqlx::query("SELECT id, created_at FROM leads")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let id: String = r.try_get(0)?;
+            highest.insert(id.clone(), Stage::Subscriber);
+            entered.insert(id, (Stage::Subscriber, r.try_get(1)?));
+        }
+        let rows = sqlx::query("SELECT lead, to_stage, at FROM transitions ORDER BY lead, n")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let lead: String = r.try_get(0)?;
+            let Some(to) = Stage::parse(&r.try_get::<String, _>(1)?) else {
+                continue;
+            };
+            let at: i64 = r.try_get(2)?;
+            if let Some((stage, since)) = entered.insert(lead.clone(), (to, at)) {
+                stays.entry(stage).or_default().push((at - since) / 1000);
+            }
+            let h = highest.entry(lead).or_insert(Stage::Subscriber);
+            *h = (*h).max(to);
+        }
+        let reached = |s: Stage| highest.values().filter(|h| **h >= s).count() as i64;
+        let stages = Stage::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let r = reached(s);
+                let next = Stage::ALL.get(i + 1).map(|&n| reached(n));
+                let median = stays.get_mut(&s).and_then(|v| {
+                    v.sort_unstable();
+                    v.get(v.len() / 2).copied()
+                });
+                StageFunnel {
+                    stage: s,
+                    count: now_in.get(s.as_str()).copied().unwrap_or(0),
+                    reached: r,
+                    conversion_to_next: next.and_then(|n| (r > 0).then(|| n as f64 / r as f64)),
+                    median_seconds_in_stage: median,
+                }
+            })
+            .collect();
+        Ok(Funnel {
+            leads: total,
+            stages,
+        })
+    }
+
+    /// Erases a lead's personal data: email, attributes and event payloads.
+    /// Scores, stages and the ledger stay, so counts and reports still add up.
+    /// Returns false for an unknown lead.
+    pub async fn erase_lead(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE engine_state SET id = id WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql("SELECT state FROM leads WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let state: String = row.try_get(0)?;
+        let mut lead: LeadState =
+            serde_json::from_str(&state).map_err(|e| StoreError::Corrupt {
+                what: "lead state",
+                detail: e.to_string(),
+            })?;
+        lead.email.clear();
+        lead.attributes.clear();
+        let state = serde_json::to_string(&lead).unwrap_or_default();
+        let sql = self.sql("UPDATE leads SET email = '', state = $1, erased_at = $2, updated_at = $2 WHERE id = $3");
+        sqlx::query(&sql)
+            .bind(state)
+            .bind(millis(&now))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql("UPDATE events SET payload = $1 WHERE lead = $2");
+        sqlx::query(&sql)
+            .bind(r#"{"erased":true}"#)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let sql = self
+            .sql("INSERT INTO timeline (lead, at, kind, detail) VALUES ($1, $2, 'erased', '{}')");
+        sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(millis(&now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if self.backend == super::Backend::Sqlite {
+            // Old page versions stay in the write-ahead log until a checkpoint.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Payloads kept for a lead's events (erasure tests and audits).
+    pub async fn event_payloads(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let sql = self.sql("SELECT payload FROM events WHERE lead = $1 ORDER BY seq");
+        let rows = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
+    }
+}

@@ -1,0 +1,774 @@
+//! End-to-end tests of `nurture serve`: the real binary on a free port, real
+//! SQLite files and, when `NURTURE_TEST_DATABASE_URL` (or `DATABASE_URL`)
+//! names a PostgreSQL server, real PostgreSQL databases made for each test.
+
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nurture");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn test_rules() -> PathBuf {
+    repo().join("tests/fixtures/daemon-rules")
+}
+
+/// A running daemon; killed when dropped.
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Daemon {
+    fn start(db: &str, rules: &Path, token: Option<&str>) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+            .arg("--rules")
+            .arg(rules)
+            .env_remove("NURTURE_API_TOKEN")
+            .env("NURTURE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(t) = token {
+            cmd.args(["--api-token", t]);
+        }
+        let mut child = cmd.spawn().expect("start nurture serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("nurture listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Daemon { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("nurture.db").display())
+}
+
+/// A fresh PostgreSQL database for one test, if a server is configured.
+fn postgres_url(name: &str) -> Option<String> {
+    let base = std::env::var("NURTURE_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .ok()?;
+    // One database per test, made anew each run.
+    let db = format!("nurture_test_{name}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Executor;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&base)
+            .await
+            .expect("connect to the test PostgreSQL");
+        pool.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+        pool.execute(format!("CREATE DATABASE {db}").as_str())
+            .await
+            .unwrap();
+    });
+    // Same server and credentials, the new database.
+    let (head, _) = base.rsplit_once('/').expect("a URL with a database name");
+    Some(format!("{head}/{db}"))
+}
+
+/// Each test runs on SQLite, and on PostgreSQL when one is configured.
+fn backends(name: &str, dir: &Path) -> Vec<String> {
+    let mut v = vec![sqlite_url(dir)];
+    match postgres_url(name) {
+        Some(pg) => v.push(pg),
+        None => {
+            eprintln!("{name}: PostgreSQL not configured (NURTURE_TEST_DATABASE_URL); SQLite only")
+        }
+    }
+    v
+}
+
+fn post(c: &Client, url: &str, body: &Value) -> (StatusCode, Value) {
+    let r = c.post(url).json(body).send().unwrap();
+    let status = r.status();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+fn get(c: &Client, url: &str) -> (StatusCode, Value) {
+    let r = c.get(url).send().unwrap();
+    let status = r.status();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+/// Polls until `f` gives Some, or fails after `secs`.
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn lead(c: &Client, d: &Daemon, id: &str) -> Option<Value> {
+    let (s, v) = get(c, &d.url(&format!("/v1/leads/{id}")));
+    (s == StatusCode::OK).then_some(v)
+}
+
+/// Accepted events not yet applied, as the daemon reports it.
+fn pending(c: &Client, d: &Daemon) -> f64 {
+    let (_, h) = get(c, &d.url("/healthz"));
+    h["events_pending"].as_f64().unwrap_or(f64::MAX)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+fn now_rfc3339(offset_secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The fields `simulate` prints, from a `GET /v1/leads/{id}` answer.
+fn simulate_fields(v: &Value) -> Value {
+    let keys = [
+        "lead",
+        "stage",
+        "score",
+        "fit",
+        "owner",
+        "consent",
+        "ledger",
+        "transitions",
+        "emails",
+        "assignments",
+    ];
+    Value::Object(
+        keys.iter()
+            .map(|k| (k.to_string(), v[*k].clone()))
+            .collect(),
+    )
+}
+
+#[test]
+fn ingest_gives_the_same_state_as_simulate() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = repo().join("rules");
+    let events_file = rules.join("events.jsonl");
+    let events: Vec<Value> = std::fs::read_to_string(&events_file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for db in backends("same_as_simulate", dir.path()) {
+        let d = Daemon::start(&db, &rules, None);
+        let c = client();
+        // One request: the events span weeks of the past, and a live daemon
+        // runs due work up to now between requests, as it should; in one
+        // batch they replay exactly as `simulate` orders them.
+        let (s, r) = post(&c, &d.url("/v1/events"), &json!({ "batch": events }));
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        // rules/events.jsonl repeats e12 once.
+        assert_eq!(r, json!({"accepted": events.len() - 1, "duplicates": 1}));
+        eventually(30, "the daemon to match simulate", || {
+            if pending(&c, &d) > 0.0 {
+                return None;
+            }
+            // Due work (the nightly decay, SLA timers) runs up to now in both.
+            let out = Command::new(BIN)
+                .args(["simulate"])
+                .arg(&rules)
+                .arg("--events")
+                .arg(&events_file)
+                .args(["--until", &now_rfc3339(0)])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let expected: Vec<Value> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let got: Vec<Value> = expected
+                .iter()
+                .map(|e| {
+                    lead(&c, &d, e["lead"].as_str().unwrap())
+                        .map(|v| simulate_fields(&v))
+                        .unwrap_or(Value::Null)
+                })
+                .collect();
+            (got == expected).then_some(())
+        });
+        d.stop();
+    }
+}
+
+#[test]
+fn duplicates_are_acknowledged_and_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends("duplicates", dir.path()) {
+        let d = Daemon::start(&db, &test_rules(), None);
+        let c = client();
+        let ev = json!({"id": "dup-1", "lead": "u1", "type": "page_viewed", "at": now_rfc3339(0)});
+        let (s, r) = post(&c, &d.url("/v1/events"), &ev);
+        assert_eq!(
+            (s, r),
+            (
+                StatusCode::ACCEPTED,
+                json!({"accepted": 1, "duplicates": 0})
+            )
+        );
+        let (s, r) = post(&c, &d.url("/v1/events"), &ev);
+        assert_eq!(
+            (s, r),
+            (
+                StatusCode::ACCEPTED,
+                json!({"accepted": 0, "duplicates": 1})
+            )
+        );
+        let (_, r) = post(
+            &c,
+            &d.url("/v1/events"),
+            &json!({"batch": [ev, ev, {"id": "dup-2", "lead": "u1", "type": "x"}]}),
+        );
+        assert_eq!(r, json!({"accepted": 1, "duplicates": 2}));
+        let l = eventually(10, "two events applied", || {
+            lead(&c, &d, "u1").filter(|l| l["ledger"].as_array().unwrap().len() == 2)
+        });
+        assert_eq!(l["score"], json!(2));
+        d.stop();
+    }
+}
+
+#[test]
+fn bad_input_is_refused_whole_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&sqlite_url(dir.path()), &test_rules(), None);
+    let c = client();
+    let good = json!({"id": "g1", "lead": "u1", "type": "x", "at": now_rfc3339(0)});
+    let bad = json!({"id": "b1", "lead": "u1", "type": "x", "at": "yesterday"});
+    let (s, r) = post(&c, &d.url("/v1/events"), &json!({"batch": [good, bad]}));
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(r["error"]["field"], json!("batch[1].at"));
+    assert_eq!(r["error"]["index"], json!(1));
+    // Nothing of that request was stored: the good event is still new.
+    let (s, r) = post(&c, &d.url("/v1/events"), &good);
+    assert_eq!((s, r["accepted"].clone()), (StatusCode::ACCEPTED, json!(1)));
+
+    let (s, r) = post(&c, &d.url("/v1/events"), &json!({"id": "x", "type": "x"}));
+    assert_eq!(
+        (s, r["error"]["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("lead"))
+    );
+    let r = c
+        .post(d.url("/v1/events"))
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.json::<Value>().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 1 column 2"));
+    let (s, r) = post(
+        &c,
+        &d.url("/v1/track"),
+        &json!({"userId": "u1", "messageId": "m1"}),
+    );
+    assert_eq!(
+        (s, r["error"]["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("event"))
+    );
+    let (s, r) = post(
+        &c,
+        &d.url("/v1/leads/u1/feedback"),
+        &json!({"status": "maybe"}),
+    );
+    assert_eq!(
+        (s, r["error"]["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("status"))
+    );
+    // Bodies over 1 MiB are refused.
+    let big = "x".repeat(1 << 20);
+    let r = c
+        .post(d.url("/v1/events"))
+        .json(&json!({"id": "big", "lead": "u1", "type": "x", "properties": {"b": big}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(get(&c, &d.url("/v1/leads/nobody")).0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&c, &d.url("/v1/leads?stage=vip")).0,
+        StatusCode::BAD_REQUEST
+    );
+    d.stop();
+}
+
+#[test]
+fn the_api_token_guards_v1_and_segment_takes_it_as_write_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&sqlite_url(dir.path()), &test_rules(), Some("s3cret"));
+    let c = client();
+    let ev = json!({"id": "a1", "lead": "u1", "type": "x"});
+    assert_eq!(
+        c.post(d.url("/v1/events"))
+            .json(&ev)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.post(d.url("/v1/events"))
+            .bearer_auth("wrong")
+            .json(&ev)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.post(d.url("/v1/events"))
+            .bearer_auth("s3cret")
+            .json(&ev)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.get(d.url("/v1/leads")).send().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Segment: the write key as the Basic-auth user.
+    let seg = json!({"userId": "u2", "messageId": "m-1", "traits": {"email": "u2@example.com"}, "timestamp": "2026-03-01T10:00:00.000Z"});
+    let r = c
+        .post(d.url("/v1/identify"))
+        .basic_auth("s3cret", Some(""))
+        .json(&seg)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "u2", "messageId": "m-2", "event": "form_submitted", "properties": {"form": "demo"}},
+        {"type": "page", "userId": "u2", "messageId": "m-3", "name": "Pricing", "properties": {"path": "/pricing"}}
+    ]});
+    let r = c
+        .post(d.url("/v1/batch"))
+        .basic_auth("s3cret", None::<&str>)
+        .json(&batch)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Health and metrics stay open for probes.
+    assert_eq!(
+        c.get(d.url("/healthz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    let l = eventually(10, "segment events applied", || {
+        let r = c
+            .get(d.url("/v1/leads/u2"))
+            .bearer_auth("s3cret")
+            .send()
+            .unwrap();
+        let v: Value = r.json().ok()?;
+        (v["ledger"].as_array()?.len() == 3).then_some(v)
+    });
+    assert_eq!(l["email"], json!("u2@example.com"));
+    let events: Vec<&str> = l["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, vec!["m-1", "m-2", "m-3"]);
+    let r = c
+        .get(d.url("/v1/leads/u2/timeline"))
+        .bearer_auth("s3cret")
+        .send()
+        .unwrap();
+    let t: Value = r.json().unwrap();
+    let types: Vec<&str> = t["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "event")
+        .map(|e| e["detail"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, vec!["identify", "form_submitted", "page_viewed"]);
+    d.stop();
+}
+
+#[test]
+fn refuses_to_listen_beyond_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--database-url",
+            &sqlite_url(dir.path()),
+        ])
+        .arg("--rules")
+        .arg(test_rules())
+        .env_remove("NURTURE_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only listens on loopback"));
+}
+
+#[test]
+fn restart_keeps_state_and_due_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends("restart", dir.path()) {
+        let d = Daemon::start(&db, &test_rules(), None);
+        let c = client();
+        let ev = json!({"id": "r1", "lead": "u1", "type": "identify", "at": now_rfc3339(0), "traits": {"email": "u1@example.com"}});
+        assert_eq!(post(&c, &d.url("/v1/events"), &ev).0, StatusCode::ACCEPTED);
+        // The first step goes at once; the second is due 3 s later.
+        let l = eventually(10, "the first email", || {
+            lead(&c, &d, "u1").filter(|l| l["emails"].as_array().unwrap().len() == 1)
+        });
+        assert_eq!(l["emails"][0]["template"], json!("hello"));
+        d.stop();
+
+        // Down while the second step falls due; it runs after the restart.
+        std::thread::sleep(Duration::from_secs(4));
+        let d = Daemon::start(&db, &test_rules(), None);
+        let l = eventually(10, "the second email after restart", || {
+            lead(&c, &d, "u1").filter(|l| l["emails"].as_array().unwrap().len() == 2)
+        });
+        assert_eq!(l["emails"][1]["template"], json!("later"));
+        assert_eq!(
+            l["score"],
+            json!(1),
+            "state survived: one event, applied once"
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(
+            lead(&c, &d, "u1").unwrap()["emails"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2,
+            "no step sent twice"
+        );
+        d.stop();
+    }
+}
+
+#[test]
+fn erase_removes_personal_data_and_keeps_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let d = Daemon::start(&db, &test_rules(), None);
+    let c = client();
+    let ev = json!({"id": "p1", "lead": "u1", "type": "identify", "at": now_rfc3339(0), "traits": {"email": "ann@example.com", "name": "Ann"}});
+    post(&c, &d.url("/v1/events"), &ev);
+    eventually(10, "the lead", || lead(&c, &d, "u1"));
+    assert_eq!(
+        c.delete(d.url("/v1/leads/u1")).send().unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.delete(d.url("/v1/leads/nobody")).send().unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let l = lead(&c, &d, "u1").unwrap();
+    assert_eq!(l["email"], json!(""));
+    assert_eq!(l["attributes"], json!({}));
+    assert_eq!(l["score"], json!(1), "anonymous counts stay");
+    let (_, f) = get(&c, &d.url("/v1/reports/funnel"));
+    assert_eq!(f["leads"], json!(1));
+    d.stop();
+    // Nothing of Ann is left in the stored events either.
+    let raw = std::fs::read(dir.path().join("nurture.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("nurture.db-wal")).unwrap_or_default();
+    for bytes in [raw, wal] {
+        assert!(
+            !bytes.windows(15).any(|w| w == b"ann@example.com"),
+            "the email is still stored"
+        );
+    }
+}
+
+#[test]
+fn lists_and_funnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&sqlite_url(dir.path()), &test_rules(), None);
+    let c = client();
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.push(json!({"id": format!("i{i}"), "lead": format!("l{i}"), "type": "identify", "traits": {"email": format!("l{i}@x.io")}}));
+    }
+    for n in 0..3 {
+        batch.push(json!({"id": format!("v{n}"), "lead": "l0", "type": "page_viewed"}));
+    }
+    post(&c, &d.url("/v1/events"), &json!({"batch": batch}));
+    eventually(10, "all applied", || {
+        (pending(&c, &d) == 0.0 && lead(&c, &d, "l0")?["stage"] == "mql").then_some(())
+    });
+    let (_, page1) = get(&c, &d.url("/v1/leads?stage=lead&limit=2"));
+    let ids: Vec<&str> = page1["leads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lead"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["l1", "l2"]);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = get(
+        &c,
+        &d.url(&format!("/v1/leads?stage=lead&limit=2&cursor={cursor}")),
+    );
+    let ids: Vec<&str> = page2["leads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lead"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["l3", "l4"]);
+    assert_eq!(page2["next_cursor"], Value::Null);
+    let (_, f) = get(&c, &d.url("/v1/reports/funnel"));
+    let by: BTreeMap<String, Value> = f["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap().to_string(), s.clone()))
+        .collect();
+    assert_eq!(by["lead"]["count"], json!(4));
+    assert_eq!(by["mql"]["count"], json!(1));
+    assert_eq!(by["lead"]["reached"], json!(5));
+    assert_eq!(by["lead"]["conversion_to_next"], json!(0.2));
+    d.stop();
+}
+
+/// kill -9 while a client sends: every event that got a 202 is applied
+/// exactly once after a restart.
+#[test]
+fn crash_loses_no_acknowledged_event_and_applies_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends("crash", dir.path()) {
+        let d = Daemon::start(&db, &test_rules(), None);
+        let url = d.url("/v1/events");
+        let sender = std::thread::spawn(move || {
+            let c = Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let mut acked: Vec<String> = Vec::new();
+            for b in 0..100_000 {
+                let batch: Vec<Value> = (0..20)
+                    .map(|i| json!({"id": format!("c{b}-{i}"), "lead": format!("lead{}", i % 7), "type": "page_viewed"}))
+                    .collect();
+                match c.post(&url).json(&json!({"batch": batch})).send() {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        acked.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_string()))
+                    }
+                    _ => break, // the daemon is gone
+                }
+            }
+            acked
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        d.kill9();
+        let acked = sender.join().unwrap();
+        assert!(
+            acked.len() > 100,
+            "the client got going ({} acked)",
+            acked.len()
+        );
+
+        let d = Daemon::start(&db, &test_rules(), None);
+        let c = client();
+        eventually(60, "the backlog applied", || {
+            (pending(&c, &d) == 0.0).then_some(())
+        });
+        let mut applied: Vec<String> = Vec::new();
+        for i in 0..7 {
+            let l = lead(&c, &d, &format!("lead{i}")).unwrap();
+            let ledger = l["ledger"].as_array().unwrap();
+            assert_eq!(l["score"].as_u64().unwrap() as usize, ledger.len());
+            applied.extend(
+                ledger
+                    .iter()
+                    .map(|e| e["event"].as_str().unwrap().to_string()),
+            );
+        }
+        let unique: HashSet<&String> = applied.iter().collect();
+        assert_eq!(unique.len(), applied.len(), "an event was applied twice");
+        let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged events lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
+        d.stop();
+    }
+}
+
+/// Two daemons on one PostgreSQL database share the work: each due item is
+/// done once.
+#[test]
+fn two_processes_on_postgres_do_each_item_once() {
+    let Some(db) = postgres_url("two_processes") else {
+        eprintln!(
+            "two_processes_on_postgres_do_each_item_once: PostgreSQL not configured; skipped"
+        );
+        return;
+    };
+    let a = Daemon::start(&db, &test_rules(), None);
+    let b = Daemon::start(&db, &test_rules(), None);
+    let c = client();
+    let n = 60;
+    for i in 0..n {
+        let d = if i % 2 == 0 { &a } else { &b };
+        let ev = json!({"id": format!("t{i}"), "lead": format!("u{i:03}"), "type": "identify", "at": now_rfc3339(0), "traits": {"email": format!("u{i}@x.io")}});
+        assert_eq!(post(&c, &d.url("/v1/events"), &ev).0, StatusCode::ACCEPTED);
+    }
+    // Both steps of every drip: the first at once, the second 3 s later,
+    // picked up by whichever process gets there first.
+    eventually(30, "every lead's two emails", || {
+        let (_, page) = get(&c, &a.url("/v1/leads?limit=1000"));
+        let leads = page["leads"].as_array()?;
+        (leads.len() == n).then_some(())?;
+        (0..n)
+            .all(|i| {
+                lead(&c, &b, &format!("u{i:03}"))
+                    .is_some_and(|l| l["emails"].as_array().unwrap().len() == 2)
+            })
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..n {
+        let l = lead(&c, &a, &format!("u{i:03}")).unwrap();
+        let templates: Vec<&str> = l["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["template"].as_str().unwrap())
+            .collect();
+        assert_eq!(templates, vec!["hello", "later"], "lead u{i:03}");
+        let (_, t) = get(&c, &a.url(&format!("/v1/leads/u{i:03}/timeline")));
+        let sends = t["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "email")
+            .count();
+        assert_eq!(sends, 2, "lead u{i:03}: each step queued once");
+    }
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn broken_rules_are_rejected_on_reload_and_the_old_ones_keep_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("r.yaml"),
+        "scoring:\n  - { name: a, on: '*', points: 1 }\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&sqlite_url(dir.path()), &rules, None);
+    let c = client();
+    post(
+        &c,
+        &d.url("/v1/events"),
+        &json!({"id": "1", "lead": "u", "type": "x"}),
+    );
+    eventually(10, "first event", || {
+        lead(&c, &d, "u").filter(|l| l["score"] == 1)
+    });
+    std::fs::write(
+        rules.join("r.yaml"),
+        "scoring:\n  - { name: a, on: '*', pionts: 5 }\n",
+    )
+    .unwrap();
+    eventually(10, "the rejection", || {
+        let t = c.get(d.url("/metrics")).send().ok()?.text().ok()?;
+        (metric(&t, "nurture_rules_rejected_total") >= 1.0).then_some(())
+    });
+    post(
+        &c,
+        &d.url("/v1/events"),
+        &json!({"id": "2", "lead": "u", "type": "x"}),
+    );
+    eventually(10, "second event, old rules", || {
+        lead(&c, &d, "u").filter(|l| l["score"] == 2)
+    });
+    std::fs::write(
+        rules.join("r.yaml"),
+        "scoring:\n  - { name: a, on: '*', points: 10 }\n",
+    )
+    .unwrap();
+    eventually(10, "the reload", || {
+        let t = c.get(d.url("/metrics")).send().ok()?.text().ok()?;
+        (metric(&t, "nurture_rules_reloaded_total") >= 1.0).then_some(())
+    });
+    post(
+        &c,
+        &d.url("/v1/events"),
+        &json!({"id": "3", "lead": "u", "type": "x"}),
+    );
+    eventually(10, "third event, new rules", || {
+        lead(&c, &d, "u").filter(|l| l["score"] == 12)
+    });
+    d.stop();
+}
