@@ -53,6 +53,11 @@ fn nurture_in(cwd: &Path, args: &[&str]) -> Run {
         .args(args)
         .current_dir(cwd)
         .env_remove("RUST_BACKTRACE")
+        // Compiled plugins of the example rules: cached per test build.
+        .env(
+            "NURTURE_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"),
+        )
         .output()
         .expect("the nurture binary runs");
     let run = Run {
@@ -161,7 +166,7 @@ fn check_accepts_the_example_rules_with_a_one_line_summary() {
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
     assert!(
         run.stdout
-            .starts_with("rules ok: 3 files: 6 scoring rules, 3 fit rules"),
+            .starts_with("rules ok: 4 files: 6 scoring rules, 3 fit rules, 2 plugins"),
         "{}",
         run.stdout
     );
@@ -297,7 +302,10 @@ fn simulate_without_until_stops_at_the_last_event() {
     // The nightly decay needs 30 quiet days: none pass before the last event.
     assert!(!run.stdout.contains("inactivity-decay"), "{}", run.stdout);
     let u1: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
-    assert_eq!(u1["score"], 105);
+    assert_eq!(
+        u1["score"], 115,
+        "105 from rules, 10 from the company-size plugin"
+    );
     assert_eq!(u1["stage"], "opportunity");
 }
 

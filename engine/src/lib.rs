@@ -9,6 +9,7 @@
 //! - [`sim`]: an in-memory world that drives the evaluator in time order:
 //!   `nurture simulate` and `nurture test` run on it.
 //! - [`ruletest`]: marketers' rule tests (`*.test.yaml`).
+//! - [`plugins`]: the WASM plugin host (wasmtime) behind [`eval::PluginHost`].
 //! - [`store`]: durable state in SQLite or PostgreSQL (sqlx).
 //! - [`daemon`]: `nurture serve`: processing, scheduling, reloads, shutdown.
 //! - [`api`]: the HTTP API.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod daemon;
 pub mod eval;
 pub mod model;
+pub mod plugins;
 pub mod rules;
 pub mod ruletest;
 pub mod sim;

@@ -78,13 +78,23 @@ pub struct CaseResult {
 /// Runs every `*.test.yaml` under `dir` against `rules`. Errors in test files
 /// come back as diagnostics.
 pub fn run_dir(rules: &Ruleset, dir: &Path) -> Result<Vec<CaseResult>, Vec<Diagnostic>> {
+    run_dir_with(rules, dir, None)
+}
+
+/// [`run_dir`] with plugins run by `plugins`.
+pub fn run_dir_with(
+    rules: &Ruleset,
+    dir: &Path,
+    plugins: Option<&dyn crate::eval::PluginHost>,
+) -> Result<Vec<CaseResult>, Vec<Diagnostic>> {
+    let eval = Evaluator { rules, plugins };
     let mut files = Vec::new();
     crate::rules::collect_yaml(dir, &mut files, true);
     files.sort();
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for f in files {
-        match run_file(rules, &f) {
+        match run_file(eval, &f) {
             Ok(mut r) => results.append(&mut r),
             Err(mut e) => errors.append(&mut e),
         }
@@ -96,7 +106,7 @@ pub fn run_dir(rules: &Ruleset, dir: &Path) -> Result<Vec<CaseResult>, Vec<Diagn
     }
 }
 
-fn run_file(rules: &Ruleset, path: &Path) -> Result<Vec<CaseResult>, Vec<Diagnostic>> {
+fn run_file(eval: Evaluator<'_>, path: &Path) -> Result<Vec<CaseResult>, Vec<Diagnostic>> {
     let (display, value, map) = read_yaml(path).map_err(|d| vec![d])?;
     let root = YamlPath::default();
     let file: TestFile = deserialize_at(&map, &display, &root, value).map_err(|d| vec![d])?;
@@ -155,7 +165,7 @@ fn run_file(rules: &Ruleset, path: &Path) -> Result<Vec<CaseResult>, Vec<Diagnos
         if !errors.is_empty() {
             continue;
         }
-        let mut world = World::new(Evaluator::new(rules));
+        let mut world = World::new(eval);
         world.run(&mut events, until);
         let mut diffs = Vec::new();
         for (lead, exp) in &case.expect {

@@ -49,7 +49,13 @@ pub(crate) async fn accept(
     now: crate::model::time::Timestamp,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let total = events.len() as u64;
-    let inserted = state.store.insert_events(&events, now).await?;
+    let inserted = state.ingest.submit(events, now).await.map_err(|e| {
+        tracing::error!(error = %e, "events not stored");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "events not stored; retry later",
+        )
+    })?;
     state.metrics.events_ingested.inc_by(inserted);
     state.metrics.events_duplicate.inc_by(total - inserted);
     if inserted > 0 {

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod plugin;
+
 #[derive(Parser)]
 #[command(
     name = "nurture",
@@ -48,6 +50,9 @@ enum Command {
     },
     /// Print the JSON Schema of the rules format (for editors).
     Schema,
+    /// Work on a WASM scoring plugin.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Run the daemon: HTTP API, durable storage, scheduler.
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
@@ -96,12 +101,62 @@ struct ServeArgs {
     log_json: bool,
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Call a plugin once; print its effects, fuel used, time and peak memory.
+    Run {
+        /// The plugin (.wasm component).
+        file: PathBuf,
+        /// The lead, JSON: any of id, email, score, fit, stage, owner, consent,
+        /// attributes, created_at, last_activity_at.
+        #[arg(long, default_value = "{}")]
+        lead: String,
+        /// The event, JSON as in events files (`type` is enough).
+        #[arg(long)]
+        event: String,
+        /// The plugin's config, JSON (default {}).
+        #[arg(long)]
+        config: Option<String>,
+        /// Fuel for the call (default 10000000).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Memory limit, e.g. 16MiB (the default).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Wall-clock limit, e.g. 100ms (the default).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Use the compile cache (as check, simulate and serve do).
+        #[arg(long)]
+        cache: bool,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { dir } => check(&dir),
         Command::Simulate { dir, events, until } => simulate(&dir, &events, until.as_deref()),
         Command::Test { dir } => test(&dir),
+        Command::Plugin(PluginCommand::Run {
+            file,
+            lead,
+            event,
+            config,
+            fuel,
+            memory,
+            timeout,
+            cache,
+        }) => plugin::run(plugin::RunArgs {
+            file,
+            lead,
+            event,
+            config,
+            fuel,
+            memory,
+            timeout,
+            cache,
+        }),
         Command::Serve(a) => serve(a),
         Command::Migrate { database_url } => migrate(&database_url),
         Command::Schema => {
@@ -132,6 +187,19 @@ fn load(dir: &Path) -> Result<Ruleset, ExitCode> {
 fn check(dir: &Path) -> ExitCode {
     match load(dir) {
         Ok(rules) => {
+            let diags = plugin::check(&rules);
+            if !diags.is_empty() {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+                let n = diags.len();
+                eprintln!(
+                    "{n} error{} in {}",
+                    if n == 1 { "" } else { "s" },
+                    dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
             println!("{} ok: {}", dir.display(), rules.summary());
             ExitCode::SUCCESS
         }
@@ -161,7 +229,15 @@ fn simulate(dir: &Path, events: &Path, until: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut world = World::new(Evaluator::new(&rules));
+    let host = match plugin::host(&rules) {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    let eval = match &host {
+        Some(h) => Evaluator::with_plugins(&rules, h),
+        None => Evaluator::new(&rules),
+    };
+    let mut world = World::new(eval);
     world.run(&mut evs, until);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -181,7 +257,12 @@ fn test(dir: &Path) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let results = match crate::ruletest::run_dir(&rules, dir) {
+    let host = match plugin::host(&rules) {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    let plugins = host.as_ref().map(|h| h as &dyn crate::eval::PluginHost);
+    let results = match crate::ruletest::run_dir_with(&rules, dir, plugins) {
         Ok(r) => r,
         Err(diags) => {
             for d in diags {

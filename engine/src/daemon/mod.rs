@@ -3,6 +3,7 @@
 //! (`store`), applies them and due work in order (`processor`), reloads rules
 //! when they change (`reload`), and stops cleanly on SIGTERM.
 
+mod ingest;
 pub mod metrics;
 pub mod processor;
 mod reload;
@@ -17,26 +18,66 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
+/// A ruleset with its plugins loaded.
+pub struct Active {
+    pub rules: Ruleset,
+    pub plugins: Option<crate::plugins::Host>,
+}
+
+impl Active {
+    /// Loads the ruleset's plugins. A plugin that cannot be loaded is logged;
+    /// its calls fail (and are recorded) while the other rules run.
+    pub fn new(rules: Ruleset) -> anyhow::Result<Active> {
+        if rules.plugins.is_empty() {
+            return Ok(Active {
+                rules,
+                plugins: None,
+            });
+        }
+        let host = crate::plugins::Host::new(&rules.plugins, crate::plugins::Options::default())
+            .map_err(anyhow::Error::msg)?;
+        for p in &rules.plugins {
+            if let Some(e) = host.load_error(&p.name) {
+                tracing::error!(plugin = %p.name, "{}: plugin cannot be loaded: {e}", p.wasm_at);
+            }
+        }
+        Ok(Active {
+            rules,
+            plugins: Some(host),
+        })
+    }
+
+    pub fn evaluator(&self) -> crate::eval::Evaluator<'_> {
+        crate::eval::Evaluator {
+            rules: &self.rules,
+            plugins: self
+                .plugins
+                .as_ref()
+                .map(|h| h as &dyn crate::eval::PluginHost),
+        }
+    }
+}
+
 /// The rules in force; replaced whole on reload.
 #[derive(Clone)]
-pub struct RulesHandle(Arc<RwLock<Arc<Ruleset>>>);
+pub struct RulesHandle(Arc<RwLock<Arc<Active>>>);
 
 impl RulesHandle {
-    pub fn new(rules: Ruleset) -> Self {
-        RulesHandle(Arc::new(RwLock::new(Arc::new(rules))))
+    pub fn new(active: Active) -> Self {
+        RulesHandle(Arc::new(RwLock::new(Arc::new(active))))
     }
-    pub fn current(&self) -> Arc<Ruleset> {
+    pub fn current(&self) -> Arc<Active> {
         match self.0.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
-    pub fn replace(&self, rules: Ruleset) {
+    pub fn replace(&self, active: Active) {
         let mut g = match self.0.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        *g = Arc::new(rules);
+        *g = Arc::new(active);
     }
 }
 
@@ -62,6 +103,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes the processor when events arrive.
     pub wake: Arc<Notify>,
+    /// Writes accepted events, grouping concurrent requests.
+    pub ingest: ingest::Ingestor,
     pub api_token: Option<String>,
 }
 
@@ -81,14 +124,6 @@ pub fn init_logging(json: bool) {
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    let rules = Ruleset::load(&cfg.rules)
-        .map_err(|d| anyhow::anyhow!("rules in {} have errors:\n{d}", cfg.rules.display()))?;
-    tracing::info!(rules = %cfg.rules.display(), summary = %rules.summary(), "rules loaded");
-    let store = Store::connect(&cfg.database_url)
-        .await
-        .with_context(|| format!("connecting to {}", cfg.database_url))?;
-    store.migrate().await.context("running migrations")?;
-
     let addr: SocketAddr = tokio::net::lookup_host(&cfg.listen)
         .await
         .with_context(|| format!("--listen {}", cfg.listen))?
@@ -100,9 +135,32 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
+    run(cfg, listener, shutdown_signal(), |local| {
+        // On stdout so scripts (and tests) can find the port when it was 0.
+        println!("nurture listening on http://{local}");
+    })
+    .await
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes, then finishes
+/// in-flight work. `ready` is called once requests are being served.
+pub async fn run(
+    cfg: ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let rules = Ruleset::load(&cfg.rules)
+        .map_err(|d| anyhow::anyhow!("rules in {} have errors:\n{d}", cfg.rules.display()))?;
+    tracing::info!(rules = %cfg.rules.display(), summary = %rules.summary(), "rules loaded");
+    let store = Store::connect(&cfg.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.database_url))?;
+    store.migrate().await.context("running migrations")?;
     let local = listener.local_addr()?;
 
-    let handle = RulesHandle::new(rules);
+    let active = tokio::task::spawn_blocking(move || Active::new(rules)).await??;
+    let handle = RulesHandle::new(active);
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -125,19 +183,20 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
+    let ingest = ingest::Ingestor::start(store.clone());
     let state = AppState {
         store,
         rules: handle,
         metrics,
         wake,
+        ingest,
         api_token: cfg.api_token.clone(),
     };
     let app = crate::api::router(state);
-    // Printed on stdout so scripts (and tests) can find the port when it was 0.
-    println!("nurture listening on http://{local}");
     tracing::info!(%local, "listening");
+    ready(local);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
 
     tracing::info!("shutting down: finishing in-flight work");

@@ -6,7 +6,7 @@ use super::metrics::Metrics;
 use super::RulesHandle;
 use crate::eval::{Decision, Effect, Evaluator, Note, Timer};
 use crate::model::{time::Timestamp, LeadState};
-use crate::store::{StepTx, Store, StoreError};
+use crate::store::{StepTx, Store, StoreError, Writes};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,8 +36,8 @@ impl Processor {
     /// One step: applies what is pending and due at `now`, commits, and
     /// returns how many items it applied (0: nothing to do).
     pub async fn step(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let rules = self.rules.current();
-        let eval = Evaluator::new(&rules);
+        let active = self.rules.current();
+        let eval = active.evaluator();
         let mut tx = StepTx::begin(&self.store).await?;
         let (mut book, mut ticked_to) = tx.engine_state().await?;
         let events = tx.pending_events(BATCH).await?;
@@ -60,9 +60,32 @@ impl Processor {
             timers.insert((t.at, order), (Some(seq), t));
         }
 
+        // The leads this batch touches, in one query.
         let mut leads: HashMap<String, Slot> = HashMap::new();
-        let mut timeline: Vec<(String, Timestamp, &'static str, Value)> = Vec::new();
-        let mut outbox: Vec<(String, &'static str, Value)> = Vec::new();
+        let mut wanted: Vec<String> = events
+            .iter()
+            .filter_map(|p| p.event.as_ref().ok().map(|e| e.lead.clone()))
+            .collect();
+        wanted.extend(timers.values().map(|(_, t)| t.lead.clone()));
+        wanted.sort_unstable();
+        wanted.dedup();
+        for lead in tx.load_leads(&wanted).await? {
+            let before = Some(lead.clone());
+            leads.insert(
+                lead.id.clone(),
+                Slot {
+                    before,
+                    now: Some(lead),
+                },
+            );
+        }
+        for id in wanted {
+            leads.entry(id).or_insert(Slot {
+                before: None,
+                now: None,
+            });
+        }
+        let mut w = Writes::default();
         let mut applied = 0usize;
         let mut next_event = 0usize;
         let mut latencies = Vec::new();
@@ -72,7 +95,7 @@ impl Processor {
                 if p.event.is_ok() {
                     break;
                 }
-                tx.mark_processed(p.seq, now).await?;
+                w.processed.push(p.seq);
                 next_event += 1;
             }
             let event_at = events
@@ -100,25 +123,25 @@ impl Processor {
                         ticked_to = Some(ev.at);
                     }
                     let lead = self.take(&mut tx, &mut leads, &ev.lead).await?;
-                    timeline.push((
+                    w.timeline.push((
                         ev.lead.clone(),
                         ev.at,
                         "event",
                         json!({"id": ev.id, "type": ev.kind}),
                     ));
                     let lens = Lens::of(lead.as_ref());
-                    let d = eval.on_event(lead, &mut book, ev);
+                    let d = blocking(&eval, || eval.on_event(lead, &mut book, ev));
                     self.absorb(
                         &mut leads,
                         &mut timers,
                         &mut order,
-                        &mut timeline,
-                        &mut outbox,
+                        &mut w.timeline,
+                        &mut w.outbox,
                         ev.at,
                         lens,
                         d,
                     );
-                    tx.mark_processed(p.seq, now).await?;
+                    w.processed.push(p.seq);
                     latencies.push(p.received_at);
                     self.metrics.events_processed.inc();
                 }
@@ -127,17 +150,17 @@ impl Processor {
                         continue;
                     };
                     if let Some(seq) = seq {
-                        tx.delete_timer(seq).await?;
+                        w.timers_done.push(seq);
                     }
                     if let Some(lead) = self.take(&mut tx, &mut leads, &timer.lead).await? {
                         let lens = Lens::of(Some(&lead));
-                        let d = eval.on_timer(lead, &mut book, &timer);
+                        let d = blocking(&eval, || eval.on_timer(lead, &mut book, &timer));
                         self.absorb(
                             &mut leads,
                             &mut timers,
                             &mut order,
-                            &mut timeline,
-                            &mut outbox,
+                            &mut w.timeline,
+                            &mut w.outbox,
                             timer.at,
                             lens,
                             d,
@@ -156,16 +179,33 @@ impl Processor {
                     );
                     ids.sort_unstable();
                     ids.dedup();
+                    // Load the ones not yet in this step, in bulk.
+                    let missing: Vec<String> = ids
+                        .iter()
+                        .filter(|id| !leads.contains_key(*id))
+                        .cloned()
+                        .collect();
+                    for lead in tx.load_leads(&missing).await? {
+                        let before = Some(lead.clone());
+                        leads.insert(
+                            lead.id.clone(),
+                            Slot {
+                                before,
+                                now: Some(lead),
+                            },
+                        );
+                    }
                     for id in ids {
                         if let Some(lead) = self.take(&mut tx, &mut leads, &id).await? {
                             let lens = Lens::of(Some(&lead));
-                            let d = eval.on_schedule(lead, &mut book, at, &which);
+                            let d =
+                                blocking(&eval, || eval.on_schedule(lead, &mut book, at, &which));
                             self.absorb(
                                 &mut leads,
                                 &mut timers,
                                 &mut order,
-                                &mut timeline,
-                                &mut outbox,
+                                &mut w.timeline,
+                                &mut w.outbox,
                                 at,
                                 lens,
                                 d,
@@ -181,24 +221,19 @@ impl Processor {
             return Ok(0);
         }
 
-        for slot in leads.values() {
-            if let Some(lead) = &slot.now {
-                if slot.before.as_ref() != Some(lead) {
-                    tx.save_lead(slot.before.as_ref(), lead, now).await?;
+        for slot in leads.into_values() {
+            if let Some(lead) = slot.now {
+                if slot.before.as_ref() != Some(&lead) {
+                    w.leads.push((slot.before, lead));
                 }
             }
         }
-        for (lead, at, kind, detail) in &timeline {
-            tx.timeline(lead, *at, kind, detail).await?;
-        }
-        for (lead, kind, payload) in &outbox {
-            tx.outbox(lead, kind, payload, now).await?;
-        }
-        for (seq, timer) in timers.values() {
-            if seq.is_none() {
-                tx.add_timer(timer).await?;
-            }
-        }
+        w.timers_new = timers
+            .into_values()
+            .filter(|(seq, _)| seq.is_none())
+            .map(|(_, t)| t)
+            .collect();
+        tx.write(&w, now).await?;
         tx.set_engine_state(&book, ticked_to).await?;
         tx.commit().await?;
         let done = chrono::Utc::now();
@@ -315,4 +350,16 @@ fn history_entries(before: Lens, after: &LeadState) -> Vec<(Timestamp, &'static 
         out.push((a.at, "assigned", json!({"owner": a.owner, "rule": a.rule})));
     }
     out
+}
+
+/// Runs an evaluation. With plugins, a call may take up to its timeout, so it
+/// runs as blocking work rather than stalling the runtime's other tasks.
+fn blocking<T>(eval: &Evaluator<'_>, f: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if eval.plugins.is_some() && multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
 }

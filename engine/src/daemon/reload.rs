@@ -3,7 +3,7 @@
 //! rules in force keep running.
 
 use super::metrics::Metrics;
-use super::RulesHandle;
+use super::{Active, RulesHandle};
 use crate::rules::{collect_yaml, Ruleset};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,11 +60,16 @@ pub async fn watch(
         }
         seen = now;
         let d = dir.clone();
-        match tokio::task::spawn_blocking(move || Ruleset::load(&d)).await {
-            Ok(Ok(rules)) => {
-                tracing::info!(summary = %rules.summary(), "rules reloaded");
-                handle.replace(rules);
+        let loaded = tokio::task::spawn_blocking(move || Ruleset::load(&d).map(Active::new)).await;
+        match loaded {
+            Ok(Ok(Ok(active))) => {
+                tracing::info!(summary = %active.rules.summary(), "rules reloaded");
+                handle.replace(active);
                 metrics.rules_reloaded.inc();
+            }
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "plugins could not be loaded; the previous rules keep running");
+                metrics.rules_rejected.inc();
             }
             Ok(Err(diags)) => {
                 for d in &diags.0 {

@@ -84,6 +84,9 @@ pub struct Plugin {
     pub fuel: u64,
     pub memory_bytes: u64,
     pub timeout: Duration,
+    /// Where `wasm:` was written (message empty): problems with the file
+    /// found later (`nurture check` loading it) are reported there.
+    pub wasm_at: super::Diagnostic,
 }
 
 #[derive(Debug, Clone)]
@@ -571,7 +574,9 @@ impl Compiler<'_> {
                 }
             },
         };
+        let wasm_at = self.l.at_value(&it.loc.key("wasm"));
         ok.then(|| Plugin {
+            wasm_at,
             name: p.name.clone(),
             wasm,
             on: p.on.0.clone(),

@@ -13,7 +13,7 @@ pub mod source;
 
 pub use compile::{
     Campaign, FitRule, Owner, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step,
-    Trigger, WebhookTarget,
+    Trigger, WebhookTarget, DEFAULT_FUEL, DEFAULT_MEMORY, DEFAULT_TIMEOUT_MS,
 };
 pub use load::{collect_yaml, deserialize_at, load_dir, read_yaml, Diagnostic, Diagnostics};
 

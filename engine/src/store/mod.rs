@@ -9,7 +9,7 @@ mod read;
 mod step;
 
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
-pub use step::{PendingEvent, StepTx};
+pub use step::{PendingEvent, StepTx, Writes};
 
 use crate::model::{time::Timestamp, Event};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -109,11 +109,42 @@ impl Store {
         Ok(())
     }
 
-    /// The query in this backend's parameter style.
+    /// The query in this backend's parameter style. For SQLite, parameters
+    /// used once each and in order become plain `?`: sqlx looks a numbered
+    /// one up by name for every bind, which is quadratic in a bulk insert.
     pub(crate) fn sql<'q>(&self, q: &'q str) -> Cow<'q, str> {
         match self.backend {
             Backend::Postgres => Cow::Borrowed(q),
-            Backend::Sqlite => Cow::Owned(q.replace('$', "?")),
+            Backend::Sqlite => {
+                let numbers: Vec<usize> = q
+                    .split('$')
+                    .skip(1)
+                    .map(|rest| {
+                        rest.chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                            .parse()
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                let in_order = numbers.iter().enumerate().all(|(i, n)| *n == i + 1);
+                if !in_order {
+                    return Cow::Owned(q.replace('$', "?"));
+                }
+                let mut out = String::with_capacity(q.len());
+                let mut chars = q.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c == '$' {
+                        out.push('?');
+                        while chars.peek().is_some_and(char::is_ascii_digit) {
+                            chars.next();
+                        }
+                    } else {
+                        out.push(c);
+                    }
+                }
+                Cow::Owned(out)
+            }
         }
     }
 
@@ -124,47 +155,62 @@ impl Store {
         events: &[Event],
         received_at: Timestamp,
     ) -> Result<u64, StoreError> {
-        if events.is_empty() {
-            return Ok(0);
-        }
+        Ok(self
+            .insert_event_groups(&[(events, received_at)])
+            .await?
+            .into_iter()
+            .sum())
+    }
+
+    /// Appends several requests' events in one transaction (group commit):
+    /// one disk flush for all. Returns how many of each group were new; a
+    /// duplicate of an id earlier in the same transaction counts as seen.
+    pub async fn insert_event_groups(
+        &self,
+        groups: &[(&[Event], Timestamp)],
+    ) -> Result<Vec<u64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
-        // Keep each statement well under both databases' parameter limits.
-        for chunk in events.chunks(500) {
-            let mut q = String::from(
-                "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 6;
-                if i > 0 {
-                    q.push(',');
+        let mut counts = Vec::with_capacity(groups.len());
+        for (events, received_at) in groups {
+            let mut inserted = 0;
+            // Keep each statement well under both databases' parameter limits.
+            for chunk in events.chunks(300) {
+                let mut q = String::from(
+                    "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    let b = i * 6;
+                    if i > 0 {
+                        q.push(',');
+                    }
+                    q.push_str(&format!(
+                        "(${},${},${},${},${},${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6
+                    ));
                 }
-                q.push_str(&format!(
-                    "(${},${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
+                q.push_str(" ON CONFLICT (id) DO NOTHING");
+                let sql = self.sql(&q);
+                let mut query = sqlx::query(&sql);
+                for e in chunk {
+                    query = query
+                        .bind(e.id.clone())
+                        .bind(e.lead.clone())
+                        .bind(e.kind.clone())
+                        .bind(millis(&e.at))
+                        .bind(e.to_json().to_string())
+                        .bind(millis(received_at));
+                }
+                inserted += query.execute(&mut *tx).await?.rows_affected();
             }
-            q.push_str(" ON CONFLICT (id) DO NOTHING");
-            let sql = self.sql(&q);
-            let mut query = sqlx::query(&sql);
-            for e in chunk {
-                query = query
-                    .bind(e.id.clone())
-                    .bind(e.lead.clone())
-                    .bind(e.kind.clone())
-                    .bind(millis(&e.at))
-                    .bind(e.to_json().to_string())
-                    .bind(millis(&received_at));
-            }
-            inserted += query.execute(&mut *tx).await?.rows_affected();
+            counts.push(inserted);
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(counts)
     }
 
     /// Events not yet applied, and scheduled work, for metrics.

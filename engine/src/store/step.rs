@@ -95,18 +95,6 @@ impl<'s> StepTx<'s> {
         Ok(out)
     }
 
-    pub async fn mark_processed(&mut self, seq: i64, now: Timestamp) -> Result<(), StoreError> {
-        let sql = self
-            .store
-            .sql("UPDATE events SET processed_at = $1 WHERE seq = $2");
-        sqlx::query(&sql)
-            .bind(millis(&now))
-            .bind(seq)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
     /// Scheduled work due at or before `now`, earliest first.
     pub async fn due_timers(
         &mut self,
@@ -132,26 +120,6 @@ impl<'s> StepTx<'s> {
             out.push((seq, timer));
         }
         Ok(out)
-    }
-
-    pub async fn delete_timer(&mut self, seq: i64) -> Result<(), StoreError> {
-        let sql = self.store.sql("DELETE FROM due_work WHERE seq = $1");
-        sqlx::query(&sql).bind(seq).execute(&mut *self.tx).await?;
-        Ok(())
-    }
-
-    pub async fn add_timer(&mut self, t: &Timer) -> Result<(), StoreError> {
-        let sql = self
-            .store
-            .sql("INSERT INTO due_work (lead, at, kind) VALUES ($1, $2, $3)");
-        let kind = serde_json::to_string(t).unwrap_or_default();
-        sqlx::query(&sql)
-            .bind(t.lead.clone())
-            .bind(millis(&t.at))
-            .bind(kind)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
     }
 
     pub async fn load_lead(&mut self, id: &str) -> Result<Option<LeadState>, StoreError> {
@@ -183,128 +151,285 @@ impl<'s> StepTx<'s> {
             .collect()
     }
 
-    /// Writes a lead and the rows derived from it. `before` is the lead as
-    /// loaded (None if new): only ledger and transition rows past it are added.
-    pub async fn save_lead(
-        &mut self,
-        before: Option<&LeadState>,
-        lead: &LeadState,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let state = serde_json::to_string(lead).map_err(|e| StoreError::Corrupt {
-            what: "lead state",
-            detail: e.to_string(),
-        })?;
-        let sql = self.store.sql(
-            "INSERT INTO leads (id, email, stage, owner, score, fit, consent, created_at, updated_at, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (id) DO UPDATE SET email = excluded.email, stage = excluded.stage, owner = excluded.owner, \
+    /// Loads the leads among `ids` that exist, in one query per 500.
+    pub async fn load_leads(&mut self, ids: &[String]) -> Result<Vec<LeadState>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = self
+                .store
+                .sql(&format!("SELECT state FROM leads WHERE id IN ({list})"))
+                .into_owned();
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let state: String = row.try_get(0)?;
+                out.push(
+                    serde_json::from_str(&state).map_err(|e| StoreError::Corrupt {
+                        what: "lead state",
+                        detail: e.to_string(),
+                    })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes everything a step decided, in as few statements as the
+    /// databases' parameter limits allow.
+    pub async fn write(&mut self, w: &Writes, now: Timestamp) -> Result<(), StoreError> {
+        let now_ms = millis(&now);
+        if !w.processed.is_empty() {
+            self.exec_in(
+                "UPDATE events SET processed_at = $1 WHERE seq IN",
+                vec![Arg::Int(now_ms)],
+                &w.processed,
+            )
+            .await?;
+        }
+        if !w.timers_done.is_empty() {
+            self.exec_in("DELETE FROM due_work WHERE seq IN", vec![], &w.timers_done)
+                .await?;
+        }
+        let timers = w.timers_new.iter().map(|t| {
+            vec![
+                Arg::Text(t.lead.clone()),
+                Arg::Int(millis(&t.at)),
+                Arg::Text(serde_json::to_string(t).unwrap_or_default()),
+            ]
+        });
+        self.insert(
+            "INSERT INTO due_work (lead, at, kind)",
+            3,
+            timers.collect(),
+            "",
+        )
+        .await?;
+
+        let mut leads = Vec::new();
+        let mut ledger = Vec::new();
+        let mut transitions = Vec::new();
+        let mut enrollments = Vec::new();
+        for (before, lead) in &w.leads {
+            let state = serde_json::to_string(lead).map_err(|e| StoreError::Corrupt {
+                what: "lead state",
+                detail: e.to_string(),
+            })?;
+            leads.push(vec![
+                Arg::Text(lead.id.clone()),
+                Arg::Text(lead.email.clone()),
+                Arg::Text(lead.stage.as_str().into()),
+                Arg::OptText(lead.owner.clone()),
+                Arg::Int(lead.score),
+                Arg::Int(lead.fit),
+                Arg::Text(lead.consent.as_str().into()),
+                Arg::Int(millis(&lead.created_at)),
+                Arg::Int(now_ms),
+                Arg::Text(state),
+            ]);
+            let from = before.as_ref().map_or(0, |b| b.ledger.len());
+            for (n, e) in lead.ledger.iter().enumerate().skip(from) {
+                ledger.push(vec![
+                    Arg::Text(lead.id.clone()),
+                    Arg::Int(n as i64),
+                    Arg::Text(e.rule.clone()),
+                    Arg::Int(e.points),
+                    Arg::OptText(e.event.clone()),
+                    Arg::Int(millis(&e.at)),
+                    Arg::OptText(e.reason.clone()),
+                ]);
+            }
+            let from = before.as_ref().map_or(0, |b| b.transitions.len());
+            for (n, t) in lead.transitions.iter().enumerate().skip(from) {
+                transitions.push(vec![
+                    Arg::Text(lead.id.clone()),
+                    Arg::Int(n as i64),
+                    Arg::Text(t.from.as_str().into()),
+                    Arg::Text(t.to.as_str().into()),
+                    Arg::Int(millis(&t.at)),
+                ]);
+            }
+            for e in &lead.enrollments {
+                if before.as_ref().is_some_and(|b| b.enrollments.contains(e)) {
+                    continue;
+                }
+                let status = serde_json::to_value(e.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                enrollments.push(vec![
+                    Arg::Text(lead.id.clone()),
+                    Arg::Text(e.campaign.clone()),
+                    Arg::Int(e.cycle as i64),
+                    Arg::Text(status),
+                    Arg::Int(e.next_step as i64),
+                    Arg::OptInt(e.due_at.as_ref().map(millis)),
+                ]);
+            }
+        }
+        self.insert(
+            "INSERT INTO leads (id, email, stage, owner, score, fit, consent, created_at, updated_at, state)",
+            10,
+            leads,
+            " ON CONFLICT (id) DO UPDATE SET email = excluded.email, stage = excluded.stage, owner = excluded.owner, \
              score = excluded.score, fit = excluded.fit, consent = excluded.consent, updated_at = excluded.updated_at, \
              state = excluded.state",
-        );
-        sqlx::query(&sql)
-            .bind(lead.id.clone())
-            .bind(lead.email.clone())
-            .bind(lead.stage.as_str())
-            .bind(lead.owner.clone())
-            .bind(lead.score)
-            .bind(lead.fit)
-            .bind(lead.consent.as_str())
-            .bind(millis(&lead.created_at))
-            .bind(millis(&now))
-            .bind(state)
-            .execute(&mut *self.tx)
-            .await?;
+        )
+        .await?;
+        self.insert(
+            "INSERT INTO ledger (lead, n, rule, points, event, at, reason)",
+            7,
+            ledger,
+            "",
+        )
+        .await?;
+        self.insert(
+            "INSERT INTO transitions (lead, n, from_stage, to_stage, at)",
+            5,
+            transitions,
+            "",
+        )
+        .await?;
+        self.insert(
+            "INSERT INTO enrollments (lead, campaign, cycle, status, next_step, due_at)",
+            6,
+            enrollments,
+            " ON CONFLICT (lead, campaign, cycle) DO UPDATE SET status = excluded.status, next_step = excluded.next_step, due_at = excluded.due_at",
+        )
+        .await?;
+        let timeline = w.timeline.iter().map(|(lead, at, kind, detail)| {
+            vec![
+                Arg::Text(lead.clone()),
+                Arg::Int(millis(at)),
+                Arg::Text((*kind).into()),
+                Arg::Text(detail.to_string()),
+            ]
+        });
+        self.insert(
+            "INSERT INTO timeline (lead, at, kind, detail)",
+            4,
+            timeline.collect(),
+            "",
+        )
+        .await?;
+        let outbox = w.outbox.iter().map(|(lead, kind, payload)| {
+            vec![
+                Arg::Text(lead.clone()),
+                Arg::Text((*kind).into()),
+                Arg::Text(payload.to_string()),
+                Arg::Int(now_ms),
+            ]
+        });
+        self.insert(
+            "INSERT INTO outbox (lead, kind, payload, created_at)",
+            4,
+            outbox.collect(),
+            "",
+        )
+        .await?;
+        Ok(())
+    }
 
-        let ledger_from = before.map_or(0, |b| b.ledger.len());
-        let sql = self.store.sql("INSERT INTO ledger (lead, n, rule, points, event, at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)");
-        for (n, e) in lead.ledger.iter().enumerate().skip(ledger_from) {
-            sqlx::query(&sql)
-                .bind(lead.id.clone())
-                .bind(n as i64)
-                .bind(e.rule.clone())
-                .bind(e.points)
-                .bind(e.event.clone())
-                .bind(millis(&e.at))
-                .bind(e.reason.clone())
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        let tr_from = before.map_or(0, |b| b.transitions.len());
-        let sql = self.store.sql("INSERT INTO transitions (lead, n, from_stage, to_stage, at) VALUES ($1, $2, $3, $4, $5)");
-        for (n, t) in lead.transitions.iter().enumerate().skip(tr_from) {
-            sqlx::query(&sql)
-                .bind(lead.id.clone())
-                .bind(n as i64)
-                .bind(t.from.as_str())
-                .bind(t.to.as_str())
-                .bind(millis(&t.at))
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        let sql = self.store.sql(
-            "INSERT INTO enrollments (lead, campaign, cycle, status, next_step, due_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (lead, campaign, cycle) DO UPDATE SET status = excluded.status, next_step = excluded.next_step, due_at = excluded.due_at",
-        );
-        for e in &lead.enrollments {
-            let unchanged = before.is_some_and(|b| b.enrollments.contains(e));
-            if unchanged {
-                continue;
+    /// `head VALUES (...), (...) tail`, as many rows per statement as fit.
+    async fn insert(
+        &mut self,
+        head: &str,
+        cols: usize,
+        rows: Vec<Vec<Arg>>,
+        tail: &str,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks((MAX_PARAMS / cols).max(1)) {
+            let mut q = format!("{head} VALUES ");
+            for (r, _) in chunk.iter().enumerate() {
+                if r > 0 {
+                    q.push(',');
+                }
+                q.push('(');
+                for c in 0..cols {
+                    if c > 0 {
+                        q.push(',');
+                    }
+                    q.push_str(&format!("${}", r * cols + c + 1));
+                }
+                q.push(')');
             }
-            let status = serde_json::to_value(e.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            sqlx::query(&sql)
-                .bind(lead.id.clone())
-                .bind(e.campaign.clone())
-                .bind(e.cycle as i64)
-                .bind(status)
-                .bind(e.next_step as i64)
-                .bind(e.due_at.as_ref().map(millis))
-                .execute(&mut *self.tx)
-                .await?;
+            q.push_str(tail);
+            let sql = self.store.sql(&q).into_owned();
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                for a in row {
+                    query = a.bind(query);
+                }
+            }
+            query.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
-    pub async fn timeline(
-        &mut self,
-        lead: &str,
-        at: Timestamp,
-        kind: &str,
-        detail: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let sql = self
-            .store
-            .sql("INSERT INTO timeline (lead, at, kind, detail) VALUES ($1, $2, $3, $4)");
-        sqlx::query(&sql)
-            .bind(lead.to_string())
-            .bind(millis(&at))
-            .bind(kind.to_string())
-            .bind(detail.to_string())
-            .execute(&mut *self.tx)
-            .await?;
+    /// `sql ($k, ...)` over `ids`, after the leading `args`.
+    async fn exec_in(&mut self, sql: &str, args: Vec<Arg>, ids: &[i64]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(MAX_PARAMS) {
+            let first = args.len() + 1;
+            let list = (first..first + chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let q = self.store.sql(&format!("{sql} ({list})")).into_owned();
+            let mut query = sqlx::query(&q);
+            for a in &args {
+                query = a.bind(query);
+            }
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
+}
 
-    pub async fn outbox(
-        &mut self,
-        lead: &str,
-        kind: &str,
-        payload: &serde_json::Value,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let sql = self
-            .store
-            .sql("INSERT INTO outbox (lead, kind, payload, created_at) VALUES ($1, $2, $3, $4)");
-        sqlx::query(&sql)
-            .bind(lead.to_string())
-            .bind(kind.to_string())
-            .bind(payload.to_string())
-            .bind(millis(&now))
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+/// Parameters per statement: well under SQLite's 32,766 and PostgreSQL's 65,535.
+const MAX_PARAMS: usize = 2000;
+
+/// A value to bind.
+#[derive(Clone)]
+enum Arg {
+    Int(i64),
+    Text(String),
+    OptText(Option<String>),
+    OptInt(Option<i64>),
+}
+
+impl Arg {
+    fn bind<'q>(
+        &self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            Arg::Int(i) => q.bind(*i),
+            Arg::Text(s) => q.bind(s.clone()),
+            Arg::OptText(s) => q.bind(s.clone()),
+            Arg::OptInt(i) => q.bind(*i),
+        }
     }
+}
+
+/// What one step writes, collected while it runs.
+#[derive(Default)]
+pub struct Writes {
+    /// Events applied (or skipped as unreadable).
+    pub processed: Vec<i64>,
+    /// Stored timers that ran.
+    pub timers_done: Vec<i64>,
+    /// Timers made in this step that did not run in it.
+    pub timers_new: Vec<Timer>,
+    /// Leads that changed: as loaded, and as they are now.
+    pub leads: Vec<(Option<LeadState>, LeadState)>,
+    pub timeline: Vec<(String, Timestamp, &'static str, serde_json::Value)>,
+    pub outbox: Vec<(String, &'static str, serde_json::Value)>,
 }

@@ -1,0 +1,384 @@
+//! The WASM plugin host (SPEC section 5): runs scoring plugins, WebAssembly
+//! components built against `plugins/wit/plugin.wit`, for the evaluator's
+//! step 4 through [`eval::PluginHost`](crate::eval::PluginHost).
+//!
+//! One [`Host`] per loaded ruleset: one wasmtime `Engine` (Cranelift, fuel,
+//! epoch interruption, pooling allocator), each plugin compiled once (and
+//! cached on disk, `cache.rs`) and linked once into an `InstancePre`. Every
+//! call gets a fresh `Store` with the plugin's limits (`call.rs`), so no
+//! state survives from one call to the next. A plugin that fails
+//! [`FAILURES_BEFORE_OFF`] times in a row is switched off until the rules are
+//! loaded again (a new `Host`).
+//!
+//! Calls are synchronous and may take up to the plugin's timeout: an async
+//! shell must make them off its runtime's worker threads (`spawn_blocking`).
+//! Fuel makes results deterministic; only a timeout depends on the machine.
+//!
+//! Files: `wit.rs` (the WIT world and conversions), `call.rs` (one call),
+//! `cache.rs` (compiled components on disk), `check.rs` (`nurture check`).
+
+mod cache;
+mod call;
+mod check;
+mod wit;
+
+pub use cache::default_dir as default_cache_dir;
+pub use call::{bytes, Limits, Report, LOG_MAX_BYTES, LOG_MAX_MESSAGES, LOG_MAX_MESSAGE_BYTES};
+pub use check::check;
+pub use wit::{level_name, Level, INTERFACE, MAX_EFFECTS, MAX_OUTPUT_BYTES};
+
+use crate::eval::{PluginEffect, PluginHost};
+use crate::model::{Event, LeadState};
+use crate::rules::Plugin;
+use call::CallState;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wit::{Scorer, ScorerPre};
+
+/// Consecutive failures after which a plugin is switched off.
+pub const FAILURES_BEFORE_OFF: u32 = 10;
+
+/// How often the epoch advances: the granularity of timeouts.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// WASI interfaces that Rust's standard library (and other toolchains) link
+/// into every component for stdio, exit and panics. A plugin may import them,
+/// but they do nothing: each function traps if called. Anything else a
+/// plugin imports (clocks, random, files, sockets, ...) is refused.
+const INERT_IMPORTS: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+];
+
+/// How a host is set up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where compiled components are cached; `None`: compile in memory.
+    pub cache_dir: Option<PathBuf>,
+    /// Calls that may run at once (instances in the pool); more wait.
+    pub max_concurrent: u32,
+    pub failures_before_off: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cache_dir: cache::default_dir(),
+            max_concurrent: 16,
+            failures_before_off: FAILURES_BEFORE_OFF,
+        }
+    }
+}
+
+/// Counters for one plugin, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub calls: u64,
+    pub failures: u64,
+    pub fuel_used: u64,
+    /// Why the plugin was switched off, if it was.
+    pub off: Option<String>,
+}
+
+/// Runs the plugins of one ruleset.
+pub struct Host {
+    engine: Engine,
+    plugins: HashMap<String, Loaded>,
+    slots: Slots,
+    failures_before_off: u32,
+    ticker: Arc<AtomicBool>,
+}
+
+struct Loaded {
+    pre: Result<ScorerPre<CallState>, String>,
+    consecutive: AtomicU64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    fuel_used: AtomicU64,
+    off: Mutex<Option<String>>,
+}
+
+impl Host {
+    /// Compiles (or loads from the cache) and links every plugin. Never
+    /// fails as a whole: a plugin that cannot be loaded answers every call
+    /// with the reason, so the other rules still run ([`check`] reports it).
+    pub fn new(plugins: &[Plugin], opts: Options) -> Result<Host, String> {
+        let max_memory = plugins
+            .iter()
+            .map(|p| p.memory_bytes)
+            .max()
+            .unwrap_or(0)
+            .max(crate::rules::DEFAULT_MEMORY);
+        let engine = engine(max_memory, opts.max_concurrent)?;
+        let ticker = Arc::new(AtomicBool::new(true));
+        {
+            let (engine, running) = (engine.weak(), ticker.clone());
+            std::thread::Builder::new()
+                .name("nurture-plugin-epoch".into())
+                .spawn(move || {
+                    while running.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the plugin timer thread: {e}"))?;
+        }
+        let mut loaded = HashMap::new();
+        for p in plugins {
+            let pre = load(&engine, opts.cache_dir.as_deref(), p).map(|(pre, _)| pre);
+            loaded.insert(
+                p.name.clone(),
+                Loaded {
+                    pre,
+                    consecutive: AtomicU64::new(0),
+                    calls: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    fuel_used: AtomicU64::new(0),
+                    off: Mutex::new(None),
+                },
+            );
+        }
+        Ok(Host {
+            engine,
+            plugins: loaded,
+            slots: Slots::new(opts.max_concurrent as usize),
+            failures_before_off: opts.failures_before_off.max(1),
+            ticker,
+        })
+    }
+
+    /// Calls `plugin` once and reports everything about the call.
+    pub fn call_report(&self, plugin: &Plugin, lead: &LeadState, event: &Event) -> Report {
+        let failed = |msg: String| Report {
+            result: Err(msg),
+            fuel_used: 0,
+            elapsed: Duration::ZERO,
+            peak_memory: 0,
+            logs: vec![],
+            logs_dropped: 0,
+        };
+        let Some(p) = self.plugins.get(&plugin.name) else {
+            return failed(format!("plugin `{}` is not loaded", plugin.name));
+        };
+        p.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(why) = p.off.lock().ok().and_then(|o| o.clone()) {
+            p.failures.fetch_add(1, Ordering::Relaxed);
+            return failed(why);
+        }
+        let report = match &p.pre {
+            Err(e) => failed(format!("cannot be loaded: {e}")),
+            Ok(pre) => {
+                let limits = Limits {
+                    fuel: plugin.fuel,
+                    memory_bytes: plugin.memory_bytes,
+                    timeout: plugin.timeout.to_std().unwrap_or(Duration::ZERO),
+                };
+                let _slot = self.slots.take();
+                call::call(pre, limits, EPOCH_TICK, lead, event, &plugin.config_json)
+            }
+        };
+        p.fuel_used.fetch_add(report.fuel_used, Ordering::Relaxed);
+        match &report.result {
+            Ok(_) => p.consecutive.store(0, Ordering::Relaxed),
+            Err(e) => {
+                p.failures.fetch_add(1, Ordering::Relaxed);
+                let n = p.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= u64::from(self.failures_before_off) {
+                    if let Ok(mut off) = p.off.lock() {
+                        off.get_or_insert_with(|| {
+                            format!(
+                                "switched off after {n} failures in a row until the rules are reloaded (last: {e})"
+                            )
+                        });
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Counters per plugin, by name.
+    pub fn stats(&self) -> Vec<(String, Stats)> {
+        let mut out: Vec<_> = self
+            .plugins
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    Stats {
+                        calls: p.calls.load(Ordering::Relaxed),
+                        failures: p.failures.load(Ordering::Relaxed),
+                        fuel_used: p.fuel_used.load(Ordering::Relaxed),
+                        off: p.off.lock().ok().and_then(|o| o.clone()),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Why a plugin could not be loaded, if it could not.
+    pub fn load_error(&self, name: &str) -> Option<&str> {
+        self.plugins
+            .get(name)?
+            .pre
+            .as_ref()
+            .err()
+            .map(String::as_str)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost for Host {
+    fn call(
+        &self,
+        plugin: &Plugin,
+        lead: &LeadState,
+        event: &Event,
+    ) -> Result<Vec<PluginEffect>, String> {
+        self.call_report(plugin, lead, event).result
+    }
+}
+
+/// The one engine: Cranelift, fuel, epochs, and a pool of instances sized
+/// for the largest memory limit.
+fn engine(max_memory: u64, max_concurrent: u32) -> Result<Engine, String> {
+    let mut cfg = Config::new();
+    cfg.consume_fuel(true);
+    cfg.epoch_interruption(true);
+    cfg.wasm_component_model(true);
+    // Deep recursion traps as a stack overflow well before the host's own
+    // stack (2 MiB on tokio's blocking threads) is at risk.
+    cfg.max_wasm_stack(512 << 10);
+    let page = 64 << 10;
+    let max_memory = usize::try_from(max_memory.div_ceil(page) * page)
+        .map_err(|_| "plugin memory limit too large".to_string())?;
+    let n = max_concurrent.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n * 16)
+        .total_memories(n * 2)
+        .total_tables(n * 8)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
+        .max_core_instances_per_component(16)
+        .max_memory_size(max_memory);
+    // Memory is reset between calls with madvise, not memset: keeping pages
+    // resident (memset) measured slower for the ~1 MiB a Rust plugin has.
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&cfg).map_err(|e| format!("cannot set up the WebAssembly engine: {e:#}"))
+}
+
+/// Compiles, checks and links one plugin. Also gives the component, for
+/// callers that want to look at it.
+fn load(
+    engine: &Engine,
+    cache_dir: Option<&std::path::Path>,
+    p: &Plugin,
+) -> Result<(ScorerPre<CallState>, Component), String> {
+    let bytes =
+        std::fs::read(&p.wasm).map_err(|e| format!("cannot read {}: {e}", p.wasm.display()))?;
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => {}
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            return Err(
+                "a core WebAssembly module, not a component: build it for wasm32-wasip2 (docs/plugins.md)"
+                    .to_string(),
+            )
+        }
+        _ => return Err("not a WebAssembly component".to_string()),
+    }
+    let component = cache::component(engine, cache_dir, &bytes)
+        .map_err(|e| format!("not a valid component: {e:#}"))?;
+    let ty = component.component_type();
+    let mut refused = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        let bare = name.split('@').next().unwrap_or(name);
+        let ours = bare == "nurture:plugin/host" || bare == "nurture:plugin/types";
+        if !ours && !INERT_IMPORTS.contains(&bare) {
+            refused.push(format!("`{name}`"));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(format!(
+            "imports {}, which Nurture does not provide (plugins get no clock, randomness, files or network; only `log`)",
+            refused.join(", ")
+        ));
+    }
+    let mut linker: Linker<CallState> = Linker::new(engine);
+    Scorer::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
+        .map_err(|e| format!("cannot link: {e:#}"))?;
+    linker
+        .define_unknown_imports_as_traps(&component)
+        .map_err(|e| format!("cannot link: {e:#}"))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| format!("cannot link: {e:#}"))?;
+    let pre = ScorerPre::new(pre).map_err(|e| {
+        format!("does not export the `{INTERFACE}` world's `score` function: {e:#}")
+    })?;
+    Ok((pre, component))
+}
+
+/// A counting semaphore: no more calls at once than instances in the pool.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
+}

@@ -1,0 +1,462 @@
+//! The WASM plugin host against hostile plugins (tests/plugins/*: each
+//! misbehaves in one way; built from source by plugins/build.sh) and the
+//! example plugins: every failure is contained and recorded, other leads
+//! and rules are unaffected, each call ends within its limits, and fuel is
+//! deterministic. Also `nurture check` and `nurture plugin run`.
+
+use nurture::eval::{Effect, Evaluator, Note};
+use nurture::model::{Event, LeadState};
+use nurture::plugins::{Host, Options, LOG_MAX_BYTES, LOG_MAX_MESSAGES};
+use nurture::rules::Ruleset;
+use nurture::sim::{read_events_str, World};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn hostile(name: &str) -> PathBuf {
+    repo().join("tests/plugins").join(format!("{name}.wasm"))
+}
+
+fn example(name: &str) -> PathBuf {
+    repo().join("plugins").join(format!("{name}.wasm"))
+}
+
+fn opts() -> Options {
+    Options {
+        // Compile in memory: tests do not share a cache with anyone.
+        cache_dir: None,
+        ..Options::default()
+    }
+}
+
+/// Rules with one hostile plugin (`limits` added to its entry) between a
+/// scoring rule and the company-size example plugin.
+fn rules_with(plugin: &str, limits: &str) -> (TempDir, Ruleset) {
+    let tmp = TempDir::new().unwrap();
+    let yaml = format!(
+        "scoring:\n  - {{ name: hello, on: identify, points: 1 }}\n\
+         plugins:\n  - {{ name: hostile, wasm: '{}', on: identify{limits} }}\n  \
+         - {{ name: company-size, wasm: '{}', on: identify }}\n",
+        hostile(plugin).display(),
+        example("company_size").display()
+    );
+    std::fs::write(tmp.path().join("rules.yaml"), yaml).unwrap();
+    let rules = Ruleset::load(tmp.path()).unwrap_or_else(|d| panic!("{d}"));
+    (tmp, rules)
+}
+
+const EVENTS: &str = r#"
+{"id":"e1","lead":"u1","type":"identify","at":"2026-01-05T10:00:00Z","traits":{"employees":1500,"boom":true}}
+{"id":"e2","lead":"u2","type":"identify","at":"2026-01-05T10:01:00Z","traits":{"employees":1500,"boom":true}}
+{"id":"e3","lead":"u3","type":"identify","at":"2026-01-05T10:02:00Z","traits":{"employees":1500,"boom":true}}
+"#;
+
+/// Runs EVENTS through rules with the hostile plugin: every lead still gets
+/// the scoring rule and the good plugin; the hostile plugin's error is on
+/// each lead's timeline. Returns the errors.
+fn contained(plugin: &str, limits: &str, expect: &str, max_call: Duration) -> Vec<String> {
+    let (_tmp, rules) = rules_with(plugin, limits);
+    let host = Host::new(&rules.plugins, opts()).unwrap();
+    let mut world = World::new(Evaluator::with_plugins(&rules, &host));
+    world.keep_effects = true;
+    let mut events = read_events_str("events", EVENTS).unwrap();
+    let started = Instant::now();
+    world.run(&mut events, None);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < max_call * 3,
+        "{plugin}: 3 calls took {elapsed:?}, more than 3 x {max_call:?}"
+    );
+    let mut errors = vec![];
+    for id in ["u1", "u2", "u3"] {
+        let lead = &world.leads[id];
+        assert_eq!(lead.score, 11, "{plugin}: {id}: hello 1 + company-size 10");
+        assert_eq!(lead.attributes["company_size"], "enterprise");
+        let notes: Vec<_> = world
+            .effects
+            .iter()
+            .filter_map(|(l, _, e)| match e {
+                Effect::Note(Note::PluginFailed { plugin, error }) if l == id => {
+                    Some((plugin.clone(), error.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes.len(), 1, "{plugin}: {id}: {notes:?}");
+        assert_eq!(notes[0].0, "hostile");
+        assert!(
+            notes[0].1.contains(expect),
+            "{plugin}: {id}: expected {expect:?} in {:?}",
+            notes[0].1
+        );
+        errors.push(notes[0].1.clone());
+    }
+    let stats = host.stats();
+    let hostile = &stats.iter().find(|(n, _)| n == "hostile").unwrap().1;
+    assert_eq!((hostile.calls, hostile.failures), (3, 3));
+    let good = &stats.iter().find(|(n, _)| n == "company-size").unwrap().1;
+    assert_eq!((good.calls, good.failures), (3, 0));
+    errors
+}
+
+const QUICK: Duration = Duration::from_millis(250);
+
+#[test]
+fn an_infinite_loop_runs_out_of_fuel() {
+    contained("loop", "", "out of fuel (limit 10000000)", QUICK);
+}
+
+#[test]
+fn an_infinite_loop_with_fuel_to_spare_times_out() {
+    let errors = contained(
+        "loop",
+        ", fuel: 1000000000000, timeout: 30ms",
+        "timed out",
+        Duration::from_millis(30) + QUICK,
+    );
+    assert!(errors[0].contains("limit 30 ms"), "{}", errors[0]);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_limit() {
+    contained(
+        "memory_bomb",
+        ", memory: 8MiB",
+        "memory limit exceeded",
+        QUICK,
+    );
+}
+
+#[test]
+fn deep_recursion_overflows_the_stack() {
+    contained("recursion", "", "stack overflow", QUICK);
+}
+
+#[test]
+fn a_panic_is_a_trap_with_its_message() {
+    let errors = contained("trap", "", "trapped: plugin panicked", QUICK);
+    assert!(errors[0].contains("boom for u1"), "{}", errors[0]);
+}
+
+#[test]
+fn huge_output_is_refused() {
+    contained("huge_output", "", "output too large", QUICK);
+}
+
+#[test]
+fn invalid_output_is_refused() {
+    contained("invalid_output", "", "invalid output", QUICK);
+}
+
+#[test]
+fn an_import_the_host_does_not_give_is_refused() {
+    let errors = contained("bad_import", "", "which Nurture does not provide", QUICK);
+    assert!(
+        errors[0].contains("wasi:clocks/wall-clock"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn a_component_without_the_export_is_refused() {
+    contained("no_export", "", "does not export", QUICK);
+}
+
+fn lead_and_event(traits: &str) -> (LeadState, Event) {
+    let v: serde_json::Value = serde_json::from_str(&format!(
+        r#"{{"id":"e1","lead":"u1","type":"identify","at":"2026-01-05T10:00:00Z","traits":{traits}}}"#
+    ))
+    .unwrap();
+    let ev = Event::from_json(&v, None).unwrap();
+    let mut lead = LeadState::new("u1", ev.at);
+    for (k, v) in &ev.traits {
+        lead.attributes.insert(k.clone(), v.clone());
+    }
+    (lead, ev)
+}
+
+#[test]
+fn log_spam_is_cut_to_the_budget_and_the_call_succeeds() {
+    let (_tmp, rules) = rules_with("log_spam", "");
+    let host = Host::new(&rules.plugins, opts()).unwrap();
+    let (lead, ev) = lead_and_event("{}");
+    let started = Instant::now();
+    let r = host.call_report(&rules.plugins[0], &lead, &ev);
+    assert!(started.elapsed() < QUICK);
+    assert_eq!(r.result.unwrap().len(), 1);
+    assert!(r.logs.len() <= LOG_MAX_MESSAGES);
+    assert!(r.logs.iter().map(|(_, m)| m.len()).sum::<usize>() <= LOG_MAX_BYTES);
+    assert_eq!(r.logs.len() as u64 + r.logs_dropped, 5000);
+
+    // In a simulation the spam is just a plugin that works.
+    let mut world = World::new(Evaluator::with_plugins(&rules, &host));
+    world.run(&mut read_events_str("events", EVENTS).unwrap(), None);
+    for id in ["u1", "u2", "u3"] {
+        assert_eq!(
+            world.leads[id].score, 12,
+            "hello 1 + spam 1 + company-size 10"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_failing_again_and_again_is_switched_off_until_reload() {
+    let (_tmp, rules) = rules_with("trap", "");
+    let p = &rules.plugins[0];
+    let host = Host::new(
+        &rules.plugins,
+        Options {
+            failures_before_off: 3,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let (boom, ev) = lead_and_event(r#"{"boom":true}"#);
+    let (calm, _) = lead_and_event(r#"{"boom":false}"#);
+    // A success in between resets the count.
+    for lead in [&boom, &boom, &calm, &boom, &boom] {
+        let _ = host.call_report(p, lead, &ev);
+    }
+    assert!(host.call_report(p, &calm, &ev).result.is_ok());
+    for _ in 0..3 {
+        assert!(host.call_report(p, &boom, &ev).result.is_err());
+    }
+    let err = host.call_report(p, &calm, &ev).result.unwrap_err();
+    assert!(err.contains("switched off after 3 failures"), "{err}");
+    assert!(err.contains("boom for u1"), "{err}");
+    let stats = host.stats();
+    assert!(stats[1].1.off.is_some(), "{stats:?}");
+    // Reloading the rules (a new host) switches it on again.
+    let host = Host::new(&rules.plugins, opts()).unwrap();
+    assert!(host.call_report(p, &calm, &ev).result.is_ok());
+}
+
+#[test]
+fn fuel_is_deterministic() {
+    let (_tmp, rules) = rules_with("loop", "");
+    let size = &rules.plugins[1];
+    let (lead, ev) = lead_and_event(r#"{"employees":1500}"#);
+    let a = Host::new(&rules.plugins, opts()).unwrap();
+    let b = Host::new(&rules.plugins, opts()).unwrap();
+    let fuel: Vec<u64> = (0..5)
+        .map(|i| {
+            let host = if i % 2 == 0 { &a } else { &b };
+            let r = host.call_report(size, &lead, &ev);
+            assert!(r.result.is_ok(), "{:?}", r.result);
+            r.fuel_used
+        })
+        .collect();
+    assert!(fuel[0] > 0);
+    assert!(fuel.iter().all(|f| *f == fuel[0]), "{fuel:?}");
+    // Another lead costs another, but again the same, amount.
+    let (small, _) = lead_and_event(r#"{"employees":12}"#);
+    let f1 = a.call_report(size, &small, &ev).fuel_used;
+    let f2 = b.call_report(size, &small, &ev).fuel_used;
+    assert_eq!(f1, f2);
+    // Running out is exact.
+    let r = a.call_report(&rules.plugins[0], &lead, &ev);
+    assert_eq!(r.fuel_used, rules.plugins[0].fuel);
+}
+
+#[test]
+fn compiled_plugins_are_cached_on_disk_and_a_bad_entry_is_replaced() {
+    let cache = TempDir::new().unwrap();
+    let (_tmp, rules) = rules_with("trap", "");
+    let opts = Options {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..opts()
+    };
+    let (lead, ev) = lead_and_event("{}");
+    let host = Host::new(&rules.plugins, opts.clone()).unwrap();
+    assert!(host
+        .call_report(&rules.plugins[0], &lead, &ev)
+        .result
+        .is_ok());
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 2, "one entry per plugin: {entries:?}");
+    for e in &entries {
+        let name = e.file_name().unwrap().to_string_lossy();
+        assert!(
+            name.ends_with(".cwasm") && name.contains("-wasmtime48-"),
+            "{name}"
+        );
+    }
+    // From the cache.
+    let host = Host::new(&rules.plugins, opts.clone()).unwrap();
+    assert!(host
+        .call_report(&rules.plugins[0], &lead, &ev)
+        .result
+        .is_ok());
+    // A damaged entry is not loaded: the plugin is compiled again.
+    for e in &entries {
+        let mut bytes = std::fs::read(e).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0xff;
+        std::fs::write(e, bytes).unwrap();
+    }
+    let host = Host::new(&rules.plugins, opts).unwrap();
+    assert!(host
+        .call_report(&rules.plugins[0], &lead, &ev)
+        .result
+        .is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// The command
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn nurture(args: &[&str]) -> Run {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(args)
+        .current_dir(repo())
+        .env("NURTURE_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    assert!(!run.stderr.contains("panicked at"), "{}", run.stderr);
+    run
+}
+
+#[test]
+fn check_reports_a_bad_component_at_its_wasm_key() {
+    let tmp = TempDir::new().unwrap();
+    let core = tmp.path().join("core.wasm");
+    // The smallest core module: a module, not a component.
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(tmp.path().join("text.wasm"), "hello").unwrap();
+    let yaml = format!(
+        "plugins:\n  - name: clock\n    wasm: '{}'\n    on: identify\n  - name: core\n    wasm: core.wasm\n    on: identify\n  - name: text\n    wasm: text.wasm\n    on: identify\n  - name: good\n    wasm: '{}'\n    on: identify\n",
+        hostile("bad_import").display(),
+        example("free_mail").display()
+    );
+    std::fs::write(tmp.path().join("rules.yaml"), yaml).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let run = nurture(&["check", dir]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", run.stderr);
+    let file = format!("{dir}/rules.yaml");
+    assert!(
+        lines[0].starts_with(&format!("{file}:3:11: plugin `clock`: ")),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("imports `wasi:clocks/"), "{}", lines[0]);
+    assert!(
+        lines[1].starts_with(&format!("{file}:6:11: plugin `core`: ")),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains("not a component"), "{}", lines[1]);
+    assert!(
+        lines[2].starts_with(&format!("{file}:9:11: plugin `text`: ")),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[2].contains("not a WebAssembly component"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3], format!("3 errors in {dir}"));
+
+    // simulate still runs: the broken plugins fail on every call, with a
+    // warning up front; the good one works.
+    let events = tmp.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        r#"{"id":"e1","lead":"u1","type":"identify","at":"2026-01-05T10:00:00Z","traits":{"email":"x@gmail.com"}}"#,
+    )
+    .unwrap();
+    let run = nurture(&["simulate", dir, "--events", events.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("warning: plugin `clock`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains(r#""score":-10"#), "{}", run.stdout);
+}
+
+#[test]
+fn plugin_run_prints_effects_fuel_time_and_memory() {
+    let wasm = example("company_size");
+    let run = nurture(&[
+        "plugin",
+        "run",
+        wasm.to_str().unwrap(),
+        "--lead",
+        r#"{"id":"u1","attributes":{"employees":1500}}"#,
+        "--event",
+        r#"{"type":"identify"}"#,
+        "--config",
+        r#"{"enterprise_points":25}"#,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = &run.stdout;
+    assert!(out.starts_with("effects: 2\n"), "{out}");
+    assert!(
+        out.contains(r#"{"kind":"set_attribute","key":"company_size","value":"enterprise"}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"{"kind":"points","points":25,"reason":"enterprise: 1500 employees"}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nfuel: ") && out.contains(" of 10000000\n"),
+        "{out}"
+    );
+    assert!(out.contains("\ntime: ") && out.contains(" ms\n"), "{out}");
+    assert!(
+        out.contains("\nmemory: ") && out.contains("peak (limit 16 MiB)"),
+        "{out}"
+    );
+
+    let run = nurture(&[
+        "plugin",
+        "run",
+        hostile("loop").to_str().unwrap(),
+        "--event",
+        r#"{"type":"identify"}"#,
+        "--fuel",
+        "1000",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stdout
+            .starts_with("error: out of fuel (limit 1000)\nfuel: 1000 of 1000\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_example_rules_run_their_plugins() {
+    let rules = Ruleset::load(&repo().join("rules")).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(rules.plugins.len(), 2);
+    let host = Host::new(&rules.plugins, opts()).unwrap();
+    for p in &rules.plugins {
+        assert_eq!(host.load_error(&p.name), None);
+    }
+}
