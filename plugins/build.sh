@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the example plugins (plugins/) and the hostile test plugins
-# (tests/plugins/) for wasm32-wasip2 and copies the components next to their
+# (plugins/tests/) for wasm32-wasip2 and copies the components next to their
 # sources, where they are committed:
 #
 #   plugins/company_size.wasm, plugins/free_mail.wasm
@@ -26,36 +26,38 @@ fi
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 rustup_home="${RUSTUP_HOME:-$HOME/.rustup}"
 export CARGO_TARGET_DIR="$root/target/plugins"
-export RUSTFLAGS="--remap-path-prefix=$root=/nurture --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$rustup_home=/rustup"
+# Workspace sources reach rustc as relative paths; only the registry and
+# toolchain paths need remapping (and no repository path may be in RUSTFLAGS:
+# cargo would hash it into every crate, and the output would depend on it).
+export RUSTFLAGS="--remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$rustup_home=/rustup"
 export CARGO_INCREMENTAL=0
 unset CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 
 failed=0
-# build WORKSPACE DEST: builds every cdylib of WORKSPACE, puts NAME.wasm in DEST.
-build() {
-  local ws="$1" dest="$2"
-  (cd "$ws" && cargo build --quiet --locked --release --target "$target")
-  local out="$CARGO_TARGET_DIR/$target/release"
-  local names
-  names=$(cd "$ws" && cargo metadata --locked --no-deps --format-version 1 |
-    python3 -c 'import json,sys
+# One workspace (plugins/Cargo.toml) holds the SDK, the examples and the test
+# plugins, all below it: rustc sees relative paths only.
+(cd "$root/plugins" && cargo build --quiet --locked --release --target "$target")
+out="$CARGO_TARGET_DIR/$target/release"
+# NAME DIR for every cdylib: the component goes to DIR/NAME.wasm, where
+# DIR is plugins/ for the examples and tests/plugins/ for the test plugins
+# (sources in plugins/tests/).
+list=$(cd "$root/plugins" && cargo metadata --locked --no-deps --format-version 1 |
+  python3 -c 'import json, os, sys
 for p in json.load(sys.stdin)["packages"]:
     if any("cdylib" in t["crate_types"] for t in p["targets"]):
-        print(p["name"].replace("-", "_"))')
-  for n in $names; do
-    if $check; then
-      if ! cmp -s "$out/$n.wasm" "$dest/$n.wasm"; then
-        echo "plugins/build.sh: $dest/$n.wasm differs from its sources; run plugins/build.sh and commit" >&2
-        failed=1
-      fi
-    else
-      cp "$out/$n.wasm" "$dest/$n.wasm"
+        d = os.path.dirname(os.path.dirname(p["manifest_path"]))
+        print(p["name"].replace("-", "_"), d.replace("/plugins/tests", "/tests/plugins"))')
+while read -r n dest; do
+  if $check; then
+    if ! cmp -s "$out/$n.wasm" "$dest/$n.wasm"; then
+      echo "plugins/build.sh: $dest/$n.wasm differs from its sources; run plugins/build.sh and commit" >&2
+      failed=1
     fi
-  done
-}
+  else
+    cp "$out/$n.wasm" "$dest/$n.wasm"
+  fi
+done <<< "$list"
 
-build "$root/plugins" "$root/plugins"
-build "$root/tests/plugins" "$root/tests/plugins"
 if [[ $failed != 0 ]]; then
   exit 1
 fi

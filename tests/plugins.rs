@@ -1,5 +1,5 @@
-//! The WASM plugin host against hostile plugins (tests/plugins/*: each
-//! misbehaves in one way; built from source by plugins/build.sh) and the
+//! The WASM plugin host against hostile plugins (tests/plugins/*.wasm, built
+//! by plugins/build.sh from plugins/tests/*: each misbehaves in one way) and the
 //! example plugins: every failure is contained and recorded, other leads
 //! and rules are unaffected, each call ends within its limits, and fuel is
 //! deterministic. Also `nurture check` and `nurture plugin run`.

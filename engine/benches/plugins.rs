@@ -1,6 +1,6 @@
 //! Plugin calls on one core: `cargo bench --bench plugins`.
 //!
-//! - `noop`: a plugin that does nothing (tests/plugins/noop), so this is the
+//! - `noop`: a plugin that does nothing (plugins/tests/noop), so this is the
 //!   host's cost per call: a fresh Store, instantiation from the InstancePre,
 //!   lowering the lead and event (attributes, properties and traits to JSON
 //!   text), the call, lifting and checking the answer.
