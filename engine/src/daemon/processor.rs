@@ -69,16 +69,7 @@ impl Processor {
         wanted.extend(timers.values().map(|(_, t)| t.lead.clone()));
         wanted.sort_unstable();
         wanted.dedup();
-        for lead in tx.load_leads(&wanted).await? {
-            let before = Some(lead.clone());
-            leads.insert(
-                lead.id.clone(),
-                Slot {
-                    before,
-                    now: Some(lead),
-                },
-            );
-        }
+        load_into(&mut tx, &mut leads, &wanted).await?;
         for id in wanted {
             leads.entry(id).or_insert(Slot {
                 before: None,
@@ -185,16 +176,7 @@ impl Processor {
                         .filter(|id| !leads.contains_key(*id))
                         .cloned()
                         .collect();
-                    for lead in tx.load_leads(&missing).await? {
-                        let before = Some(lead.clone());
-                        leads.insert(
-                            lead.id.clone(),
-                            Slot {
-                                before,
-                                now: Some(lead),
-                            },
-                        );
-                    }
+                    load_into(&mut tx, &mut leads, &missing).await?;
                     for id in ids {
                         if let Some(lead) = self.take(&mut tx, &mut leads, &id).await? {
                             let lens = Lens::of(Some(&lead));
@@ -318,6 +300,25 @@ impl Processor {
         }
         slot.now = Some(lead);
     }
+}
+
+/// Loads the stored leads among `ids` into this step's cache, in bulk.
+async fn load_into(
+    tx: &mut StepTx<'_>,
+    leads: &mut HashMap<String, Slot>,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    for lead in tx.load_leads(ids).await? {
+        let before = Some(lead.clone());
+        leads.insert(
+            lead.id.clone(),
+            Slot {
+                before,
+                now: Some(lead),
+            },
+        );
+    }
+    Ok(())
 }
 
 /// How long a lead's ledger, transitions and assignments were before an item.
