@@ -104,32 +104,7 @@ struct ServeArgs {
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Call a plugin once; print its effects, fuel used, time and peak memory.
-    Run {
-        /// The plugin (.wasm component).
-        file: PathBuf,
-        /// The lead, JSON: any of id, email, score, fit, stage, owner, consent,
-        /// attributes, created_at, last_activity_at.
-        #[arg(long, default_value = "{}")]
-        lead: String,
-        /// The event, JSON as in events files (`type` is enough).
-        #[arg(long)]
-        event: String,
-        /// The plugin's config, JSON (default {}).
-        #[arg(long)]
-        config: Option<String>,
-        /// Fuel for the call (default 10000000).
-        #[arg(long)]
-        fuel: Option<u64>,
-        /// Memory limit, e.g. 16MiB (the default).
-        #[arg(long)]
-        memory: Option<String>,
-        /// Wall-clock limit, e.g. 100ms (the default).
-        #[arg(long)]
-        timeout: Option<String>,
-        /// Use the compile cache (as check, simulate and serve do).
-        #[arg(long)]
-        cache: bool,
-    },
+    Run(plugin::RunArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -138,25 +113,7 @@ pub fn main() -> ExitCode {
         Command::Check { dir } => check(&dir),
         Command::Simulate { dir, events, until } => simulate(&dir, &events, until.as_deref()),
         Command::Test { dir } => test(&dir),
-        Command::Plugin(PluginCommand::Run {
-            file,
-            lead,
-            event,
-            config,
-            fuel,
-            memory,
-            timeout,
-            cache,
-        }) => plugin::run(plugin::RunArgs {
-            file,
-            lead,
-            event,
-            config,
-            fuel,
-            memory,
-            timeout,
-            cache,
-        }),
+        Command::Plugin(PluginCommand::Run(a)) => plugin::run(a),
         Command::Serve(a) => serve(a),
         Command::Migrate { database_url } => migrate(&database_url),
         Command::Schema => {

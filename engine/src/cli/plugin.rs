@@ -72,14 +72,32 @@ impl Default for LeadInput {
     }
 }
 
+/// What `nurture plugin run` takes.
+#[derive(clap::Args)]
 pub struct RunArgs {
+    /// The plugin (.wasm component).
     pub file: PathBuf,
+    /// The lead, JSON: any of id, email, score, fit, stage, owner, consent,
+    /// attributes, created_at, last_activity_at.
+    #[arg(long, default_value = "{}")]
     pub lead: String,
+    /// The event, JSON as in events files (`type` is enough).
+    #[arg(long)]
     pub event: String,
+    /// The plugin's config, JSON (default {}).
+    #[arg(long)]
     pub config: Option<String>,
+    /// Fuel for the call (default 10000000).
+    #[arg(long)]
     pub fuel: Option<u64>,
+    /// Memory limit, e.g. 16MiB (the default).
+    #[arg(long)]
     pub memory: Option<String>,
+    /// Wall-clock limit, e.g. 100ms (the default).
+    #[arg(long)]
     pub timeout: Option<String>,
+    /// Use the compile cache (as check, simulate and serve do).
+    #[arg(long)]
     pub cache: bool,
 }
 
