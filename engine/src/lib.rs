@@ -18,6 +18,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod email;
 pub mod eval;
 pub mod model;
 pub mod plugins;

@@ -9,3 +9,10 @@ ALTER TABLE outbox ADD COLUMN sent_at BIGINT;
 ALTER TABLE outbox ADD COLUMN msg_key TEXT;
 CREATE INDEX outbox_due ON outbox (kind, state, next_at, seq);
 CREATE INDEX outbox_lead ON outbox (lead, seq);
+
+-- Values the daemon generates once and must keep across restarts (the secret
+-- that signs unsubscribe links when none is configured).
+CREATE TABLE daemon_settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);

@@ -4,6 +4,7 @@
 mod ingest;
 mod leads;
 mod segment;
+mod unsubscribe;
 
 use crate::daemon::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -33,6 +34,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .nest("/v1", v1)
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

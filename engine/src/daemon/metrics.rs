@@ -17,6 +17,13 @@ pub struct Metrics {
     pub processing_latency: Histogram,
     pub events_pending: Gauge,
     pub due_work: Gauge,
+    pub emails_sent: Counter,
+    pub emails_failed: Counter,
+    pub emails_retried: Counter,
+    /// Sent again after a crash left the first try's outcome unknown.
+    pub emails_resent: Counter,
+    pub emails_cancelled: Counter,
+    pub emails_not_composed: Counter,
 }
 
 impl Default for Metrics {
@@ -32,6 +39,12 @@ impl Default for Metrics {
             processing_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             events_pending: Gauge::default(),
             due_work: Gauge::default(),
+            emails_sent: Counter::default(),
+            emails_failed: Counter::default(),
+            emails_retried: Counter::default(),
+            emails_resent: Counter::default(),
+            emails_cancelled: Counter::default(),
+            emails_not_composed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -79,6 +92,16 @@ impl Default for Metrics {
             "Scheduled work items stored",
             m.due_work.clone(),
         );
+        for (name, help, c) in [
+            ("emails_sent", "Emails and notifications accepted by the mail server (or written to the outbox folder)", &m.emails_sent),
+            ("emails_failed", "Sends refused for good (5xx) or given up after 24 hours", &m.emails_failed),
+            ("emails_retried", "Sends that failed for now and wait to be retried", &m.emails_retried),
+            ("emails_resent", "Sends repeated because a crash left the first try's outcome unknown", &m.emails_resent),
+            ("emails_cancelled", "Marketing emails dropped at send time (opted out or erased since)", &m.emails_cancelled),
+            ("emails_not_composed", "Emails the engine decided on but could not render (template error, no address)", &m.emails_not_composed),
+        ] {
+            registry.register(name, help, c.clone());
+        }
         Metrics { registry, ..m }
     }
 }

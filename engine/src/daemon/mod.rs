@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod processor;
 mod reload;
 
+use crate::email::{Composer, Links, Secret, Transport};
 use crate::rules::Ruleset;
 use crate::store::Store;
 use anyhow::Context as _;
@@ -18,20 +19,23 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
-/// A ruleset with its plugins loaded.
+/// A ruleset with its plugins loaded and its templates ready.
 pub struct Active {
     pub rules: Ruleset,
     pub plugins: Option<crate::plugins::Host>,
+    pub composer: Composer,
 }
 
 impl Active {
     /// Loads the ruleset's plugins. A plugin that cannot be loaded is logged;
     /// its calls fail (and are recorded) while the other rules run.
-    pub fn new(rules: Ruleset) -> anyhow::Result<Active> {
+    pub fn new(rules: Ruleset, links: &Links) -> anyhow::Result<Active> {
+        let composer = Composer::new(&rules, links.clone());
         if rules.plugins.is_empty() {
             return Ok(Active {
                 rules,
                 plugins: None,
+                composer,
             });
         }
         let host = crate::plugins::Host::new(&rules.plugins, crate::plugins::Options::default())
@@ -44,6 +48,7 @@ impl Active {
         Ok(Active {
             rules,
             plugins: Some(host),
+            composer,
         })
     }
 
@@ -106,6 +111,41 @@ pub struct AppState {
     /// Writes accepted events, grouping concurrent requests.
     pub ingest: ingest::Ingestor,
     pub api_token: Option<String>,
+    /// Verifies unsubscribe tokens.
+    pub secret: Secret,
+}
+
+/// Where links in emails point and the key that signs them: `--public-url`
+/// (default: the listen address) and `--secret` (default: a random key made
+/// once and kept in the database, so links stay valid across restarts).
+async fn links(cfg: &ServeConfig, store: &Store, local: SocketAddr) -> anyhow::Result<Links> {
+    let base_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"))
+        .trim_end_matches('/')
+        .to_string();
+    let secret = match &cfg.secret {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ => {
+            let generated = random_hex(32).context("generating the link-signing secret")?;
+            store
+                .setting_or_init("link_secret", &generated)
+                .await
+                .context("storing the link-signing secret")?
+        }
+    };
+    Ok(Links {
+        base_url,
+        secret: Secret::new(secret.into_bytes()),
+    })
+}
+
+fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn init_logging(json: bool) {
@@ -158,8 +198,13 @@ pub async fn run(
         .with_context(|| format!("connecting to {}", cfg.database_url))?;
     store.migrate().await.context("running migrations")?;
     let local = listener.local_addr()?;
+    let links = links(&cfg, &store, local).await?;
+    let transport = Transport::new(cfg.smtp_url.as_deref(), &cfg.outbox)?;
+    tracing::info!(transport = %transport.describe(), public_url = %links.base_url, "email");
 
-    let active = tokio::task::spawn_blocking(move || Active::new(rules)).await??;
+    let links_for_rules = links.clone();
+    let active =
+        tokio::task::spawn_blocking(move || Active::new(rules, &links_for_rules)).await??;
     let handle = RulesHandle::new(active);
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
@@ -174,9 +219,16 @@ pub async fn run(
     let reload_task = tokio::spawn(reload::watch(
         cfg.rules.clone(),
         handle.clone(),
+        links.clone(),
         metrics.clone(),
         stop_rx.clone(),
     ));
+    let sender = crate::email::sender::Sender {
+        store: store.clone(),
+        transport: Arc::new(transport),
+        metrics: metrics.clone(),
+    };
+    let sender_task = tokio::spawn(sender.run(stop_rx.clone()));
     let gauge_task = tokio::spawn(update_gauges(
         store.clone(),
         metrics.clone(),
@@ -191,6 +243,7 @@ pub async fn run(
         wake,
         ingest,
         api_token: cfg.api_token.clone(),
+        secret: links.secret.clone(),
     };
     let app = crate::api::router(state);
     tracing::info!(%local, "listening");
@@ -203,6 +256,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = proc_task.await;
     let _ = reload_task.await;
+    let _ = sender_task.await;
     let _ = gauge_task.await;
     tracing::info!("stopped");
     Ok(())

@@ -3,7 +3,7 @@
 //! or before an event's time runs before it, timers before `schedule` ticks.
 
 use super::metrics::Metrics;
-use super::RulesHandle;
+use super::{Active, RulesHandle};
 use crate::eval::{Decision, Effect, Evaluator, Note, Timer};
 use crate::model::{time::Timestamp, LeadState};
 use crate::store::{StepTx, Store, StoreError, Writes};
@@ -24,6 +24,16 @@ pub struct Processor {
 struct Slot {
     before: Option<LeadState>,
     now: Option<LeadState>,
+}
+
+/// What one step has loaded and decided so far.
+#[derive(Default)]
+struct StepState {
+    leads: HashMap<String, Slot>,
+    /// Due timers by (time, arrival order); the seq of stored ones.
+    timers: BTreeMap<(Timestamp, u64), (Option<i64>, Timer)>,
+    order: u64,
+    w: Writes,
 }
 
 enum Next {
@@ -53,30 +63,27 @@ impl Processor {
         } else {
             now
         };
-        let mut timers: BTreeMap<(Timestamp, u64), (Option<i64>, Timer)> = BTreeMap::new();
-        let mut order = 0u64;
+        let mut st = StepState::default();
         for (seq, t) in tx.due_timers(horizon, BATCH).await? {
-            order += 1;
-            timers.insert((t.at, order), (Some(seq), t));
+            st.order += 1;
+            st.timers.insert((t.at, st.order), (Some(seq), t));
         }
 
         // The leads this batch touches, in one query.
-        let mut leads: HashMap<String, Slot> = HashMap::new();
         let mut wanted: Vec<String> = events
             .iter()
             .filter_map(|p| p.event.as_ref().ok().map(|e| e.lead.clone()))
             .collect();
-        wanted.extend(timers.values().map(|(_, t)| t.lead.clone()));
+        wanted.extend(st.timers.values().map(|(_, t)| t.lead.clone()));
         wanted.sort_unstable();
         wanted.dedup();
-        load_into(&mut tx, &mut leads, &wanted).await?;
+        load_into(&mut tx, &mut st.leads, &wanted).await?;
         for id in wanted {
-            leads.entry(id).or_insert(Slot {
+            st.leads.entry(id).or_insert(Slot {
                 before: None,
                 now: None,
             });
         }
-        let mut w = Writes::default();
         let mut applied = 0usize;
         let mut next_event = 0usize;
         let mut latencies = Vec::new();
@@ -86,7 +93,7 @@ impl Processor {
                 if p.event.is_ok() {
                     break;
                 }
-                w.processed.push(p.seq);
+                st.w.processed.push(p.seq);
                 next_event += 1;
             }
             let event_at = events
@@ -94,7 +101,7 @@ impl Processor {
                 .and_then(|p| p.event.as_ref().ok())
                 .map(|e| e.at);
             let limit = event_at.map_or(horizon, |a| a.min(horizon));
-            let timer_at = timers.keys().next().map(|k| k.0).filter(|a| *a <= limit);
+            let timer_at = st.timers.keys().next().map(|k| k.0).filter(|a| *a <= limit);
             let tick = ticked_to
                 .and_then(|from| eval.next_schedule(from))
                 .filter(|(a, _)| *a <= limit);
@@ -113,8 +120,8 @@ impl Processor {
                     if ticked_to.is_none() {
                         ticked_to = Some(ev.at);
                     }
-                    let lead = self.take(&mut tx, &mut leads, &ev.lead).await?;
-                    w.timeline.push((
+                    let lead = self.take(&mut tx, &mut st.leads, &ev.lead).await?;
+                    st.w.timeline.push((
                         ev.lead.clone(),
                         ev.at,
                         "event",
@@ -122,40 +129,22 @@ impl Processor {
                     ));
                     let lens = Lens::of(lead.as_ref());
                     let d = blocking(&eval, || eval.on_event(lead, &mut book, ev));
-                    self.absorb(
-                        &mut leads,
-                        &mut timers,
-                        &mut order,
-                        &mut w.timeline,
-                        &mut w.outbox,
-                        ev.at,
-                        lens,
-                        d,
-                    );
-                    w.processed.push(p.seq);
+                    self.absorb(&active, &mut st, ev.at, lens, d);
+                    st.w.processed.push(p.seq);
                     latencies.push(p.received_at);
                     self.metrics.events_processed.inc();
                 }
                 Next::Timer => {
-                    let Some((_, (seq, timer))) = timers.pop_first() else {
+                    let Some((_, (seq, timer))) = st.timers.pop_first() else {
                         continue;
                     };
                     if let Some(seq) = seq {
-                        w.timers_done.push(seq);
+                        st.w.timers_done.push(seq);
                     }
-                    if let Some(lead) = self.take(&mut tx, &mut leads, &timer.lead).await? {
+                    if let Some(lead) = self.take(&mut tx, &mut st.leads, &timer.lead).await? {
                         let lens = Lens::of(Some(&lead));
                         let d = blocking(&eval, || eval.on_timer(lead, &mut book, &timer));
-                        self.absorb(
-                            &mut leads,
-                            &mut timers,
-                            &mut order,
-                            &mut w.timeline,
-                            &mut w.outbox,
-                            timer.at,
-                            lens,
-                            d,
-                        );
+                        self.absorb(&active, &mut st, timer.at, lens, d);
                     }
                 }
                 Next::Tick(at, which) => {
@@ -163,7 +152,7 @@ impl Processor {
                     // Every lead, stored or created in this step, in id order.
                     let mut ids = tx.lead_ids().await?;
                     ids.extend(
-                        leads
+                        st.leads
                             .iter()
                             .filter(|(_, s)| s.now.is_some())
                             .map(|(id, _)| id.clone()),
@@ -173,25 +162,16 @@ impl Processor {
                     // Load the ones not yet in this step, in bulk.
                     let missing: Vec<String> = ids
                         .iter()
-                        .filter(|id| !leads.contains_key(*id))
+                        .filter(|id| !st.leads.contains_key(*id))
                         .cloned()
                         .collect();
-                    load_into(&mut tx, &mut leads, &missing).await?;
+                    load_into(&mut tx, &mut st.leads, &missing).await?;
                     for id in ids {
-                        if let Some(lead) = self.take(&mut tx, &mut leads, &id).await? {
+                        if let Some(lead) = self.take(&mut tx, &mut st.leads, &id).await? {
                             let lens = Lens::of(Some(&lead));
                             let d =
                                 blocking(&eval, || eval.on_schedule(lead, &mut book, at, &which));
-                            self.absorb(
-                                &mut leads,
-                                &mut timers,
-                                &mut order,
-                                &mut w.timeline,
-                                &mut w.outbox,
-                                at,
-                                lens,
-                                d,
-                            );
+                            self.absorb(&active, &mut st, at, lens, d);
                         }
                     }
                 }
@@ -203,6 +183,12 @@ impl Processor {
             return Ok(0);
         }
 
+        let StepState {
+            leads,
+            timers,
+            mut w,
+            ..
+        } = st;
         for slot in leads.into_values() {
             if let Some(lead) = slot.now {
                 if slot.before.as_ref() != Some(&lead) {
@@ -242,32 +228,20 @@ impl Processor {
         Ok(now)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn absorb(
-        &self,
-        leads: &mut HashMap<String, Slot>,
-        timers: &mut BTreeMap<(Timestamp, u64), (Option<i64>, Timer)>,
-        order: &mut u64,
-        timeline: &mut Vec<(String, Timestamp, &'static str, Value)>,
-        outbox: &mut Vec<(String, &'static str, Value)>,
-        at: Timestamp,
-        lens: Lens,
-        d: Decision,
-    ) {
+    /// Takes in one item's decision: the lead, its timeline entries, its
+    /// timers, and its messages, composed now from the lead as decided.
+    fn absorb(&self, active: &Active, st: &mut StepState, at: Timestamp, lens: Lens, d: Decision) {
         let Decision { lead, effects } = d;
         let id = lead.id.clone();
+        let w = &mut st.w;
         for (at, kind, detail) in history_entries(lens, &lead) {
-            timeline.push((id.clone(), at, kind, detail));
+            w.timeline.push((id.clone(), at, kind, detail));
         }
-        let slot = leads.entry(id.clone()).or_insert(Slot {
-            before: None,
-            now: None,
-        });
         for e in effects {
             match e {
                 Effect::Schedule(t) => {
-                    *order += 1;
-                    timers.insert((t.at, *order), (None, t));
+                    st.order += 1;
+                    st.timers.insert((t.at, st.order), (None, t));
                 }
                 Effect::Note(note) => {
                     if matches!(
@@ -276,28 +250,51 @@ impl Processor {
                     ) {
                         self.metrics.rule_errors.inc();
                     }
-                    timeline.push((
+                    w.timeline.push((
                         id.clone(),
                         at,
                         "note",
                         serde_json::to_value(&note).unwrap_or(Value::Null),
                     ));
                 }
-                other => {
-                    let kind = match &other {
+                Effect::Webhook { .. } => {
+                    let payload = serde_json::to_value(&e).unwrap_or(Value::Null);
+                    w.timeline
+                        .push((id.clone(), at, "webhook", payload.clone()));
+                    w.outbox.push((id.clone(), "webhook", payload));
+                }
+                mail => {
+                    let kind = match &mail {
                         Effect::SendEmail { .. } => "email",
-                        Effect::NotifyOwner { .. }
-                        | Effect::OfferToOwners { .. }
-                        | Effect::NotifySlaBreach { .. } => "notification",
-                        Effect::Webhook { .. } => "webhook",
-                        Effect::Schedule(_) | Effect::Note(_) => "note",
+                        _ => "notification",
                     };
-                    let payload = serde_json::to_value(&other).unwrap_or(Value::Null);
-                    timeline.push((id.clone(), at, kind, payload.clone()));
-                    outbox.push((id.clone(), kind, payload));
+                    let mut entry = serde_json::to_value(&mail).unwrap_or(Value::Null);
+                    match active.composer.compose(&active.rules, &lead, &mail, at) {
+                        Ok(messages) => {
+                            let ids: Vec<&str> =
+                                messages.iter().map(|m| m.message_id.as_str()).collect();
+                            entry["message_ids"] = json!(ids);
+                            for m in &messages {
+                                let payload = serde_json::to_value(m).unwrap_or(Value::Null);
+                                w.outbox.push((id.clone(), kind, payload));
+                            }
+                            w.timeline.push((id.clone(), at, kind, entry));
+                        }
+                        Err(err) => {
+                            self.metrics.emails_not_composed.inc();
+                            tracing::warn!(lead = %id, error = %err, "email not composed");
+                            entry["error"] = json!(err.to_string());
+                            w.timeline
+                                .push((id.clone(), at, "email_not_composed", entry));
+                        }
+                    }
                 }
             }
         }
+        let slot = st.leads.entry(id).or_insert(Slot {
+            before: None,
+            now: None,
+        });
         slot.now = Some(lead);
     }
 }

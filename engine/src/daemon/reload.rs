@@ -31,6 +31,7 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 pub async fn watch(
     dir: PathBuf,
     handle: RulesHandle,
+    links: crate::email::Links,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -60,7 +61,10 @@ pub async fn watch(
         }
         seen = now;
         let d = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || Ruleset::load(&d).map(Active::new)).await;
+        let links = links.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || Ruleset::load(&d).map(|r| Active::new(r, &links)))
+                .await;
         match loaded {
             Ok(Ok(Ok(active))) => {
                 tracing::info!(summary = %active.rules.summary(), "rules reloaded");

@@ -40,6 +40,7 @@ impl Run<'_, '_> {
                 .any(|e| e.campaign == c.name && e.cycle == cycle);
             if enrolled_this_cycle
                 || self.lead.consent == Consent::OptedOut
+                || self.lead.undeliverable
                 || !self.holds(&c.enroll)
             {
                 continue;
@@ -78,6 +79,9 @@ impl Run<'_, '_> {
     fn exit_reason(&mut self, c: &Campaign) -> Option<String> {
         if self.lead.consent == Consent::OptedOut {
             return Some("opted out".into());
+        }
+        if self.lead.undeliverable {
+            return Some("email undeliverable".into());
         }
         let cond = c.exit.as_ref()?;
         self.holds(cond).then(|| "exit condition".into())

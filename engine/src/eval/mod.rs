@@ -17,6 +17,7 @@ mod views;
 
 pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind};
 pub use routing::Book;
+pub use scoring::BOUNCED;
 
 use crate::model::{time::Timestamp, Event, LeadState};
 use crate::rules::{Plugin, Ruleset};

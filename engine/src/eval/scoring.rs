@@ -7,6 +7,9 @@ use crate::model::{Consent, Event, LedgerEntry};
 use crate::rules::config::WebhookEvent;
 use serde_json::Value;
 
+/// The event type the mail sender records when a message bounces.
+pub const BOUNCED: &str = "email_bounced";
+
 impl Run<'_, '_> {
     /// Traits merge into attributes (`null` deletes); `email` and `consent`
     /// also set those fields.
@@ -19,8 +22,16 @@ impl Run<'_, '_> {
                 self.lead.attributes.insert(k.clone(), v.clone());
             }
             match (k.as_str(), v) {
-                ("email", Value::String(e)) => self.lead.email = e.clone(),
-                ("email", Value::Null) => self.lead.email.clear(),
+                ("email", Value::String(e)) => {
+                    if *e != self.lead.email {
+                        self.lead.undeliverable = false;
+                    }
+                    self.lead.email = e.clone();
+                }
+                ("email", Value::Null) => {
+                    self.lead.email.clear();
+                    self.lead.undeliverable = false;
+                }
                 ("consent", Value::String(c)) => {
                     // Checked when the event was read.
                     if let Some(c) = Consent::parse(c) {
@@ -29,6 +40,12 @@ impl Run<'_, '_> {
                 }
                 _ => {}
             }
+        }
+        // A hard bounce (the SMTP server refused the address for good)
+        // suppresses marketing mail to this address.
+        if ev.kind == BOUNCED && ev.properties.get("bounce").and_then(Value::as_str) != Some("soft")
+        {
+            self.lead.undeliverable = true;
         }
         // Out-of-order events never move activity back in time.
         if ev.at > self.lead.last_activity_at {

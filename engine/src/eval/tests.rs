@@ -758,3 +758,51 @@ fn plugin_effects_apply_and_failures_only_get_noted() {
         error: "out of fuel".into()
     })));
 }
+
+#[test]
+fn a_hard_bounce_ends_drips_until_the_email_changes() {
+    let r = drip(
+        "steps:\n      - { after: 0d, template: t1 }\n      - { after: 1d, template: t2 }\n      - { after: 1d, template: t3 }",
+        "",
+    );
+    let bounce = |id: &str, at: &str, kind: &str| {
+        ev(
+            id,
+            "u",
+            BOUNCED,
+            at,
+            json!({"properties": {"bounce": kind, "message_id": "<m@x>"}}),
+        )
+    };
+    // A soft bounce changes nothing; the hard one exits the campaign.
+    let w = run(
+        &r,
+        vec![
+            identify("1", "2026-01-05T10:00:00Z", "opted_in"),
+            bounce("2", "2026-01-05T11:00:00Z", "soft"),
+            bounce("3", "2026-01-05T12:00:00Z", "hard"),
+        ],
+        Some("2026-02-01T00:00:00Z"),
+    );
+    assert_eq!(sent(&w), vec![("t1".into(), "2026-01-05T10:00:00Z".into())]);
+    let l = &w.leads["u"];
+    assert!(l.undeliverable);
+    assert_eq!(l.enrollments[0].status, EnrollmentStatus::Exited);
+    // A new address lifts the suppression.
+    let w = run(
+        &r,
+        vec![
+            identify("1", "2026-01-05T10:00:00Z", "opted_in"),
+            bounce("3", "2026-01-05T12:00:00Z", "hard"),
+            ev(
+                "4",
+                "u",
+                "identify",
+                "2026-01-06T10:00:00Z",
+                json!({"traits": {"email": "new@x.io"}}),
+            ),
+        ],
+        None,
+    );
+    assert!(!w.leads["u"].undeliverable);
+}

@@ -189,6 +189,10 @@ pub struct LeadState {
     pub offered_to: Vec<String>,
     /// When the current owner's time to give feedback runs out.
     pub sla_due: Option<Timestamp>,
+    /// The address hard-bounced (an `email_bounced` event): no more marketing
+    /// mail until the email changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undeliverable: bool,
     /// Results of conditions that read only this lead, kept while what they
     /// read is unchanged. Not stored: a lead read back starts with it empty.
     #[serde(skip)]
@@ -218,6 +222,7 @@ impl LeadState {
             routing_rule: None,
             offered_to: Vec::new(),
             sla_due: None,
+            undeliverable: false,
             cache: Default::default(),
         }
     }

@@ -53,5 +53,7 @@ pub fn lead_detail(l: &LeadState) -> serde_json::Value {
     v["score_breakdown"] = json!(breakdown(l.score_breakdown()));
     v["fit_breakdown"] = json!(breakdown(l.fit_breakdown.clone()));
     v["enrollments"] = serde_json::to_value(&l.enrollments).unwrap_or_default();
+    // A hard bounce stopped marketing mail to this address.
+    v["undeliverable"] = json!(l.undeliverable);
     v
 }

@@ -5,9 +5,11 @@
 //! `?1` (its numbered form). Times are stored as epoch milliseconds, JSON as
 //! text, so both databases read the same rows.
 
+mod outbox;
 mod read;
 mod step;
 
+pub use outbox::{MailOutcome, MailRow};
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
 pub use step::{PendingEvent, StepTx, Writes};
 
@@ -221,6 +223,25 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// A value generated once and kept: the stored one if there is one,
+    /// else `generated`, stored (the first of racing processes wins).
+    pub async fn setting_or_init(&self, name: &str, generated: &str) -> Result<String, StoreError> {
+        let sql = self.sql(
+            "INSERT INTO daemon_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        );
+        sqlx::query(&sql)
+            .bind(name.to_string())
+            .bind(generated.to_string())
+            .execute(&self.pool)
+            .await?;
+        let sql = self.sql("SELECT value FROM daemon_settings WHERE name = $1");
+        let row = sqlx::query(&sql)
+            .bind(name.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -243,6 +243,16 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        // Messages carry the address and what templates made of the lead's
+        // data: unsent ones are cancelled, all are blanked.
+        let sql = self.sql(
+            "UPDATE outbox SET payload = $1, state = CASE WHEN state IN ('pending', 'sending', 'uncertain') THEN 'cancelled' ELSE state END WHERE lead = $2",
+        );
+        sqlx::query(&sql)
+            .bind(r#"{"erased":true}"#)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         let sql = self
             .sql("INSERT INTO timeline (lead, at, kind, detail) VALUES ($1, $2, 'erased', '{}')");
         sqlx::query(&sql)

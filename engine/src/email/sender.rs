@@ -1,0 +1,333 @@
+//! The daemon's mail sender: claims due outbox rows, sends them concurrently
+//! (bounded), and records each outcome as soon as it is known, grouping the
+//! outcomes that arrive together into one commit.
+//!
+//! Exactly once, and the window left: a row is marked `sending` (committed)
+//! before its message leaves and `sent` right after the server accepts it.
+//! A crash between the server's acceptance and that commit leaves the row
+//! `sending`; it is sent again, with the same Message-ID, after a restart
+//! (SQLite) or when its lease runs out (PostgreSQL). The file transport can
+//! tell a message went out and never writes it twice; an SMTP server cannot
+//! be asked, so such a message may arrive twice, and receivers can de-duplicate
+//! it by its Message-ID. Each such resend is logged and counted.
+
+use super::compose::Outgoing;
+use super::transport::{SendError, Transport, CONCURRENCY};
+use crate::daemon::metrics::Metrics;
+use crate::model::Event;
+use crate::store::{MailOutcome, MailRow, Store};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
+
+/// How long a claimed row belongs to its sender; a live sender renews the
+/// leases of its sends in flight every `RENEW`, so a row whose lease ran out
+/// was left by a sender that died.
+const LEASE: Duration = Duration::from_secs(30);
+const RENEW: Duration = Duration::from_secs(10);
+/// Transient failures are retried for this long, then the row fails.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+pub struct Sender {
+    pub store: Store,
+    pub transport: Arc<Transport>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The delay before try `attempts + 1`: 1 s, 2 s, 4 s, ... up to 10 minutes.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 11) - 1;
+    Duration::from_secs((1u64 << exp).min(600))
+}
+
+/// A finished send on its way to being recorded; the slot it holds is
+/// freed only once its outcome is committed.
+type Done = (MailRow, MailOutcome, Option<Event>, OwnedSemaphorePermit);
+
+impl Sender {
+    /// Runs until `stop`; sends under way finish and are recorded first.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        if self.store.backend == crate::store::Backend::Sqlite {
+            match self.store.release_abandoned_mail().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    rows = n,
+                    "messages were being sent when the daemon stopped; they go out again with the same Message-ID"
+                ),
+                Err(e) => tracing::error!(error = %e, "releasing abandoned sends failed"),
+            }
+        }
+        self.pump(Some(stop)).await;
+    }
+
+    /// Sends everything that is due now, and returns how many rows it
+    /// handled (benchmarks and tests).
+    pub async fn drain(&self) -> usize {
+        self.pump(None).await
+    }
+
+    /// Keeps up to `CONCURRENCY` messages in flight: a row is claimed only
+    /// when a slot is free, so after a crash at most that many rows can have
+    /// an unknown outcome. Outcomes that arrive together share one commit.
+    async fn pump(&self, mut stop: Option<watch::Receiver<bool>>) -> usize {
+        let gate = Arc::new(Semaphore::new(CONCURRENCY));
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let recorder = tokio::spawn(record(self.store.clone(), done_rx, in_flight.clone()));
+        let renewer = tokio::spawn(renew(self.store.clone(), in_flight.clone()));
+        let mut handled = 0;
+        loop {
+            if stop.as_ref().is_some_and(|s| *s.borrow()) {
+                break;
+            }
+            let Ok(first) = gate.clone().acquire_owned().await else {
+                break;
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = gate.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let now = chrono::Utc::now();
+            let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            let rows = match self
+                .store
+                .claim_mail(now, lease, permits.len() as i64)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming mail failed; retrying");
+                    drop(permits);
+                    if !idle(&mut stop, Duration::from_secs(1)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                drop(permits);
+                if stop.is_none() {
+                    // Draining: done once nothing is in flight or due.
+                    if gate.available_permits() == CONCURRENCY && self.nothing_due().await {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                if !idle(&mut stop, Duration::from_millis(200)).await {
+                    break;
+                }
+                continue;
+            }
+            handled += rows.len();
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(rows.iter().map(|r| r.seq));
+            for (row, permit) in rows.into_iter().zip(permits) {
+                let transport = self.transport.clone();
+                let metrics = self.metrics.clone();
+                let done = done_tx.clone();
+                let span = tracing::info_span!("send", lead = %row.lead, seq = row.seq);
+                tokio::spawn(
+                    async move {
+                        let (outcome, bounce) = deliver(&transport, &metrics, &row).await;
+                        let _ = done.send((row, outcome, bounce, permit));
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        // Let sends under way finish and be recorded.
+        let _ = gate.acquire_many(CONCURRENCY as u32).await;
+        drop(done_tx);
+        let _ = recorder.await;
+        renewer.abort();
+        handled
+    }
+
+    async fn nothing_due(&self) -> bool {
+        matches!(self.store.mail_due(chrono::Utc::now()).await, Ok(0))
+    }
+}
+
+/// Renews the leases of the sends in flight.
+async fn renew(store: Store, in_flight: Arc<Mutex<HashSet<i64>>>) {
+    loop {
+        tokio::time::sleep(RENEW).await;
+        let seqs: Vec<i64> = in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if seqs.is_empty() {
+            continue;
+        }
+        let until = chrono::Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        if let Err(e) = store.renew_mail_lease(&seqs, until).await {
+            tracing::error!(error = %e, "renewing send leases failed");
+        }
+    }
+}
+
+/// Waits `d` or until stopped; false when stopped.
+async fn idle(stop: &mut Option<watch::Receiver<bool>>, d: Duration) -> bool {
+    match stop {
+        Some(s) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = s.changed() => {}
+            }
+            !*s.borrow()
+        }
+        None => {
+            tokio::time::sleep(d).await;
+            true
+        }
+    }
+}
+
+/// Commits outcomes as they arrive, all that are waiting in one transaction.
+async fn record(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut done = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            done.push(more);
+        }
+        let outcomes: Vec<(&MailRow, MailOutcome)> =
+            done.iter().map(|(r, o, _, _)| (r, o.clone())).collect();
+        // Bounces become events for the core, in the same transaction.
+        let bounces: Vec<Event> = done.iter().filter_map(|(_, _, b, _)| b.clone()).collect();
+        // Until it is recorded, an outcome is not final: retry the commit.
+        // (The rows' leases keep other processes off them meanwhile.)
+        let mut wait = Duration::from_millis(100);
+        while let Err(e) = store
+            .settle_mail(&outcomes, &bounces, chrono::Utc::now())
+            .await
+        {
+            tracing::error!(error = %e, "recording send outcomes failed; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+        // Slots free up now.
+        let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for (row, ..) in &done {
+            f.remove(&row.seq);
+        }
+        drop(f);
+        drop(done);
+    }
+}
+
+/// Sends one row's message; returns its outcome and, for a hard bounce of a
+/// marketing email, the `email_bounced` event to record.
+async fn deliver(
+    transport: &Transport,
+    metrics: &Metrics,
+    row: &MailRow,
+) -> (MailOutcome, Option<Event>) {
+    let m: Outgoing = match serde_json::from_str(&row.payload) {
+        Ok(m) => m,
+        Err(e) => {
+            metrics.emails_failed.inc();
+            let error = format!("outbox row is not a message: {e}");
+            return (
+                MailOutcome::Failed {
+                    detail: json!({"error": error}),
+                    error,
+                },
+                None,
+            );
+        }
+    };
+    let detail = json!({"message_id": m.message_id, "what": m.what});
+    // Consent may have been withdrawn, or the lead erased, since the step
+    // was decided.
+    if m.is_marketing() {
+        let reason = match row.consent.as_deref() {
+            None => Some("lead erased"),
+            Some("opted_out") => Some("lead opted out"),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            metrics.emails_cancelled.inc();
+            return (
+                MailOutcome::Cancelled {
+                    reason: reason.into(),
+                    detail,
+                },
+                None,
+            );
+        }
+    }
+    if row.uncertain {
+        if transport.already_sent(&m) {
+            metrics.emails_sent.inc();
+            return (MailOutcome::Sent { detail }, None);
+        }
+        metrics.emails_resent.inc();
+        tracing::warn!(message_id = %m.message_id, "outcome of an earlier send is unknown (crash); sending again with the same Message-ID");
+    }
+    match transport.send(&m).await {
+        Ok(()) => {
+            metrics.emails_sent.inc();
+            tracing::debug!(message_id = %m.message_id, what = %m.what, "sent");
+            (MailOutcome::Sent { detail }, None)
+        }
+        Err(SendError::Transient(error)) => {
+            let age = chrono::Utc::now() - row.created_at;
+            if age.to_std().unwrap_or_default() >= GIVE_UP_AFTER {
+                metrics.emails_failed.inc();
+                tracing::error!(message_id = %m.message_id, %error, "giving up after 24 hours of retries");
+                let detail = json!({"message_id": m.message_id, "what": m.what, "error": error, "gave_up": true});
+                return (MailOutcome::Failed { error, detail }, None);
+            }
+            metrics.emails_retried.inc();
+            let at = chrono::Utc::now()
+                + chrono::Duration::from_std(backoff(row.attempts)).unwrap_or_default();
+            tracing::info!(message_id = %m.message_id, %error, attempts = row.attempts, "send failed; will retry");
+            (MailOutcome::Retry { at, error }, None)
+        }
+        Err(SendError::Permanent { message, bounce }) => {
+            metrics.emails_failed.inc();
+            tracing::warn!(message_id = %m.message_id, error = %message, bounce, "send refused");
+            let detail = json!({"message_id": m.message_id, "what": m.what, "error": message, "bounce": bounce});
+            let event = (bounce && m.is_marketing()).then(|| Event {
+                id: format!("bounce:{}", m.message_id),
+                lead: row.lead.clone(),
+                kind: crate::eval::BOUNCED.to_string(),
+                at: chrono::Utc::now(),
+                properties:
+                    json!({"bounce": "hard", "message_id": m.message_id, "reason": message})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                traits: Default::default(),
+            });
+            (
+                MailOutcome::Failed {
+                    error: message,
+                    detail,
+                },
+                event,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_from_a_second_to_ten_minutes() {
+        let secs: Vec<u64> = (1..=12).map(|a| super::backoff(a).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
+    }
+}
