@@ -6,9 +6,11 @@
 //! text, so both databases read the same rows.
 
 mod read;
+mod routing;
 mod step;
 
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
+pub use routing::{OwnerFigures, PoolEntry};
 pub use step::{PendingEvent, StepTx, Writes};
 
 use crate::model::{time::Timestamp, Event};
