@@ -17,6 +17,13 @@ pub struct Metrics {
     pub processing_latency: Histogram,
     pub events_pending: Gauge,
     pub due_work: Gauge,
+    /// Owners who let the SLA pass (each breach, repeated ones too).
+    pub sla_breaches: Counter,
+    pub webhooks_delivered: Counter,
+    /// Attempts that failed (each is retried until the webhook fails for good).
+    pub webhook_attempts_failed: Counter,
+    /// Webhooks given up after 24 hours of retries.
+    pub webhooks_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -32,6 +39,10 @@ impl Default for Metrics {
             processing_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             events_pending: Gauge::default(),
             due_work: Gauge::default(),
+            sla_breaches: Counter::default(),
+            webhooks_delivered: Counter::default(),
+            webhook_attempts_failed: Counter::default(),
+            webhooks_failed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -78,6 +89,26 @@ impl Default for Metrics {
             "due_work",
             "Scheduled work items stored",
             m.due_work.clone(),
+        );
+        registry.register(
+            "sla_breaches",
+            "Sales SLAs breached (no feedback in time)",
+            m.sla_breaches.clone(),
+        );
+        registry.register(
+            "webhooks_delivered",
+            "Webhooks delivered (2xx)",
+            m.webhooks_delivered.clone(),
+        );
+        registry.register(
+            "webhook_attempts_failed",
+            "Webhook attempts that failed and were retried or given up",
+            m.webhook_attempts_failed.clone(),
+        );
+        registry.register(
+            "webhooks_failed",
+            "Webhooks given up after retrying for 24 hours",
+            m.webhooks_failed.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -177,6 +177,12 @@ pub async fn run(
         metrics.clone(),
         stop_rx.clone(),
     ));
+    let webhook_task = tokio::spawn(crate::webhooks::deliver::run(
+        store.clone(),
+        handle.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     let gauge_task = tokio::spawn(update_gauges(
         store.clone(),
         metrics.clone(),
@@ -204,6 +210,7 @@ pub async fn run(
     let _ = proc_task.await;
     let _ = reload_task.await;
     let _ = gauge_task.await;
+    let _ = webhook_task.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -276,6 +276,9 @@ impl Processor {
                     ) {
                         self.metrics.rule_errors.inc();
                     }
+                    if matches!(note, Note::SlaBreached { .. }) {
+                        self.metrics.sla_breaches.inc();
+                    }
                     timeline.push((
                         id.clone(),
                         at,
@@ -294,6 +297,9 @@ impl Processor {
                     };
                     let payload = serde_json::to_value(&other).unwrap_or(Value::Null);
                     timeline.push((id.clone(), at, kind, payload.clone()));
+                    // A webhook's body is fixed now, from the lead as decided.
+                    let payload =
+                        crate::webhooks::outbox_payload(&other, &lead, at).unwrap_or(payload);
                     outbox.push((id.clone(), kind, payload));
                 }
             }
