@@ -1,0 +1,259 @@
+//! Helpers shared by the daemon's end-to-end tests: the real binary on a
+//! free port, SQLite files and, when `NURTURE_TEST_DATABASE_URL` (or
+//! `DATABASE_URL`) names a PostgreSQL server, a fresh database per test.
+
+// Each test binary uses its own share of these.
+#![allow(dead_code)]
+
+pub use reqwest::blocking::Client;
+pub use reqwest::StatusCode;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nurture");
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Daemon {
+    pub fn start(db: &str, rules: &Path, token: Option<&str>) -> Daemon {
+        Daemon::start_with(db, rules, token, &[])
+    }
+
+    /// With extra environment variables (e.g. webhook secrets).
+    pub fn start_with(db: &str, rules: &Path, token: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+            .arg("--rules")
+            .arg(rules)
+            .env_remove("NURTURE_API_TOKEN")
+            .env("NURTURE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(t) = token {
+            cmd.args(["--api-token", t]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start nurture serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("nurture listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Daemon { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("nurture.db").display())
+}
+
+/// A fresh PostgreSQL database for one test, if a server is configured.
+pub fn postgres_url(name: &str) -> Option<String> {
+    let base = std::env::var("NURTURE_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .ok()?;
+    // One database per test, made anew each run.
+    let db = format!("nurture_test_{name}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Executor;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&base)
+            .await
+            .expect("connect to the test PostgreSQL");
+        pool.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+        pool.execute(format!("CREATE DATABASE {db}").as_str())
+            .await
+            .unwrap();
+    });
+    // Same server and credentials, the new database.
+    let (head, _) = base.rsplit_once('/').expect("a URL with a database name");
+    Some(format!("{head}/{db}"))
+}
+
+/// Each test runs on SQLite, and on PostgreSQL when one is configured.
+pub fn backends(name: &str, dir: &Path) -> Vec<String> {
+    let mut v = vec![sqlite_url(dir)];
+    match postgres_url(name) {
+        Some(pg) => v.push(pg),
+        None => {
+            eprintln!("{name}: PostgreSQL not configured (NURTURE_TEST_DATABASE_URL); SQLite only")
+        }
+    }
+    v
+}
+
+pub fn post(c: &Client, url: &str, body: &Value) -> (StatusCode, Value) {
+    let r = c.post(url).json(body).send().unwrap();
+    let status = r.status();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+pub fn get(c: &Client, url: &str) -> (StatusCode, Value) {
+    let r = c.get(url).send().unwrap();
+    let status = r.status();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+/// Polls until `f` gives Some, or fails after `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn lead(c: &Client, d: &Daemon, id: &str) -> Option<Value> {
+    let (s, v) = get(c, &d.url(&format!("/v1/leads/{id}")));
+    (s == StatusCode::OK).then_some(v)
+}
+
+/// Accepted events not yet applied, as the daemon reports it.
+pub fn pending(c: &Client, d: &Daemon) -> f64 {
+    let (_, h) = get(c, &d.url("/healthz"));
+    h["events_pending"].as_f64().unwrap_or(f64::MAX)
+}
+
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+pub fn now_rfc3339(offset_secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// One row of the outbox, read straight from the database.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub lead: String,
+    pub kind: String,
+    pub payload: Value,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// Runs `f` with a connection pool to the daemon's database.
+pub fn with_db<T>(db: &str, f: impl AsyncFnOnce(&sqlx::AnyPool) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(db)
+            .await
+            .expect("connect to the daemon's database");
+        let out = f(&pool).await;
+        pool.close().await;
+        out
+    })
+}
+
+/// The outbox rows of one kind, in order.
+pub fn outbox(db: &str, kind: &str) -> Vec<OutboxRow> {
+    let kind = kind.to_string();
+    with_db(db, async move |pool| {
+        use sqlx::Row;
+        let q = format!(
+            "SELECT seq, lead, kind, payload, state, attempts, last_error FROM outbox WHERE kind = '{kind}' ORDER BY seq"
+        );
+        sqlx::query(&q)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| OutboxRow {
+                seq: r.get(0),
+                lead: r.get(1),
+                kind: r.get(2),
+                payload: serde_json::from_str(&r.get::<String, _>(3)).unwrap(),
+                state: r.get(4),
+                attempts: r.get(5),
+                last_error: r.get(6),
+            })
+            .collect()
+    })
+}
+
+/// Runs one statement against the daemon's database.
+pub fn db_exec(db: &str, sql: &str) {
+    let sql = sql.to_string();
+    with_db(db, async move |pool| {
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    })
+}
+
+/// A rules directory holding one file.
+pub fn rules_dir(dir: &Path, yaml: &str) -> PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("rules.yaml"), yaml).unwrap();
+    rules
+}
