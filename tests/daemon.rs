@@ -2,19 +2,17 @@
 //! SQLite files and, when `NURTURE_TEST_DATABASE_URL` (or `DATABASE_URL`)
 //! names a PostgreSQL server, real PostgreSQL databases made for each test.
 
-use reqwest::blocking::Client;
-use reqwest::StatusCode;
+mod support;
+
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-
-mod support;
 use support::*;
 
-fn now_rfc3339(offset_secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+fn test_rules() -> PathBuf {
+    repo().join("tests/fixtures/daemon-rules")
 }
 
 /// The fields `simulate` prints, from a `GET /v1/leads/{id}` answer.

@@ -36,7 +36,7 @@ fn drips_and_owner_notices_arrive_with_headers_multipart_and_a_working_unsubscri
     let dir = tempfile::tempdir().unwrap();
     for db in backends("email_end_to_end", dir.path()) {
         let smtp = SmtpServer::start();
-        let d = Daemon::start_with(&db, &rules(), None, &["--smtp-url", &smtp.url()]);
+        let d = Daemon::start_args(&db, &rules(), None, &["--smtp-url", &smtp.url()]);
         let c = client();
         let (s, _) = post(
             &c,
@@ -175,7 +175,7 @@ fn leads_without_consent_get_no_marketing_email() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(dir.path());
     let smtp = SmtpServer::start();
-    let d = Daemon::start_with(&db, &rules(), None, &["--smtp-url", &smtp.url()]);
+    let d = Daemon::start_args(&db, &rules(), None, &["--smtp-url", &smtp.url()]);
     let c = client();
     let batch = json!({"batch": [
         identify("unknown", "unknown@leads.example", "unknown"),
@@ -210,7 +210,7 @@ fn sends_wait_while_the_smtp_server_is_down_and_each_arrives_once() {
             .unwrap()
             .port();
         let url = format!("smtp://127.0.0.1:{port}");
-        let d = Daemon::start_with(&db, &rules(), None, &["--smtp-url", &url]);
+        let d = Daemon::start_args(&db, &rules(), None, &["--smtp-url", &url]);
         let c = client();
         let n = 20;
         let batch: Vec<Value> = (0..n)
@@ -244,7 +244,7 @@ fn a_hard_bounce_fails_the_send_and_suppresses_the_address() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(dir.path());
     let smtp = SmtpServer::start();
-    let d = Daemon::start_with(&db, &rules(), None, &["--smtp-url", &smtp.url()]);
+    let d = Daemon::start_args(&db, &rules(), None, &["--smtp-url", &smtp.url()]);
     let c = client();
     post(
         &c,
@@ -278,7 +278,7 @@ fn kill_during_a_burst_of_sends_loses_none_and_sends_no_step_twice() {
         let smtp = SmtpServer::start();
         let url = smtp.url();
         let args = ["--smtp-url", url.as_str(), "--secret", "s3cret"];
-        let d = Daemon::start_with(&db, &rules(), None, &args);
+        let d = Daemon::start_args(&db, &rules(), None, &args);
         let c = client();
         let n = 1000;
         for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
@@ -299,7 +299,7 @@ fn kill_during_a_burst_of_sends_loses_none_and_sends_no_step_twice() {
         }
         d.kill9();
         let before = smtp.messages().len();
-        let d = Daemon::start_with(&db, &rules(), None, &args);
+        let d = Daemon::start_args(&db, &rules(), None, &args);
         let got = eventually(60, "every step delivered", || {
             let m = smtp.messages();
             let ids: BTreeSet<String> = m.iter().filter_map(|m| m.header("Message-ID")).collect();

@@ -13,6 +13,7 @@
 //! - [`store`]: durable state in SQLite or PostgreSQL (sqlx).
 //! - [`daemon`]: `nurture serve`: processing, scheduling, reloads, shutdown.
 //! - [`api`]: the HTTP API.
+//! - [`webhooks`]: outgoing webhooks: composed, signed, delivered from the outbox.
 //! - [`cli`]: the `nurture` command.
 
 pub mod api;
@@ -26,3 +27,4 @@ pub mod rules;
 pub mod ruletest;
 pub mod sim;
 pub mod store;
+pub mod webhooks;

@@ -1,11 +1,15 @@
-//! What the end-to-end tests share: the real `nurture serve` binary on a free
-//! port, per-test databases, HTTP helpers, and a real SMTP server.
+//! Helpers shared by the daemon's end-to-end tests: the real binary on a
+//! free port, SQLite files and, when `NURTURE_TEST_DATABASE_URL` (or
+//! `DATABASE_URL`) names a PostgreSQL server, a fresh database per test;
+//! and a real SMTP server (`smtp`).
+
+// Each test binary uses its own share of these.
 #![allow(dead_code)]
 
 pub mod smtp;
 
-use reqwest::blocking::Client;
-use reqwest::StatusCode;
+pub use reqwest::blocking::Client;
+pub use reqwest::StatusCode;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,13 +22,9 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-pub fn test_rules() -> PathBuf {
-    repo().join("tests/fixtures/daemon-rules")
-}
-
 /// A running daemon; killed when dropped.
 pub struct Daemon {
-    child: Child,
+    pub child: Child,
     pub base: String,
     /// Where its `.eml` files go unless it was given `--smtp-url`.
     pub outbox: tempfile::TempDir,
@@ -32,25 +32,44 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(db: &str, rules: &Path, token: Option<&str>) -> Daemon {
-        Daemon::start_with(db, rules, token, &[])
+        Daemon::start_opts(db, rules, token, &[], &[])
+    }
+
+    /// With extra environment variables (e.g. webhook secrets).
+    pub fn start_with(db: &str, rules: &Path, token: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_opts(db, rules, token, &[], env)
     }
 
     /// With more `serve` flags (`--smtp-url`, `--secret`, ...).
-    pub fn start_with(db: &str, rules: &Path, token: Option<&str>, extra: &[&str]) -> Daemon {
+    pub fn start_args(db: &str, rules: &Path, token: Option<&str>, args: &[&str]) -> Daemon {
+        Daemon::start_opts(db, rules, token, args, &[])
+    }
+
+    pub fn start_opts(
+        db: &str,
+        rules: &Path,
+        token: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let outbox = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
             .arg("--rules")
             .arg(rules)
-            .env_remove("NURTURE_API_TOKEN")
-            .env("NURTURE_LOG", "warn")
             .arg("--outbox")
             .arg(outbox.path())
-            .args(extra)
+            .args(args)
+            .env_remove("NURTURE_API_TOKEN")
+            .env_remove("NURTURE_SMTP_URL")
+            .env("NURTURE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(t) = token {
             cmd.args(["--api-token", t]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start nurture serve");
         let stdout = child.stdout.take().unwrap();
@@ -188,4 +207,82 @@ pub fn metric(text: &str, name: &str) -> f64 {
                 .and_then(|rest| rest.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+pub fn now_rfc3339(offset_secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// One row of the outbox, read straight from the database.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub lead: String,
+    pub kind: String,
+    pub payload: Value,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// Runs `f` with a connection pool to the daemon's database.
+pub fn with_db<T>(db: &str, f: impl AsyncFnOnce(&sqlx::AnyPool) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(db)
+            .await
+            .expect("connect to the daemon's database");
+        let out = f(&pool).await;
+        pool.close().await;
+        out
+    })
+}
+
+/// The outbox rows of one kind, in order.
+pub fn outbox(db: &str, kind: &str) -> Vec<OutboxRow> {
+    let kind = kind.to_string();
+    with_db(db, async move |pool| {
+        use sqlx::Row;
+        let q = format!(
+            "SELECT seq, lead, kind, payload, state, attempts, last_error FROM outbox WHERE kind = '{kind}' ORDER BY seq"
+        );
+        sqlx::query(&q)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| OutboxRow {
+                seq: r.get(0),
+                lead: r.get(1),
+                kind: r.get(2),
+                payload: serde_json::from_str(&r.get::<String, _>(3)).unwrap(),
+                state: r.get(4),
+                attempts: r.get(5),
+                last_error: r.get(6),
+            })
+            .collect()
+    })
+}
+
+/// Runs one statement against the daemon's database.
+pub fn db_exec(db: &str, sql: &str) {
+    let sql = sql.to_string();
+    with_db(db, async move |pool| {
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    })
+}
+
+/// A rules directory holding one file.
+pub fn rules_dir(dir: &Path, yaml: &str) -> PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("rules.yaml"), yaml).unwrap();
+    rules
 }

@@ -85,10 +85,22 @@ pub async fn list(
     Ok(Json(serde_json::to_value(page).unwrap_or_default()))
 }
 
+/// Stages, and per owner: assignments, feedback, time to feedback, breaches.
 pub async fn funnel(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        serde_json::to_value(s.store.funnel().await?).unwrap_or_default(),
-    ))
+    let mut v = serde_json::to_value(s.store.funnel().await?).unwrap_or_default();
+    let mut owners = s.store.owner_report().await?;
+    // Owners in the rules with nothing yet are shown with zeros.
+    for o in &s.rules.current().rules.owners {
+        if !owners.iter().any(|f| f.owner == o.id) {
+            owners.push(crate::store::OwnerFigures {
+                owner: o.id.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    owners.sort_by(|a, b| a.owner.cmp(&b.owner));
+    v["owners"] = serde_json::to_value(owners).unwrap_or_default();
+    Ok(Json(v))
 }
 
 pub async fn erase(

@@ -3,6 +3,7 @@
 
 mod ingest;
 mod leads;
+mod routing;
 mod segment;
 mod unsubscribe;
 
@@ -30,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/leads/{id}", get(leads::get).delete(leads::erase))
         .route("/leads/{id}/timeline", get(leads::timeline))
         .route("/leads/{id}/feedback", post(leads::feedback))
+        .route("/leads/{id}/claim", post(routing::claim))
+        .route("/pool", get(routing::pool))
         .route("/reports/funnel", get(leads::funnel))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()

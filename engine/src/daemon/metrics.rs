@@ -24,6 +24,13 @@ pub struct Metrics {
     pub emails_resent: Counter,
     pub emails_cancelled: Counter,
     pub emails_not_composed: Counter,
+    /// Owners who let the SLA pass (each breach, repeated ones too).
+    pub sla_breaches: Counter,
+    pub webhooks_delivered: Counter,
+    /// Attempts that failed (each is retried until the webhook fails for good).
+    pub webhook_attempts_failed: Counter,
+    /// Webhooks given up after 24 hours of retries.
+    pub webhooks_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -45,6 +52,10 @@ impl Default for Metrics {
             emails_resent: Counter::default(),
             emails_cancelled: Counter::default(),
             emails_not_composed: Counter::default(),
+            sla_breaches: Counter::default(),
+            webhooks_delivered: Counter::default(),
+            webhook_attempts_failed: Counter::default(),
+            webhooks_failed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -102,6 +113,26 @@ impl Default for Metrics {
         ] {
             registry.register(name, help, c.clone());
         }
+        registry.register(
+            "sla_breaches",
+            "Sales SLAs breached (no feedback in time)",
+            m.sla_breaches.clone(),
+        );
+        registry.register(
+            "webhooks_delivered",
+            "Webhooks delivered (2xx)",
+            m.webhooks_delivered.clone(),
+        );
+        registry.register(
+            "webhook_attempts_failed",
+            "Webhook attempts that failed and were retried or given up",
+            m.webhook_attempts_failed.clone(),
+        );
+        registry.register(
+            "webhooks_failed",
+            "Webhooks given up after retrying for 24 hours",
+            m.webhooks_failed.clone(),
+        );
         Metrics { registry, ..m }
     }
 }

@@ -229,6 +229,12 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let sender_task = tokio::spawn(sender.run(stop_rx.clone()));
+    let webhook_task = tokio::spawn(crate::webhooks::deliver::run(
+        store.clone(),
+        handle.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     let gauge_task = tokio::spawn(update_gauges(
         store.clone(),
         metrics.clone(),
@@ -258,6 +264,7 @@ pub async fn run(
     let _ = reload_task.await;
     let _ = sender_task.await;
     let _ = gauge_task.await;
+    let _ = webhook_task.await;
     tracing::info!("stopped");
     Ok(())
 }

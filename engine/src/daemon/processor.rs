@@ -250,6 +250,9 @@ impl Processor {
                     ) {
                         self.metrics.rule_errors.inc();
                     }
+                    if matches!(note, Note::SlaBreached { .. }) {
+                        self.metrics.sla_breaches.inc();
+                    }
                     w.timeline.push((
                         id.clone(),
                         at,
@@ -261,6 +264,8 @@ impl Processor {
                     let payload = serde_json::to_value(&e).unwrap_or(Value::Null);
                     w.timeline
                         .push((id.clone(), at, "webhook", payload.clone()));
+                    // A webhook's body is fixed now, from the lead as decided.
+                    let payload = crate::webhooks::outbox_payload(&e, &lead, at).unwrap_or(payload);
                     w.outbox.push((id.clone(), "webhook", payload));
                 }
                 mail => {

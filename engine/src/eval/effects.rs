@@ -2,6 +2,7 @@
 //! timeline should say.
 
 use crate::model::time::{serde_ts, Timestamp};
+use crate::model::Stage;
 use crate::rules::config::WebhookEvent;
 use serde::{Deserialize, Serialize};
 
@@ -51,11 +52,34 @@ pub enum Effect {
     Webhook {
         webhook: String,
         event: WebhookEvent,
+        detail: WebhookDetail,
     },
     /// Wake up later.
     Schedule(Timer),
     /// Record on the lead's timeline.
     Note(Note),
+}
+
+/// What a webhook says beyond the lead as the decision left it: the parts
+/// of the change that the lead's state no longer shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WebhookDetail {
+    /// `lead.stage_changed`: the stage left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Stage>,
+    /// `lead.stage_changed`: the stage entered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Stage>,
+    /// `lead.assigned`: the new owner; `lead.sla_breached`: the owner who
+    /// let the SLA pass (the lead may have a new owner already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// `lead.assigned`: the routing rule that chose the owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// `lead.recycled`: sales' reason, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Why a due step waits.

@@ -2,7 +2,7 @@
 //! feedback, claims and recycling (SPEC section 1).
 
 use super::cond;
-use super::{Note, Run};
+use super::{Note, Run, WebhookDetail};
 use crate::model::{Event, FeedbackStatus, Stage, Transition};
 use crate::rules::config::WebhookEvent;
 
@@ -36,7 +36,14 @@ impl Run<'_, '_> {
         });
         self.lead.stage = to;
         self.touched(cond::fields::STAGE);
-        self.webhook(WebhookEvent::StageChanged);
+        self.webhook(
+            WebhookEvent::StageChanged,
+            WebhookDetail {
+                from: Some(from),
+                to: Some(to),
+                ..Default::default()
+            },
+        );
     }
 
     /// `sales_feedback` and `sales_claim` events.
@@ -56,6 +63,11 @@ impl Run<'_, '_> {
     fn feedback(&mut self, status: FeedbackStatus, reason: Option<String>) {
         // Any answer stops the SLA clock.
         self.lead.sla_due = None;
+        self.lead.feedback.push(crate::model::FeedbackRecord {
+            owner: self.lead.owner.clone(),
+            status,
+            at: self.now,
+        });
         match status {
             FeedbackStatus::Accepted => {
                 if self.lead.stage < Stage::Opportunity {
@@ -83,6 +95,7 @@ impl Run<'_, '_> {
         self.lead.owner = None;
         self.lead.routing_rule = None;
         self.lead.offered_to.clear();
+        self.lead.offered_at = None;
         let reset = self.rules.recycle_score.saturating_sub(self.lead.score);
         self.add_points("recycle", reset, None, reason.clone());
         // The feedback event caused it; keep it for the explanation.
@@ -91,11 +104,29 @@ impl Run<'_, '_> {
             entry.event = cause;
         }
         self.lead.cycle += 1;
+        let from = self.lead.stage;
         self.lead.stage_back_to(Stage::Lead, self.now);
         self.touched(cond::fields::ALL);
-        self.webhook(WebhookEvent::StageChanged);
-        self.note(Note::Recycled { reason });
-        self.webhook(WebhookEvent::Recycled);
+        if from != Stage::Lead {
+            self.webhook(
+                WebhookEvent::StageChanged,
+                WebhookDetail {
+                    from: Some(from),
+                    to: Some(Stage::Lead),
+                    ..Default::default()
+                },
+            );
+        }
+        self.note(Note::Recycled {
+            reason: reason.clone(),
+        });
+        self.webhook(
+            WebhookEvent::Recycled,
+            WebhookDetail {
+                reason,
+                ..Default::default()
+            },
+        );
     }
 
     /// The owner no longer holds this lead open.

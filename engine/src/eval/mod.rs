@@ -15,7 +15,7 @@ mod routing;
 mod scoring;
 mod views;
 
-pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind};
+pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind, WebhookDetail};
 pub use routing::Book;
 pub use scoring::BOUNCED;
 
@@ -208,14 +208,18 @@ impl<'e, 'r> Run<'e, 'r> {
         }));
     }
 
-    fn webhook(&mut self, event: crate::rules::config::WebhookEvent) {
+    fn webhook(&mut self, event: crate::rules::config::WebhookEvent, detail: WebhookDetail) {
         let names: Vec<String> = self
             .rules
             .webhooks_for(event)
             .map(|w| w.name.clone())
             .collect();
         for webhook in names {
-            self.effects.push(Effect::Webhook { webhook, event });
+            self.effects.push(Effect::Webhook {
+                webhook,
+                event,
+                detail: detail.clone(),
+            });
         }
     }
 

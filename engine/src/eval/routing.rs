@@ -5,7 +5,7 @@
 //! output like the lead itself.
 
 use super::cond;
-use super::{Effect, Note, Run, TimerKind};
+use super::{Effect, Note, Run, TimerKind, WebhookDetail};
 use crate::model::{Assignment, Stage};
 use crate::rules::config::{OnBreach, Strategy, WebhookEvent};
 use crate::rules::{RouteRule, Ruleset};
@@ -125,6 +125,7 @@ impl<'r> Run<'_, 'r> {
                 .map(|&i| rules.owners[i].id.clone())
                 .collect();
             self.lead.offered_to = owners.clone();
+            self.lead.offered_at = Some(self.now);
             self.note(Note::Offered {
                 rule: rule.name.clone(),
                 owners: owners.clone(),
@@ -148,6 +149,7 @@ impl<'r> Run<'_, 'r> {
         self.book.take(&o.id);
         self.lead.owner = Some(o.id.clone());
         self.lead.offered_to.clear();
+        self.lead.offered_at = None;
         self.lead.assignments.push(Assignment {
             owner: o.id.clone(),
             rule: rule.to_string(),
@@ -159,7 +161,14 @@ impl<'r> Run<'_, 'r> {
             email: o.email.clone(),
             rule: rule.to_string(),
         });
-        self.webhook(WebhookEvent::Assigned);
+        self.webhook(
+            WebhookEvent::Assigned,
+            WebhookDetail {
+                owner: Some(o.id.clone()),
+                rule: Some(rule.to_string()),
+                ..Default::default()
+            },
+        );
         self.start_sla(&o.id.clone());
     }
 
@@ -225,7 +234,13 @@ impl<'r> Run<'_, 'r> {
                 owner: owner.to_string(),
             });
         }
-        self.webhook(WebhookEvent::SlaBreached);
+        self.webhook(
+            WebhookEvent::SlaBreached,
+            WebhookDetail {
+                owner: Some(owner.to_string()),
+                ..Default::default()
+            },
+        );
         let rules = self.rules;
         let rule = self
             .lead
@@ -245,6 +260,7 @@ impl<'r> Run<'_, 'r> {
                     self.book.release(owner);
                     self.lead.owner = None;
                     self.lead.offered_to = others.clone();
+                    self.lead.offered_at = Some(self.now);
                     self.touched(cond::fields::OWNER);
                     self.note(Note::Offered {
                         rule: rule.name.clone(),

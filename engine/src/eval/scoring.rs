@@ -52,7 +52,7 @@ impl Run<'_, '_> {
             self.lead.last_activity_at = ev.at;
         }
         if before != Consent::OptedOut && self.lead.consent == Consent::OptedOut {
-            self.webhook(WebhookEvent::Unsubscribed);
+            self.webhook(WebhookEvent::Unsubscribed, Default::default());
         }
         let mut changed = cond::fields::LAST_ACTIVITY_AT;
         if !ev.traits.is_empty() {

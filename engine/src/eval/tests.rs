@@ -806,3 +806,80 @@ fn a_hard_bounce_ends_drips_until_the_email_changes() {
     );
     assert!(!w.leads["u"].undeliverable);
 }
+
+#[test]
+fn webhooks_fire_for_every_lead_event_with_what_changed() {
+    let yaml = format!(
+        "{}\nwebhooks:\n  - name: crm\n    url: https://crm.example.com/hook\n    on: [lead.stage_changed, lead.assigned, lead.sla_breached, lead.recycled, lead.unsubscribed]\n",
+        ROUTING
+            .replace("STRATEGY", "round_robin")
+            .replace("CAPA", "100")
+            .replace("SLA", "sla: { accept_within: 1h, on_breach: reassign }")
+    );
+    let r = rules(&yaml);
+    let mut events = hot_leads(1);
+    events.push(ev(
+        "f",
+        "l00",
+        "sales_feedback",
+        "2026-01-01T01:30:00Z",
+        json!({"properties": {"status": "lost", "reason": "no budget"}}),
+    ));
+    events.push(ev(
+        "u",
+        "l00",
+        "identify",
+        "2026-01-01T02:00:00Z",
+        json!({"traits": {"consent": "opted_out"}}),
+    ));
+    let w = run(&r, events, Some("2026-01-01T03:00:00Z"));
+    let hooks: Vec<(&str, Value)> = w
+        .effects
+        .iter()
+        .filter_map(|(_, _, e)| match e {
+            Effect::Webhook {
+                webhook,
+                event,
+                detail,
+            } => {
+                assert_eq!(webhook, "crm");
+                Some((event.as_str(), serde_json::to_value(detail).unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        hooks,
+        vec![
+            (
+                "lead.stage_changed",
+                json!({"from": "subscriber", "to": "sql"})
+            ),
+            ("lead.assigned", json!({"owner": "a", "rule": "r"})),
+            // 01:00: a let the SLA pass; b gets the lead.
+            ("lead.sla_breached", json!({"owner": "a"})),
+            ("lead.assigned", json!({"owner": "b", "rule": "r"})),
+            ("lead.stage_changed", json!({"from": "sql", "to": "lead"})),
+            ("lead.recycled", json!({"reason": "no budget"})),
+            ("lead.unsubscribed", json!({})),
+        ]
+    );
+}
+
+#[test]
+fn claim_pool_offers_record_since_when() {
+    let r = routing("claim", 100, "");
+    let mut events = hot_leads(1);
+    let w = run(&r, events.clone(), None);
+    assert_eq!(w.leads["l00"].offered_at, Some(t("2026-01-01T00:00:00Z")));
+    events.push(ev(
+        "c1",
+        "l00",
+        "sales_claim",
+        "2026-01-01T01:00:00Z",
+        json!({"properties": {"owner": "b"}}),
+    ));
+    let w = run(&r, events, None);
+    assert_eq!(w.leads["l00"].offered_at, None);
+    assert!(w.leads["l00"].offered_to.is_empty());
+}

@@ -31,7 +31,8 @@ fn err(field: &str, message: impl Into<String>) -> EventError {
 }
 
 /// Sales' answer in a `sales_feedback` event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FeedbackStatus {
     Accepted,
     Won,

@@ -132,6 +132,16 @@ pub struct Assignment {
     pub at: Timestamp,
 }
 
+/// Sales' answer as applied, with the owner who held the lead then (reports
+/// credit owners from these; the lead's owner may have changed since).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackRecord {
+    pub owner: Option<String>,
+    pub status: super::FeedbackStatus,
+    #[serde(with = "serde_ts")]
+    pub at: Timestamp,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EnrollmentStatus {
@@ -180,6 +190,9 @@ pub struct LeadState {
     pub transitions: Vec<Transition>,
     pub emails: Vec<EmailRecord>,
     pub assignments: Vec<Assignment>,
+    /// Sales feedback applied, oldest first.
+    #[serde(default)]
+    pub feedback: Vec<FeedbackRecord>,
     pub enrollments: Vec<Enrollment>,
     /// Incremented by every recycle; campaigns enroll once per cycle.
     pub cycle: u32,
@@ -187,6 +200,9 @@ pub struct LeadState {
     pub routing_rule: Option<String>,
     /// Owners the lead is offered to (strategy `claim`), until one claims it.
     pub offered_to: Vec<String>,
+    /// Since when it is offered to them (the pool shows it).
+    #[serde(default)]
+    pub offered_at: Option<Timestamp>,
     /// When the current owner's time to give feedback runs out.
     pub sla_due: Option<Timestamp>,
     /// The address hard-bounced (an `email_bounced` event): no more marketing
@@ -217,10 +233,12 @@ impl LeadState {
             transitions: Vec::new(),
             emails: Vec::new(),
             assignments: Vec::new(),
+            feedback: Vec::new(),
             enrollments: Vec::new(),
             cycle: 0,
             routing_rule: None,
             offered_to: Vec::new(),
+            offered_at: None,
             sla_due: None,
             undeliverable: false,
             cache: Default::default(),

@@ -10,6 +10,6 @@ pub mod time;
 
 pub use event::{Event, EventError, FeedbackStatus};
 pub use lead::{
-    Assignment, Consent, EmailRecord, Enrollment, EnrollmentStatus, LeadState, LedgerEntry, Stage,
-    Transition,
+    Assignment, Consent, EmailRecord, Enrollment, EnrollmentStatus, FeedbackRecord, LeadState,
+    LedgerEntry, Stage, Transition,
 };

@@ -7,10 +7,12 @@
 
 mod outbox;
 mod read;
+mod routing;
 mod step;
 
 pub use outbox::{MailOutcome, MailRow};
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
+pub use routing::{OwnerFigures, PoolEntry};
 pub use step::{PendingEvent, StepTx, Writes};
 
 use crate::model::{time::Timestamp, Event};

@@ -1,0 +1,195 @@
+//! Reads behind routing: the claim pool, an owner's overdue leads, whether an
+//! event was applied (claims wait for it), and the per-owner report.
+
+use super::{Store, StoreError};
+use crate::model::{time::Timestamp, FeedbackStatus, LeadState, Stage};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// A lead waiting in the pool: enough to choose, nothing personal.
+#[derive(Debug, Serialize)]
+pub struct PoolEntry {
+    pub lead: String,
+    pub stage: Stage,
+    pub score: i64,
+    pub fit: i64,
+    /// Since when it is offered (RFC 3339); absent for leads offered before
+    /// this was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_at: Option<String>,
+}
+
+/// One owner's figures in the funnel report.
+#[derive(Debug, Default, Serialize)]
+pub struct OwnerFigures {
+    pub owner: String,
+    /// Assignments to this owner, reassignments and re-routes included.
+    pub assigned: i64,
+    /// Leads assigned to this owner still in `sql` (no feedback yet).
+    pub open: i64,
+    pub accepted: i64,
+    pub won: i64,
+    pub rejected: i64,
+    pub lost: i64,
+    /// Median seconds from an assignment to this owner's first feedback on it.
+    pub median_seconds_to_feedback: Option<i64>,
+    pub sla_breaches: i64,
+}
+
+fn parse_state(state: &str) -> Result<LeadState, StoreError> {
+    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
+        what: "lead state",
+        detail: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Leads offered to `owner` and not yet claimed, oldest offer first.
+    pub async fn pool(&self, owner: &str) -> Result<Vec<PoolEntry>, StoreError> {
+        // Unclaimed SQLs are few (claimed ones have an owner), so reading
+        // their state beats keeping an index of offers in step with it.
+        let rows = sqlx::query(
+            "SELECT state FROM leads WHERE stage = 'sql' AND owner IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let lead = parse_state(&r.try_get::<String, _>(0)?)?;
+            if lead.offered_to.iter().any(|o| o == owner) {
+                out.push((lead.offered_at, lead));
+            }
+        }
+        out.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+        Ok(out
+            .into_iter()
+            .map(|(at, l)| PoolEntry {
+                lead: l.id,
+                stage: l.stage,
+                score: l.score,
+                fit: l.fit,
+                offered_at: at.as_ref().map(crate::model::time::format),
+            })
+            .collect())
+    }
+
+    /// `owner`'s leads past the SLA with no feedback: still in `sql`, held
+    /// since an assignment older than `accept_within`.
+    pub async fn overdue_leads(
+        &self,
+        owner: &str,
+        accept_within: chrono::Duration,
+        now: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql =
+            self.sql("SELECT state FROM leads WHERE owner = $1 AND stage = 'sql' ORDER BY id");
+        let rows = sqlx::query(&sql)
+            .bind(owner.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let lead = parse_state(&r.try_get::<String, _>(0)?)?;
+            let Some(since) = lead
+                .assignments
+                .iter()
+                .rev()
+                .find(|a| a.owner == owner)
+                .map(|a| a.at)
+            else {
+                continue;
+            };
+            let answered = lead.feedback.iter().any(|f| f.at >= since);
+            if !answered && since + accept_within <= now {
+                out.push(lead.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the event with this id was applied; `None` if unknown.
+    pub async fn event_applied(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        let sql = self.sql("SELECT processed_at FROM events WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(r.try_get::<Option<i64>, _>(0)?.is_some()),
+        })
+    }
+
+    /// Per-owner figures from every lead ever assigned and the SLA breaches
+    /// on the timelines.
+    pub async fn owner_report(&self) -> Result<Vec<OwnerFigures>, StoreError> {
+        let mut by: BTreeMap<String, OwnerFigures> = BTreeMap::new();
+        let mut waits: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        // Stored state is compact JSON: this skips leads never assigned
+        // without parsing them.
+        let rows = sqlx::query(r#"SELECT state FROM leads WHERE state LIKE '%"assignments":[{%'"#)
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let lead = parse_state(&r.try_get::<String, _>(0)?)?;
+            for a in &lead.assignments {
+                figures(&mut by, &a.owner).assigned += 1;
+            }
+            if lead.stage == Stage::Sql {
+                if let Some(o) = &lead.owner {
+                    figures(&mut by, o).open += 1;
+                }
+            }
+            let mut answered = vec![false; lead.assignments.len()];
+            for fb in &lead.feedback {
+                let Some(o) = &fb.owner else { continue };
+                let f = figures(&mut by, o);
+                match fb.status {
+                    FeedbackStatus::Accepted => f.accepted += 1,
+                    FeedbackStatus::Won => f.won += 1,
+                    FeedbackStatus::Rejected => f.rejected += 1,
+                    FeedbackStatus::Lost => f.lost += 1,
+                }
+                // The assignment this answers: the owner's latest before it.
+                if let Some(i) = lead
+                    .assignments
+                    .iter()
+                    .rposition(|a| &a.owner == o && a.at <= fb.at)
+                {
+                    if !answered[i] {
+                        answered[i] = true;
+                        let secs = (fb.at - lead.assignments[i].at).num_seconds();
+                        waits.entry(o.clone()).or_default().push(secs);
+                    }
+                }
+            }
+        }
+        let rows = sqlx::query(
+            r#"SELECT detail FROM timeline WHERE kind = 'note' AND detail LIKE '%"note":"sla_breached"%'"#,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let detail: String = r.try_get(0)?;
+            let v: serde_json::Value = serde_json::from_str(&detail).unwrap_or_default();
+            if let Some(o) = v.get("owner").and_then(|o| o.as_str()) {
+                figures(&mut by, o).sla_breaches += 1;
+            }
+        }
+        for (o, mut w) in waits {
+            w.sort_unstable();
+            if let Some(f) = by.get_mut(&o) {
+                f.median_seconds_to_feedback = w.get(w.len() / 2).copied();
+            }
+        }
+        Ok(by.into_values().collect())
+    }
+}
+
+fn figures<'a>(by: &'a mut BTreeMap<String, OwnerFigures>, owner: &str) -> &'a mut OwnerFigures {
+    by.entry(owner.to_string()).or_insert_with(|| OwnerFigures {
+        owner: owner.to_string(),
+        ..Default::default()
+    })
+}
