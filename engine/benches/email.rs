@@ -35,7 +35,12 @@ fn main() {
     let postfix = find("smtp-sink").zip(find("smtp-source"));
     // Keep whichever sink runs alive for the whole benchmark.
     let _sink: Box<dyn std::any::Any> = if let Some((sink, _)) = &postfix {
-        let child = Command::new(sink)
+        let mut cmd = Command::new(sink);
+        // smtp-sink refuses to run as root without a user to become.
+        if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd
             .args([&format!("127.0.0.1:{port}"), "1024"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -65,6 +70,23 @@ fn main() {
             ),
             metrics: Arc::new(Metrics::default()),
         };
+        // The transport alone: the same messages, 16 at a time, no database.
+        let transport = sender.transport.clone();
+        let sample: Vec<Outgoing> = (0..count.min(5_000)).map(message).collect();
+        let t = Instant::now();
+        let gate = Arc::new(tokio::sync::Semaphore::new(nurture::email::transport::CONCURRENCY));
+        let mut set = tokio::task::JoinSet::new();
+        for m in sample.clone() {
+            let (transport, gate) = (transport.clone(), gate.clone());
+            set.spawn(async move {
+                let _p = gate.acquire_owned().await;
+                transport.send(&m).await.unwrap();
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let alone = sample.len() as f64 / t.elapsed().as_secs_f64();
+        println!("email: the SMTP transport alone (lettre pool, 16 at a time, no database): {alone:.0} emails/s");
+
         let t = Instant::now();
         let sent = sender.drain().await;
         let secs = t.elapsed().as_secs_f64();
@@ -111,24 +133,11 @@ fn main() {
 /// Queues `count` marketing emails as the processor does; returns the size
 /// of one message as sent.
 async fn enqueue(store: &Store, count: usize) -> usize {
-    let text = "Hi Ann,\n\nthanks for your interest in Acme. Here is where to start: https://acme.example.com/start\n\n".repeat(4);
     let mut size = 0;
     for chunk in (0..count).collect::<Vec<_>>().chunks(5_000) {
         let mut w = Writes::default();
         for &i in chunk {
-            let m = Outgoing {
-                message_id: format!("<{i:032x}@acme.example>"),
-                from: "Acme <hello@acme.example>".into(),
-                to: format!("lead{i}@leads.example"),
-                subject: "Welcome, Ann".into(),
-                text: format!("{text}Unsubscribe: https://n.example/unsubscribe/T{i}\n"),
-                html: None,
-                unsubscribe: Some(Unsubscribe {
-                    url: format!("https://n.example/unsubscribe/T{i}"),
-                    mailto: format!("mailto:hello@acme.example?subject=unsubscribe%20T{i}"),
-                }),
-                what: "drip/1".into(),
-            };
+            let m = message(i);
             size = nurture::email::transport::build(&m)
                 .unwrap()
                 .formatted()
@@ -151,6 +160,24 @@ async fn enqueue(store: &Store, count: usize) -> usize {
     size
 }
 
+/// A drip email as the composer makes it, about 1 KB.
+fn message(i: usize) -> Outgoing {
+    let text = "Hi Ann,\n\nthanks for your interest in Acme. Here is where to start: https://acme.example.com/start\n\n".repeat(4);
+    Outgoing {
+        message_id: format!("<{i:032x}@acme.example>"),
+        from: "Acme <hello@acme.example>".into(),
+        to: format!("lead{i}@leads.example"),
+        subject: "Welcome, Ann".into(),
+        text: format!("{text}Unsubscribe: https://n.example/unsubscribe/T{i}\n"),
+        html: None,
+        unsubscribe: Some(Unsubscribe {
+            url: format!("https://n.example/unsubscribe/T{i}"),
+            mailto: format!("mailto:hello@acme.example?subject=unsubscribe%20T{i}"),
+        }),
+        what: "drip/1".into(),
+    }
+}
+
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
@@ -158,6 +185,13 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
 }
 
 /// A program on PATH or in /usr/sbin (where Debian puts postfix's tools).

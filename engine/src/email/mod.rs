@@ -5,6 +5,7 @@
 
 pub mod compose;
 pub mod sender;
+mod smtp;
 pub mod token;
 pub mod transport;
 

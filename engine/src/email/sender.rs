@@ -23,6 +23,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument as _;
 
+/// Rows claimed and not yet recorded, at most.
+const WINDOW: usize = 4 * CHUNK;
+/// Rows claimed at once.
+const CHUNK: usize = 64;
 /// How long a claimed row belongs to its sender; a live sender renews the
 /// leases of its sends in flight every `RENEW`, so a row whose lease ran out
 /// was left by a sender that died.
@@ -45,7 +49,12 @@ pub fn backoff(attempts: i64) -> Duration {
 
 /// A finished send on its way to being recorded; the slot it holds is
 /// freed only once its outcome is committed.
-type Done = (MailRow, MailOutcome, Option<Event>, OwnedSemaphorePermit);
+type Done = (
+    MailRow,
+    MailOutcome,
+    Option<Event>,
+    Arc<OwnedSemaphorePermit>,
+);
 
 impl Sender {
     /// Runs until `stop`; sends under way finish and are recorded first.
@@ -69,11 +78,13 @@ impl Sender {
         self.pump(None).await
     }
 
-    /// Keeps up to `CONCURRENCY` messages in flight: a row is claimed only
-    /// when a slot is free, so after a crash at most that many rows can have
-    /// an unknown outcome. Outcomes that arrive together share one commit.
+    /// Keeps up to `WINDOW` rows claimed and `CONCURRENCY` messages on the
+    /// wire: rows are claimed `CHUNK` at a time as room frees up, so claims
+    /// and outcomes share commits, and after a crash at most `WINDOW` rows
+    /// can have an unknown outcome.
     async fn pump(&self, mut stop: Option<watch::Receiver<bool>>) -> usize {
-        let gate = Arc::new(Semaphore::new(CONCURRENCY));
+        let gate = Arc::new(Semaphore::new(WINDOW));
+        let wire = Arc::new(Semaphore::new(CONCURRENCY));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let recorder = tokio::spawn(record(self.store.clone(), done_rx, in_flight.clone()));
@@ -83,24 +94,18 @@ impl Sender {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 break;
             }
-            let Ok(first) = gate.clone().acquire_owned().await else {
+            let Ok(room) = gate.clone().acquire_many_owned(CHUNK as u32).await else {
                 break;
             };
-            let mut permits = vec![first];
-            while let Ok(p) = gate.clone().try_acquire_owned() {
-                permits.push(p);
-            }
+            // The chunk's room is freed when its last row is recorded.
+            let room = Arc::new(room);
             let now = chrono::Utc::now();
             let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-            let rows = match self
-                .store
-                .claim_mail(now, lease, permits.len() as i64)
-                .await
-            {
+            let rows = match self.store.claim_mail(now, lease, CHUNK as i64).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming mail failed; retrying");
-                    drop(permits);
+                    drop(room);
                     if !idle(&mut stop, Duration::from_secs(1)).await {
                         break;
                     }
@@ -108,10 +113,10 @@ impl Sender {
                 }
             };
             if rows.is_empty() {
-                drop(permits);
+                drop(room);
                 if stop.is_none() {
                     // Draining: done once nothing is in flight or due.
-                    if gate.available_permits() == CONCURRENCY && self.nothing_due().await {
+                    if gate.available_permits() == WINDOW && self.nothing_due().await {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -127,14 +132,18 @@ impl Sender {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(rows.iter().map(|r| r.seq));
-            for (row, permit) in rows.into_iter().zip(permits) {
+            for row in rows {
+                let permit = room.clone();
+                let wire = wire.clone();
                 let transport = self.transport.clone();
                 let metrics = self.metrics.clone();
                 let done = done_tx.clone();
                 let span = tracing::info_span!("send", lead = %row.lead, seq = row.seq);
                 tokio::spawn(
                     async move {
+                        let on_wire = wire.acquire_owned().await;
                         let (outcome, bounce) = deliver(&transport, &metrics, &row).await;
+                        drop(on_wire);
                         let _ = done.send((row, outcome, bounce, permit));
                     }
                     .instrument(span),
@@ -142,7 +151,7 @@ impl Sender {
             }
         }
         // Let sends under way finish and be recorded.
-        let _ = gate.acquire_many(CONCURRENCY as u32).await;
+        let _ = gate.acquire_many(WINDOW as u32).await;
         drop(done_tx);
         let _ = recorder.await;
         renewer.abort();

@@ -1,11 +1,10 @@
-//! Where messages go: an SMTP server through lettre's pooled async client, or,
-//! by default, one `.eml` file per message in the outbox folder.
+//! Where messages go: an SMTP server over a pool of lettre connections
+//! (`smtp.rs`), or, by default, one `.eml` file per message in the outbox folder.
 
 use super::compose::Outgoing;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,9 +30,14 @@ pub enum SendError {
 #[error("--smtp-url: {0}")]
 pub struct ConfigError(String);
 
-#[derive(Clone)]
+impl ConfigError {
+    pub(super) fn new(message: String) -> ConfigError {
+        ConfigError(message)
+    }
+}
+
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(super::smtp::Pool),
     Files(PathBuf),
 }
 
@@ -42,18 +46,11 @@ impl Transport {
     /// `smtps://host`), else files in `outbox`.
     pub fn new(smtp_url: Option<&str>, outbox: &Path) -> Result<Transport, ConfigError> {
         match smtp_url {
-            Some(url) => {
-                let t = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|e| ConfigError(e.to_string()))?
-                    .timeout(Some(Duration::from_secs(30)))
-                    .pool_config(
-                        PoolConfig::new()
-                            .max_size(CONCURRENCY as u32)
-                            .idle_timeout(Duration::from_secs(60)),
-                    )
-                    .build();
-                Ok(Transport::Smtp(t))
-            }
+            Some(url) => Ok(Transport::Smtp(super::smtp::Pool::from_url(
+                url,
+                CONCURRENCY,
+                Duration::from_secs(30),
+            )?)),
             None => {
                 std::fs::create_dir_all(outbox)
                     .map_err(|e| ConfigError(format!("outbox {}: {e}", outbox.display())))?;
@@ -81,7 +78,7 @@ impl Transport {
     pub async fn send(&self, m: &Outgoing) -> Result<(), SendError> {
         let msg = build(m)?;
         match self {
-            Transport::Smtp(t) => t.send(msg).await.map(|_| ()).map_err(classify),
+            Transport::Smtp(pool) => pool.send(msg.envelope(), &msg.formatted()).await,
             Transport::Files(dir) => {
                 let path = dir.join(file_name(m));
                 let bytes = msg.formatted();
@@ -159,7 +156,7 @@ pub fn build(m: &Outgoing) -> Result<Message, SendError> {
     built.map_err(|e| bad("message", &e))
 }
 
-fn classify(e: lettre::transport::smtp::Error) -> SendError {
+pub(super) fn classify(e: lettre::transport::smtp::Error) -> SendError {
     if e.is_permanent() {
         let code = e.status().map(|c| c.to_string()).unwrap_or_default();
         SendError::Permanent {

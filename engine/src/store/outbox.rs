@@ -67,30 +67,40 @@ impl Store {
             Backend::Postgres => " FOR UPDATE OF o SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let sql = self.sql(&format!(
-            "SELECT o.seq, o.lead, o.payload, o.attempts, o.created_at, o.state, l.consent, l.erased_at \
-             FROM outbox o LEFT JOIN leads l ON l.id = o.lead \
-             WHERE o.kind IN {MAIL_KINDS} AND o.state IN ('pending', 'uncertain') AND o.next_at <= $1 \
-             ORDER BY o.seq LIMIT $2{lock}"
-        )).into_owned();
-        let rows = sqlx::query(&sql)
-            .bind(millis(&now))
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let erased: Option<i64> = r.try_get(7)?;
-            let consent: Option<String> = r.try_get(6)?;
-            out.push(MailRow {
-                seq: r.try_get(0)?,
-                lead: r.try_get(1)?,
-                payload: r.try_get(2)?,
-                attempts: r.try_get::<i64, _>(3)? + 1,
-                created_at: super::from_millis(r.try_get(4)?),
-                uncertain: r.try_get::<String, _>(5)? == "uncertain",
-                consent: if erased.is_some() { None } else { consent },
-            });
+        // Uncertain rows first (rare), then pending ones; one state per query
+        // so each walks its index in `seq` order and stops at the limit.
+        let mut out = Vec::new();
+        for state in ["uncertain", "pending"] {
+            let room = limit - out.len() as i64;
+            if room <= 0 {
+                break;
+            }
+            let sql = self
+                .sql(&format!(
+                "SELECT o.seq, o.lead, o.payload, o.attempts, o.created_at, l.consent, l.erased_at \
+                 FROM outbox o LEFT JOIN leads l ON l.id = o.lead \
+                 WHERE o.state = '{state}' AND o.kind IN {MAIL_KINDS} AND o.next_at <= $1 \
+                 ORDER BY o.seq LIMIT $2{lock}"
+            ))
+                .into_owned();
+            let rows = sqlx::query(&sql)
+                .bind(millis(&now))
+                .bind(room)
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in rows {
+                let erased: Option<i64> = r.try_get(6)?;
+                let consent: Option<String> = r.try_get(5)?;
+                out.push(MailRow {
+                    seq: r.try_get(0)?,
+                    lead: r.try_get(1)?,
+                    payload: r.try_get(2)?,
+                    attempts: r.try_get::<i64, _>(3)? + 1,
+                    created_at: super::from_millis(r.try_get(4)?),
+                    uncertain: state == "uncertain",
+                    consent: if erased.is_some() { None } else { consent },
+                });
+            }
         }
         if !out.is_empty() {
             let list = seq_list(out.iter().map(|r| r.seq));
