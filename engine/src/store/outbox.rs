@@ -53,7 +53,7 @@ impl Store {
         lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<MailRow>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // A lease that ran out: its sender died mid-send. This write comes
         // first so SQLite takes its write lock before reading.
         let sql = self.sql(&format!(
@@ -128,7 +128,7 @@ impl Store {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for e in events {
             let sql = self.sql(
                 "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",

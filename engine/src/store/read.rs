@@ -209,7 +209,7 @@ impl Store {
     /// Scores, stages and the ledger stay, so counts and reports still add up.
     /// Returns false for an unknown lead.
     pub async fn erase_lead(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE engine_state SET id = id WHERE id = 1")
             .execute(&mut *tx)
             .await?;

@@ -11,11 +11,11 @@ use super::{from_millis, millis, Store, StoreError};
 use crate::eval::{Book, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 
 pub struct StepTx<'s> {
     store: &'s Store,
-    tx: Transaction<'static, Any>,
+    tx: super::WriteTx,
 }
 
 /// An accepted event waiting to be applied.
@@ -27,7 +27,7 @@ pub struct PendingEvent {
 
 impl<'s> StepTx<'s> {
     pub async fn begin(store: &'s Store) -> Result<StepTx<'s>, StoreError> {
-        let mut tx = store.pool.begin().await?;
+        let mut tx = store.begin_write().await?;
         sqlx::query("UPDATE engine_state SET id = id WHERE id = 1")
             .execute(&mut *tx)
             .await?;

@@ -288,7 +288,7 @@ async fn give_up(
     error: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     let sql = store.sql(
         "UPDATE outbox SET state = 'failed', last_error = $1 WHERE seq = $2 AND attempts = $3",
     );
