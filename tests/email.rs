@@ -330,3 +330,31 @@ fn kill_during_a_burst_of_sends_loses_none_and_sends_no_step_twice() {
         d.stop();
     }
 }
+
+#[test]
+fn smtp_credentials_from_the_url_are_used_and_a_wrong_password_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let smtp = SmtpServer::start_with_login("nurture@acme.example", "p@ss:word");
+    // Credentials are URL-encoded in the SMTP URL.
+    let wrong = format!("smtp://nurture%40acme.example:nope@{}", smtp.addr);
+    let d = Daemon::start_args(&db, &rules(), None, &["--smtp-url", &wrong]);
+    let c = client();
+    post(
+        &c,
+        &d.url("/v1/events"),
+        &identify("a", "a@leads.example", "opted_in"),
+    );
+    eventually(20, "a refused login, retried", || {
+        let m = c.get(d.url("/metrics")).send().unwrap().text().unwrap();
+        (metric(&m, "nurture_emails_retried_total") >= 1.0).then_some(())
+    });
+    assert!(smtp.messages().is_empty());
+    d.stop();
+    // The right password: the waiting message goes out.
+    let right = format!("smtp://nurture%40acme.example:p%40ss%3Aword@{}", smtp.addr);
+    let d = Daemon::start_args(&db, &rules(), None, &["--smtp-url", &right]);
+    let got = wait_for_messages(&smtp, 1, 30);
+    assert_eq!(got[0].to, vec!["a@leads.example".to_string()]);
+    d.stop();
+}

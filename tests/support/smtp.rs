@@ -2,7 +2,7 @@
 //! one thread per connection. It keeps every message it accepts, and refuses
 //! recipients whose address starts with `bounce` with 550 (a hard bounce).
 
-use mailin::{response, Action, Handler, Response, SessionBuilder};
+use mailin::{response, Action, AuthMechanism, Handler, Response, SessionBuilder};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,9 +46,28 @@ pub struct SmtpServer {
 struct Conn {
     received: Arc<Mutex<Vec<Received>>>,
     current: Option<Received>,
+    /// `(user, password)` the server requires (AUTH PLAIN), if any.
+    login: Option<(String, String)>,
+    authenticated: bool,
 }
 
 impl Handler for Conn {
+    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> Response {
+        match &self.login {
+            Some((u, p)) if u == user && p == password => {
+                self.authenticated = true;
+                response::AUTH_OK
+            }
+            _ => response::INVALID_CREDENTIALS,
+        }
+    }
+    fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
+        if self.login.is_some() && !self.authenticated {
+            response::AUTHENTICATION_REQUIRED
+        } else {
+            response::OK
+        }
+    }
     fn rcpt(&mut self, to: &str) -> Response {
         if to.trim_start_matches('<').starts_with("bounce") {
             response::NO_MAILBOX
@@ -80,15 +99,24 @@ impl Handler for Conn {
 
 impl SmtpServer {
     pub fn start() -> SmtpServer {
-        SmtpServer::on(TcpListener::bind("127.0.0.1:0").unwrap())
+        SmtpServer::on(TcpListener::bind("127.0.0.1:0").unwrap(), None)
     }
 
     /// On a given port (to bring a server "back up" where one was expected).
     pub fn start_on(port: u16) -> SmtpServer {
-        SmtpServer::on(TcpListener::bind(("127.0.0.1", port)).unwrap())
+        SmtpServer::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), None)
     }
 
-    fn on(listener: TcpListener) -> SmtpServer {
+    /// One that takes mail only after AUTH PLAIN with these credentials
+    /// (offered without TLS: this is a test server on loopback).
+    pub fn start_with_login(user: &str, password: &str) -> SmtpServer {
+        SmtpServer::on(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            Some((user.to_string(), password.to_string())),
+        )
+    }
+
+    fn on(listener: TcpListener, login: Option<(String, String)>) -> SmtpServer {
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -101,6 +129,8 @@ impl SmtpServer {
                         let conn = Conn {
                             received: r.clone(),
                             current: None,
+                            login: login.clone(),
+                            authenticated: false,
                         };
                         let s = s.clone();
                         std::thread::spawn(move || {
@@ -136,7 +166,13 @@ impl Drop for SmtpServer {
 fn serve(stream: TcpStream, ip: IpAddr, conn: Conn, stop: &AtomicBool) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut session = SessionBuilder::new("test-smtp").build(ip, conn);
+    let mut builder = SessionBuilder::new("test-smtp");
+    if conn.login.is_some() {
+        builder
+            .enable_auth(AuthMechanism::Plain)
+            .insecure_enable_plaintext_auth();
+    }
+    let mut session = builder.build(ip, conn);
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     session.greeting().write_to(&mut writer)?;
