@@ -986,3 +986,47 @@ fn garbage_events_never_panic() {
         );
     }
 }
+
+#[test]
+fn gen_prints_the_same_workload_for_the_same_seed_and_simulate_reads_it() {
+    let args = ["gen", "--leads", "50", "--events", "2000", "--seed", "9"];
+    let a = nurture(&args);
+    assert_eq!(a.code, Some(0), "{}", a.stderr);
+    assert_eq!(a.stdout, nurture(&args).stdout, "deterministic");
+    let other = nurture(&["gen", "--leads", "50", "--events", "2000", "--seed", "10"]);
+    assert_ne!(a.stdout, other.stdout, "the seed matters");
+
+    let lines: Vec<serde_json::Value> = a
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2000);
+    let leads: std::collections::BTreeSet<&str> =
+        lines.iter().map(|e| e["lead"].as_str().unwrap()).collect();
+    assert!(leads.len() <= 50 && leads.len() > 40, "{}", leads.len());
+    for kind in [
+        "identify",
+        "page_viewed",
+        "form_submitted",
+        "email_clicked",
+        "sales_feedback",
+    ] {
+        assert!(
+            lines.iter().any(|e| e["type"] == kind),
+            "the mix has {kind}"
+        );
+    }
+
+    // What it prints is input for the other commands.
+    let tmp = tempfile::tempdir().unwrap();
+    let events = tmp.path().join("events.jsonl");
+    std::fs::write(&events, &a.stdout).unwrap();
+    let sim = nurture(&["simulate", "rules", "--events", events.to_str().unwrap()]);
+    assert_eq!(sim.code, Some(0), "{}", sim.stderr);
+    assert_eq!(sim.stdout.lines().count(), leads.len());
+
+    let bad = nurture(&["gen", "--start", "yesterday"]);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("--start"), "{}", bad.stderr);
+}

@@ -53,6 +53,21 @@ enum Command {
     /// Work on a WASM scoring plugin.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print a deterministic workload of lead events as JSON Lines (for
+    /// benchmarks and load tests): the same seed gives the same events.
+    Gen {
+        /// How many distinct leads.
+        #[arg(long, default_value_t = 1000)]
+        leads: usize,
+        /// How many events.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Time of the first event (RFC 3339); later ones follow 1–30 s apart.
+        #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+        start: String,
+    },
     /// Run the daemon: HTTP API, durable storage, scheduler.
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
@@ -114,6 +129,12 @@ pub fn main() -> ExitCode {
         Command::Simulate { dir, events, until } => simulate(&dir, &events, until.as_deref()),
         Command::Test { dir } => test(&dir),
         Command::Plugin(PluginCommand::Run(a)) => plugin::run(a),
+        Command::Gen {
+            leads,
+            events,
+            seed,
+            start,
+        } => gen(leads, events, seed, &start),
         Command::Serve(a) => serve(a),
         Command::Migrate { database_url } => migrate(&database_url),
         Command::Schema => {
@@ -124,6 +145,24 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn gen(leads: usize, events: u64, seed: u64, start: &str) -> ExitCode {
+    use std::io::Write as _;
+    let Ok(start) = crate::model::time::parse(start) else {
+        eprintln!("--start {start:?}: not an RFC 3339 time (e.g. 2026-01-01T00:00:00Z)");
+        return ExitCode::from(2);
+    };
+    let out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(out);
+    for e in crate::sim::gen::Gen::new(seed, leads, start).take(events as usize) {
+        if writeln!(out, "{}", e.to_json()).is_err() {
+            // The reader went away (e.g. `| head`): stop quietly.
+            return ExitCode::SUCCESS;
+        }
+    }
+    let _ = out.flush();
+    ExitCode::SUCCESS
 }
 
 fn load(dir: &Path) -> Result<Ruleset, ExitCode> {

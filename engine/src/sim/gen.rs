@@ -1,6 +1,6 @@
-//! A deterministic workload: `n_leads` leads producing `n_events` events of a
-//! realistic mix (identify, page views, forms, email clicks), the same for
-//! the same seed. Used by benchmarks.
+//! A deterministic workload: `n_leads` leads producing events of a realistic
+//! mix (identify, page views, forms, email clicks, sales feedback), the same
+//! for the same seed. Used by benchmarks and `nurture gen`.
 
 use crate::model::{time::Timestamp, Event};
 use serde_json::{json, Map, Value};
@@ -32,13 +32,39 @@ const PATHS: [&str; 6] = [
 ];
 const INDUSTRIES: [&str; 4] = ["software", "fintech", "retail", "health"];
 
+/// `n_events` events; see [`Gen`].
 pub fn generate(seed: u64, n_leads: usize, n_events: usize, start: Timestamp) -> Vec<Event> {
-    let mut rng = Rng(seed);
-    let mut out = Vec::with_capacity(n_events);
-    let mut at = start;
-    for i in 0..n_events {
-        at += chrono::Duration::seconds(1 + rng.below(30) as i64);
-        let lead = format!("lead-{:06}", rng.below(n_leads.max(1) as u64));
+    Gen::new(seed, n_leads, start).take(n_events).collect()
+}
+
+/// An endless stream of events over `n_leads` leads, one to 30 seconds apart
+/// from `start`: 10 % identify, 70 % page views, 10 % form fills, 8 % email
+/// clicks, 2 % sales feedback. Streams, so `nurture gen` can write millions.
+pub struct Gen {
+    rng: Rng,
+    n_leads: u64,
+    at: Timestamp,
+    i: u64,
+}
+
+impl Gen {
+    pub fn new(seed: u64, n_leads: usize, start: Timestamp) -> Gen {
+        Gen {
+            rng: Rng(seed),
+            n_leads: n_leads.max(1) as u64,
+            at: start,
+            i: 0,
+        }
+    }
+}
+
+impl Iterator for Gen {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        let rng = &mut self.rng;
+        self.at += chrono::Duration::seconds(1 + rng.below(30) as i64);
+        let lead = format!("lead-{:06}", rng.below(self.n_leads));
         let roll = rng.below(100);
         let (kind, properties, traits) = match roll {
             0..=9 => {
@@ -72,18 +98,28 @@ pub fn generate(seed: u64, n_leads: usize, n_events: usize, start: Timestamp) ->
                 );
                 ("form_submitted", p, Map::new())
             }
-            _ => ("email_clicked", Map::new(), Map::new()),
+            90..=97 => ("email_clicked", Map::new(), Map::new()),
+            _ => {
+                // Sales' answer; ignored (and noted) for leads sales does not own.
+                let mut p = Map::new();
+                p.insert(
+                    "status".into(),
+                    json!(["accepted", "won", "rejected", "lost"][rng.below(4) as usize]),
+                );
+                ("sales_feedback", p, Map::new())
+            }
         };
-        out.push(Event {
-            id: format!("ev-{i}"),
+        let e = Event {
+            id: format!("ev-{}", self.i),
             lead,
             kind: kind.to_string(),
-            at,
+            at: self.at,
             properties,
             traits,
-        });
+        };
+        self.i += 1;
+        Some(e)
     }
-    out
 }
 
 /// The workload as JSON Lines.
