@@ -5,6 +5,7 @@
 //!
 //! 1. batch ingest: 100,000 events in batches of 500 from 4 clients; the rate
 //!    at which they are acknowledged (durable), and at which they are applied;
+//!    on SQLite also the same rows inserted by a plain sqlx loop, for scale;
 //! 2. single-event POSTs from 4 clients;
 //! 3. event-to-stage-change latency: probes that move a new lead to `lead`,
 //!    sent while a background load of 1,000 events/s runs; p50 and p99 from
@@ -124,6 +125,19 @@ async fn bench_backend(name: &str, url: String) {
         n as f64 / applied.as_secs_f64()
     );
 
+    // 1b. The same rows inserted by a plain sqlx loop into a fresh SQLite
+    //     file with the same schema and durability: the floor for "store an
+    //     event" that ingest (HTTP, JSON, checks, and processing alongside)
+    //     is compared with.
+    if name == "sqlite" {
+        let raw = raw_sqlite_inserts(&events).await;
+        let ours = n as f64 / acked.as_secs_f64();
+        println!(
+            "{name}: plain sqlx insert loop, same {n} rows, a transaction per 500, same schema and synchronous = FULL: {raw:.0} rows/s; nurture's batch ingest reaches {:.0} % of it",
+            100.0 * ours / raw
+        );
+    }
+
     // 2. One event per POST.
     let m = 4_000;
     let start = Instant::now();
@@ -199,6 +213,63 @@ async fn bench_backend(name: &str, url: String) {
     );
     let _ = stop_tx.send(());
     let _ = server.await;
+}
+
+/// Inserts `events` into the `events` table of a new SQLite file, one
+/// `INSERT` per row, a transaction per 500; returns rows/s.
+async fn raw_sqlite_inserts(events: &[nurture::model::Event]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("raw.db").display());
+    // The daemon's own connection settings and migrations: the same schema,
+    // WAL and synchronous = FULL.
+    let store = nurture::store::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{url}?mode=rw"))
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String, i64, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.id.clone(),
+                e.lead.clone(),
+                e.kind.clone(),
+                e.at.timestamp_millis(),
+                e.to_json().to_string(),
+            )
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let start = Instant::now();
+    for chunk in rows.chunks(500) {
+        let mut tx = pool.begin().await.unwrap();
+        for (id, lead, kind, at, payload) in chunk {
+            sqlx::query(
+                "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(lead)
+            .bind(kind)
+            .bind(at)
+            .bind(payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    rows.len() as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn wait_ready(c: &reqwest::Client, base: &str) {

@@ -277,7 +277,10 @@ async fn deliver(
             );
         }
     }
+    let mut detail = detail;
     if row.uncertain {
+        // On the timeline too, so a repeat can be told from a double send.
+        detail["uncertain"] = json!(true);
         if transport.already_sent(&m) {
             metrics.emails_sent.inc();
             return (MailOutcome::Sent { detail }, None);
