@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Most events applied in one transaction. With SQLite's one writer, a step
-/// holds off ingest for its length: 200 keeps that to ~40 ms (batch ingest
-/// 10,000 → 24,000 events/s acknowledged against 500) at ~5 % of
-/// processing throughput.
-pub const BATCH: i64 = 200;
+/// holds off ingest for its length: 100 keeps that to ~30 ms (batch ingest
+/// 10,000 → 28,000–33,000 events/s acknowledged against 500, docs/benchmarks.md)
+/// and processing throughput did not measurably fall.
+pub const BATCH: i64 = 100;
 
 pub struct Processor {
     pub store: Store,
