@@ -2,7 +2,7 @@
 //! feedback.
 
 use super::ingest::accept;
-use super::ApiError;
+use super::{request_event_id, stored_lead, ApiError};
 use crate::daemon::AppState;
 use crate::model::{Event, FeedbackStatus};
 use axum::body::Bytes;
@@ -16,11 +16,7 @@ pub async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let lead = s
-        .store
-        .lead(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("lead"))?;
+    let lead = stored_lead(&s, &id).await?;
     Ok(Json(crate::sim::lead_detail(&lead)))
 }
 
@@ -37,9 +33,7 @@ pub async fn timeline(
     Path(id): Path<String>,
     Query(q): Query<TimelineQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if s.store.lead(&id).await?.is_none() {
-        return Err(ApiError::not_found("lead"));
-    }
+    stored_lead(&s, &id).await?;
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let entries = s.store.timeline(&id, q.after.unwrap_or(0), limit).await?;
     Ok(Json(json!({"lead": id, "entries": entries})))
@@ -134,20 +128,9 @@ pub async fn feedback(
             return Err(ApiError::bad(field, "must be a string"));
         }
     }
-    if s.store.lead(&id).await?.is_none() {
-        return Err(ApiError::not_found("lead"));
-    }
+    stored_lead(&s, &id).await?;
     let now = chrono::Utc::now();
-    let event_id = v
-        .get("id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            format!(
-                "feedback:{id}:{}",
-                now.timestamp_nanos_opt().unwrap_or_default()
-            )
-        });
+    let event_id = request_event_id(&v, &format!("feedback:{id}"), now);
     let mut props = serde_json::Map::new();
     for field in ["status", "reason", "owner"] {
         if let Some(x) = v.get(field) {

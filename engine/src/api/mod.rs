@@ -178,6 +178,30 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The stored lead, or 404.
+pub(crate) async fn stored_lead(
+    s: &AppState,
+    id: &str,
+) -> Result<crate::model::LeadState, ApiError> {
+    s.store
+        .lead(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("lead"))
+}
+
+/// The id a request gives its event (`"id"`, to make retries safe), or a
+/// fresh one: `prefix:` and the time.
+pub(crate) fn request_event_id(
+    v: &serde_json::Value,
+    prefix: &str,
+    now: crate::model::time::Timestamp,
+) -> String {
+    v.get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{prefix}:{}", now.timestamp_nanos_opt().unwrap_or_default()))
+}
+
 /// Parses a request body as JSON, naming where it breaks.
 pub(crate) fn parse_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {

@@ -6,7 +6,7 @@
 //! in arrival order, so of many concurrent claims exactly one wins.
 
 use super::ingest::accept;
-use super::{parse_body, ApiError};
+use super::{parse_body, request_event_id, stored_lead, ApiError};
 use crate::daemon::AppState;
 use crate::model::Event;
 use axum::body::Bytes;
@@ -93,11 +93,7 @@ pub async fn claim(
         return Err(ApiError::bad("id", "must be a string"));
     }
     let owner = known_owner(&s, v.get("owner").and_then(Value::as_str))?;
-    let lead = s
-        .store
-        .lead(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("lead"))?;
+    let lead = stored_lead(&s, &id).await?;
     match lead.owner.as_deref() {
         // A retry of a claim that won.
         Some(o) if o == owner => {
@@ -123,16 +119,7 @@ pub async fn claim(
     }
 
     let now = chrono::Utc::now();
-    let event_id = v
-        .get("id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            format!(
-                "claim:{id}:{owner}:{}",
-                now.timestamp_nanos_opt().unwrap_or_default()
-            )
-        });
+    let event_id = request_event_id(&v, &format!("claim:{id}:{owner}"), now);
     let ev =
         json!({"id": event_id, "lead": id, "type": "sales_claim", "properties": {"owner": owner}});
     let e = Event::from_json(&ev, Some(now)).map_err(|e| ApiError::bad(e.field, e.message))?;
@@ -153,11 +140,7 @@ pub async fn claim(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let lead = s
-        .store
-        .lead(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("lead"))?;
+    let lead = stored_lead(&s, &id).await?;
     match lead.owner.as_deref() {
         Some(o) if o == owner => Ok((StatusCode::OK, Json(crate::sim::lead_detail(&lead)))),
         Some(_) => Err(conflict("the lead is already claimed")),

@@ -257,7 +257,7 @@ async fn deliver(
             );
         }
     };
-    let detail = json!({"message_id": m.message_id, "what": m.what});
+    let mut detail = json!({"message_id": m.message_id, "what": m.what});
     // Consent may have been withdrawn, or the lead erased, since the step
     // was decided.
     if m.is_marketing() {
@@ -277,7 +277,6 @@ async fn deliver(
             );
         }
     }
-    let mut detail = detail;
     if row.uncertain {
         // On the timeline too, so a repeat can be told from a double send.
         detail["uncertain"] = json!(true);

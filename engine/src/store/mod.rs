@@ -224,45 +224,56 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let mut counts = Vec::with_capacity(groups.len());
         for (events, received_at) in groups {
-            let mut inserted = 0;
-            // Keep each statement well under both databases' parameter limits.
-            for chunk in events.chunks(300) {
-                let mut q = String::from(
-                    "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ",
-                );
-                for i in 0..chunk.len() {
-                    let b = i * 6;
-                    if i > 0 {
-                        q.push(',');
-                    }
-                    q.push_str(&format!(
-                        "(${},${},${},${},${},${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6
-                    ));
-                }
-                q.push_str(" ON CONFLICT (id) DO NOTHING");
-                let sql = self.sql(&q);
-                let mut query = sqlx::query(&sql);
-                for e in chunk {
-                    query = query
-                        .bind(e.id.clone())
-                        .bind(e.lead.clone())
-                        .bind(e.kind.clone())
-                        .bind(millis(&e.at))
-                        .bind(e.to_json().to_string())
-                        .bind(millis(received_at));
-                }
-                inserted += query.execute(&mut *tx).await?.rows_affected();
-            }
-            counts.push(inserted);
+            counts.push(self.insert_events_in(&mut tx, events, *received_at).await?);
         }
         tx.commit().await?;
         Ok(counts)
+    }
+
+    /// Appends events within a transaction (ids seen before are skipped);
+    /// returns how many were new.
+    pub(crate) async fn insert_events_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        events: &[Event],
+        received_at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut inserted = 0;
+        // Keep each statement well under both databases' parameter limits.
+        for chunk in events.chunks(300) {
+            let mut q = String::from(
+                "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                if i > 0 {
+                    q.push(',');
+                }
+                q.push_str(&format!(
+                    "(${},${},${},${},${},${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            q.push_str(" ON CONFLICT (id) DO NOTHING");
+            let sql = self.sql(&q);
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(e.id.clone())
+                    .bind(e.lead.clone())
+                    .bind(e.kind.clone())
+                    .bind(millis(&e.at))
+                    .bind(e.to_json().to_string())
+                    .bind(millis(&received_at));
+            }
+            inserted += query.execute(&mut *conn).await?.rows_affected();
+        }
+        Ok(inserted)
     }
 
     /// Events not yet applied, and scheduled work, for metrics.

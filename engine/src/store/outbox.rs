@@ -129,20 +129,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for e in events {
-            let sql = self.sql(
-                "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-            );
-            sqlx::query(&sql)
-                .bind(e.id.clone())
-                .bind(e.lead.clone())
-                .bind(e.kind.clone())
-                .bind(millis(&e.at))
-                .bind(e.to_json().to_string())
-                .bind(millis(&now))
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.insert_events_in(&mut tx, events, now).await?;
         let sent: Vec<i64> = outcomes
             .iter()
             .filter(|(_, o)| matches!(o, MailOutcome::Sent { .. }))
