@@ -222,20 +222,6 @@ impl Store {
             .await?;
         Ok(row.try_get(0)?)
     }
-
-    /// Outbox rows of a kind, oldest first: (state, payload, attempts). For
-    /// tests and audits.
-    pub async fn outbox_rows(&self, kind: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let sql =
-            self.sql("SELECT state, payload, attempts FROM outbox WHERE kind = $1 ORDER BY seq");
-        let rows = sqlx::query(&sql)
-            .bind(kind.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
-    }
 }
 
 /// `1,2,3`: sequence numbers are integers from the database, safe to inline.
