@@ -1029,4 +1029,35 @@ fn gen_prints_the_same_workload_for_the_same_seed_and_simulate_reads_it() {
     let bad = nurture(&["gen", "--start", "yesterday"]);
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("--start"), "{}", bad.stderr);
+
+    // --span packs the same leads and kinds into the span asked for.
+    let dense = nurture(&[
+        "gen", "--leads", "50", "--events", "2000", "--seed", "9", "--span", "1h",
+    ]);
+    assert_eq!(dense.code, Some(0), "{}", dense.stderr);
+    let dense: Vec<serde_json::Value> = dense
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let strip = |e: &serde_json::Value| {
+        let mut e = e.clone();
+        e.as_object_mut().unwrap().remove("at");
+        e
+    };
+    assert_eq!(
+        dense.iter().map(strip).collect::<Vec<_>>(),
+        lines.iter().map(strip).collect::<Vec<_>>()
+    );
+    let at = |e: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap()
+    };
+    let span = at(&dense[1999]) - at(&dense[0]);
+    assert!(
+        span > chrono::Duration::minutes(50) && span < chrono::Duration::minutes(70),
+        "{span}"
+    );
+    let bad = nurture(&["gen", "--span", "soon"]);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("--span"), "{}", bad.stderr);
 }

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use support::*;
@@ -36,6 +36,24 @@ fn simulate_fields(v: &Value) -> Value {
     )
 }
 
+/// What `simulate --until now` prints for the rules and events, lead by lead.
+fn simulate_until_now(rules: &Path, events: &Path) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["simulate"])
+        .arg(rules)
+        .arg("--events")
+        .arg(events)
+        .args(["--until", &now_rfc3339(0)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn ingest_gives_the_same_state_as_simulate() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,20 +80,7 @@ fn ingest_gives_the_same_state_as_simulate() {
                 return None;
             }
             // Due work (the nightly decay, SLA timers) runs up to now in both.
-            let out = Command::new(BIN)
-                .args(["simulate"])
-                .arg(&rules)
-                .arg("--events")
-                .arg(&events_file)
-                .args(["--until", &now_rfc3339(0)])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            let expected: Vec<Value> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
+            let expected = simulate_until_now(&rules, &events_file);
             let got: Vec<Value> = expected
                 .iter()
                 .map(|e| {
@@ -85,6 +90,51 @@ fn ingest_gives_the_same_state_as_simulate() {
                 })
                 .collect();
             (got == expected).then_some(())
+        });
+        d.stop();
+    }
+}
+
+/// A nightly `schedule` tick over more leads than one step takes (1,000)
+/// runs in parts, a step each, and ends exactly where `simulate` does.
+#[test]
+fn a_tick_over_more_leads_than_one_step_takes_matches_simulate() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = repo().join("rules");
+    let events_file = dir.path().join("events.jsonl");
+    // ~1,800 leads over about a day, 40 days ago: from the 31st night on,
+    // the nightly decay (rules/scoring.yaml) takes points from every one.
+    let start = now_rfc3339(-40 * 86_400);
+    let out = Command::new(BIN)
+        .args(["gen", "--leads", "2000", "--events", "5000", "--seed", "5"])
+        .args(["--start", &start])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&events_file, &out.stdout).unwrap();
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for db in backends("tick_in_parts", dir.path()) {
+        let d = Daemon::start(&db, &rules, None);
+        let c = client();
+        // One batch, so the daemon sees them in the order `simulate` does.
+        let (s, r) = post(&c, &d.url("/v1/events"), &json!({ "batch": events }));
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        eventually(180, "the daemon to match simulate", || {
+            if pending(&c, &d) > 0.0 {
+                return None;
+            }
+            let expected = simulate_until_now(&rules, &events_file);
+            assert!(expected.len() > 1_500, "{} leads", expected.len());
+            // Stop at the first difference: the tick may still be going on.
+            let same = expected.iter().all(|e| {
+                lead(&c, &d, e["lead"].as_str().unwrap()).map(|v| simulate_fields(&v))
+                    == Some(e.clone())
+            });
+            same.then_some(())
         });
         d.stop();
     }

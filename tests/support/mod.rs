@@ -28,6 +28,8 @@ pub struct Daemon {
     pub base: String,
     /// Where its `.eml` files go unless it was given `--smtp-url`.
     pub outbox: tempfile::TempDir,
+    /// Its log file, if it was started with one: shown when a test fails.
+    log: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -52,6 +54,25 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::spawn(db, rules, token, args, env, Stdio::inherit())
+    }
+
+    /// With its log (stderr) written to `log`, for tests that read it.
+    pub fn start_logged(db: &str, rules: &Path, args: &[&str], log: &Path) -> Daemon {
+        let file = std::fs::File::create(log).expect("create the daemon's log file");
+        let mut d = Daemon::spawn(db, rules, None, args, &[], Stdio::from(file));
+        d.log = Some(log.to_path_buf());
+        d
+    }
+
+    fn spawn(
+        db: &str,
+        rules: &Path,
+        token: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Daemon {
         let outbox = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
@@ -64,7 +85,7 @@ impl Daemon {
             .env_remove("NURTURE_SMTP_URL")
             .env("NURTURE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         if let Some(t) = token {
             cmd.args(["--api-token", t]);
         }
@@ -86,6 +107,7 @@ impl Daemon {
             child,
             base,
             outbox,
+            log: None,
         }
     }
 
@@ -112,6 +134,13 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the daemon said last.
+        if let (true, Some(log)) = (std::thread::panicking(), &self.log) {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- last lines of {} ---\n{tail}\n---", log.display());
+        }
     }
 }
 

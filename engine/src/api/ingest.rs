@@ -3,6 +3,7 @@
 
 use super::{parse_body, ApiError};
 use crate::daemon::AppState;
+use crate::model::time::Timestamp;
 use crate::model::Event;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,8 +15,16 @@ pub async fn events(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let v = parse_body(&body)?;
     let now = chrono::Utc::now();
+    let events = parse_events(&body, now)?;
+    accept(&state, events, now).await
+}
+
+/// Parses a `POST /v1/events` body (one event or `{"batch": [...]}`) into
+/// checked events, or the first problem with its field (`batch[3].lead`).
+/// Pure: the handler and the fuzzer run the same code.
+pub fn parse_events(body: &[u8], now: Timestamp) -> Result<Vec<Event>, ApiError> {
+    let v = parse_body(body)?;
     let items: Vec<&Value> = match &v {
         Value::Object(m) if m.contains_key("batch") => match &m["batch"] {
             Value::Array(a) => a.iter().collect(),
@@ -39,21 +48,21 @@ pub async fn events(
             }
         }
     }
-    accept(&state, events, now).await
+    Ok(events)
 }
 
 /// Stores checked events and answers 202 with what was new.
 pub(crate) async fn accept(
     state: &AppState,
     events: Vec<Event>,
-    now: crate::model::time::Timestamp,
+    now: Timestamp,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let total = events.len() as u64;
-    let inserted = state.ingest.submit(events, now).await.map_err(|e| {
-        tracing::error!(error = %e, "events not stored");
+    // Not stored, not acknowledged: the client hears why and retries.
+    let inserted = state.ingest.submit(events, now).await.map_err(|cause| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "events not stored; retry later",
+            format!("events not stored: {cause}; retry later"),
         )
     })?;
     state.metrics.events_ingested.inc_by(inserted);

@@ -7,6 +7,10 @@ mod routing;
 mod segment;
 mod unsubscribe;
 
+/// The request parsers, pure: what a body becomes before anything is stored.
+pub use ingest::parse_events;
+pub use segment::{parse_batch as parse_segment_batch, parse_call as parse_segment_call};
+
 use crate::daemon::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -87,7 +91,7 @@ impl From<crate::store::StoreError> for ApiError {
         tracing::error!(error = %e, "storage error");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "storage unavailable; retry later",
+            format!("storage unavailable: {}; retry later", e.cause()),
         )
     }
 }
@@ -152,16 +156,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Liveness plus the backlog: events accepted but not applied, work stored.
+/// 503 while the database cannot be read, or refuses writes (disk full,
+/// read-only): after a write failed, each check tries one small write, so
+/// the status comes back by itself once the database takes writes again.
 async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.queue_depth().await {
-        Ok((pending, due)) => (
+    let write_error = match state.metrics.storage_error() {
+        None => None,
+        Some(_) => match state.store.probe_write().await {
+            Ok(()) => {
+                state.metrics.storage_ok();
+                None
+            }
+            Err(e) => {
+                let cause = e.cause();
+                state.metrics.storage_failed(cause.clone());
+                Some(cause)
+            }
+        },
+    };
+    match (state.store.queue_depth().await, write_error) {
+        (Ok((pending, due)), None) => (
             StatusCode::OK,
             Json(json!({"status": "ok", "events_pending": pending, "due_work": due})),
         )
             .into_response(),
-        Err(e) => (
+        (Ok((pending, due)), Some(cause)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": e.to_string()})),
+            Json(json!({"status": "unavailable", "error": format!("database refuses writes: {cause}"),
+                "events_pending": pending, "due_work": due})),
+        )
+            .into_response(),
+        (Err(e), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "error": e.cause()})),
         )
             .into_response(),
     }

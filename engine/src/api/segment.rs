@@ -5,6 +5,7 @@
 use super::ingest::accept;
 use super::{parse_body, ApiError};
 use crate::daemon::AppState;
+use crate::model::time::Timestamp;
 use crate::model::Event;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -35,11 +36,24 @@ pub async fn batch(
     State(s): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let v = parse_body(&body)?;
+    let now = chrono::Utc::now();
+    let events = parse_batch(&body, now)?;
+    accept(&s, events, now).await
+}
+
+async fn one(s: &AppState, kind: &str, body: &[u8]) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let now = chrono::Utc::now();
+    let e = parse_call(kind, body, now)?;
+    accept(s, vec![e], now).await
+}
+
+/// Parses a Segment `batch` body into events, or the first problem with its
+/// field. Pure, like [`super::ingest::parse_events`].
+pub fn parse_batch(body: &[u8], now: Timestamp) -> Result<Vec<Event>, ApiError> {
+    let v = parse_body(body)?;
     let Some(items) = v.get("batch").and_then(Value::as_array) else {
         return Err(ApiError::bad("batch", "must be a list of calls"));
     };
-    let now = chrono::Utc::now();
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let kind = item.get("type").and_then(Value::as_str).unwrap_or("");
@@ -47,22 +61,17 @@ pub async fn batch(
             .map_err(|(f, m)| ApiError::bad(format!("batch[{i}].{f}"), m).at(i))?;
         events.push(e);
     }
-    accept(&s, events, now).await
+    Ok(events)
 }
 
-async fn one(s: &AppState, kind: &str, body: &[u8]) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// Parses one Segment call (`identify`, `track` or `page`) into an event.
+pub fn parse_call(kind: &str, body: &[u8], now: Timestamp) -> Result<Event, ApiError> {
     let v = parse_body(body)?;
-    let now = chrono::Utc::now();
-    let e = to_event(kind, &v, now).map_err(|(f, m)| ApiError::bad(f, m))?;
-    accept(s, vec![e], now).await
+    to_event(kind, &v, now).map_err(|(f, m)| ApiError::bad(f, m))
 }
 
 /// Maps one Segment call to an event, or names the Segment field at fault.
-fn to_event(
-    kind: &str,
-    v: &Value,
-    now: crate::model::time::Timestamp,
-) -> Result<Event, (String, String)> {
+fn to_event(kind: &str, v: &Value, now: Timestamp) -> Result<Event, (String, String)> {
     let obj = v
         .as_object()
         .ok_or_else(|| (String::new(), "a call must be a JSON object".to_string()))?;

@@ -67,6 +67,10 @@ enum Command {
         /// Time of the first event (RFC 3339); later ones follow 1–30 s apart.
         #[arg(long, default_value = "2026-01-01T00:00:00Z")]
         start: String,
+        /// Spread the events over about this long instead (`30d`, `12h`):
+        /// a denser or sparser stream of the same leads and kinds.
+        #[arg(long)]
+        span: Option<String>,
     },
     /// Run the daemon: HTTP API, durable storage, scheduler.
     Serve(ServeArgs),
@@ -134,7 +138,8 @@ pub fn main() -> ExitCode {
             events,
             seed,
             start,
-        } => gen(leads, events, seed, &start),
+            span,
+        } => gen(leads, events, seed, &start, span.as_deref()),
         Command::Serve(a) => serve(a),
         Command::Migrate { database_url } => migrate(&database_url),
         Command::Schema => {
@@ -147,15 +152,25 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn gen(leads: usize, events: u64, seed: u64, start: &str) -> ExitCode {
+fn gen(leads: usize, events: u64, seed: u64, start: &str, span: Option<&str>) -> ExitCode {
     use std::io::Write as _;
     let Ok(start) = crate::model::time::parse(start) else {
         eprintln!("--start {start:?}: not an RFC 3339 time (e.g. 2026-01-01T00:00:00Z)");
         return ExitCode::from(2);
     };
+    let mut stream = crate::sim::gen::Gen::new(seed, leads, start);
+    if let Some(span) = span {
+        match span.parse::<crate::rules::config::DurationSpec>() {
+            Ok(d) => stream = stream.with_span(events, d.0),
+            Err(e) => {
+                eprintln!("--span: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let out = std::io::stdout().lock();
     let mut out = std::io::BufWriter::new(out);
-    for e in crate::sim::gen::Gen::new(seed, leads, start).take(events as usize) {
+    for e in stream.take(events as usize) {
         if writeln!(out, "{}", e.to_json()).is_err() {
             // The reader went away (e.g. `| head`): stop quietly.
             return ExitCode::SUCCESS;

@@ -2,8 +2,10 @@
 //! one transaction, so many small POSTs share one disk flush. A request is
 //! answered only after the transaction holding its events committed.
 
+use super::metrics::Metrics;
 use crate::model::{time::Timestamp, Event};
 use crate::store::Store;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events written in one group.
@@ -22,13 +24,14 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Starts the committer task.
-    pub fn start(store: Store) -> Ingestor {
+    pub fn start(store: Store, metrics: Arc<Metrics>) -> Ingestor {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(committer(store, rx));
+        tokio::spawn(committer(store, metrics, rx));
         Ingestor { tx }
     }
 
-    /// Stores `events` durably; returns how many were new.
+    /// Stores `events` durably; returns how many were new, or why they
+    /// were not stored (the database's words: "database or disk is full").
     pub async fn submit(&self, events: Vec<Event>, received_at: Timestamp) -> Result<u64, String> {
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -43,7 +46,7 @@ impl Ingestor {
     }
 }
 
-async fn committer(store: Store, mut rx: mpsc::Receiver<Job>) {
+async fn committer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut size = first.events.len();
         let mut jobs = vec![first];
@@ -63,14 +66,19 @@ async fn committer(store: Store, mut rx: mpsc::Receiver<Job>) {
             .collect();
         match store.insert_event_groups(&groups).await {
             Ok(counts) => {
+                metrics.storage_ok();
                 for (job, n) in jobs.into_iter().zip(counts) {
                     let _ = job.reply.send(Ok(n));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "storing events failed");
+                // Nothing of this group is acknowledged: its requests get
+                // the cause and retry.
+                let cause = e.cause();
+                tracing::error!(error = %e, "storing events failed; refused with 503: {cause}");
+                metrics.storage_failed(cause.clone());
                 for job in jobs {
-                    let _ = job.reply.send(Err(e.to_string()));
+                    let _ = job.reply.send(Err(cause.clone()));
                 }
             }
         }

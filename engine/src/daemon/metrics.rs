@@ -31,6 +31,10 @@ pub struct Metrics {
     pub webhook_attempts_failed: Counter,
     /// Webhooks given up after 24 hours of retries.
     pub webhooks_failed: Counter,
+    /// Database writes that failed (disk full, read-only, unreachable).
+    pub storage_errors: Counter,
+    /// Why the last write failed, until a write succeeds again (`/healthz`).
+    storage_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -56,6 +60,8 @@ impl Default for Metrics {
             webhooks_delivered: Counter::default(),
             webhook_attempts_failed: Counter::default(),
             webhooks_failed: Counter::default(),
+            storage_errors: Counter::default(),
+            storage_error: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -133,11 +139,40 @@ impl Default for Metrics {
             "Webhooks given up after retrying for 24 hours",
             m.webhooks_failed.clone(),
         );
+        registry.register(
+            "storage_errors",
+            "Database writes that failed (disk full, read-only, unreachable) and were refused or retried",
+            m.storage_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// A write failed: counted, and `/healthz` reports the cause until a
+    /// write succeeds.
+    pub fn storage_failed(&self, cause: String) {
+        self.storage_errors.inc();
+        *self.storage_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause);
+    }
+
+    /// A write was committed: the database takes writes.
+    pub fn storage_ok(&self) {
+        let mut g = self.storage_error.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_some() {
+            tracing::info!("database writes succeed again");
+            *g = None;
+        }
+    }
+
+    /// Why the last write failed, if none succeeded since.
+    pub fn storage_error(&self) -> Option<String> {
+        self.storage_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -215,7 +215,12 @@ pub async fn run(
         rules: handle.clone(),
         metrics: metrics.clone(),
     };
-    let proc_task = tokio::spawn(run_processor(processor, wake.clone(), stop_rx.clone()));
+    let proc_task = tokio::spawn(run_processor(
+        processor,
+        metrics.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
     let reload_task = tokio::spawn(reload::watch(
         cfg.rules.clone(),
         handle.clone(),
@@ -241,7 +246,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    let ingest = ingest::Ingestor::start(store.clone());
+    let ingest = ingest::Ingestor::start(store.clone(), metrics.clone());
     let state = AppState {
         store,
         rules: handle,
@@ -269,21 +274,42 @@ pub async fn run(
     Ok(())
 }
 
+/// The wait before retry `failures` of a database operation that failed:
+/// 1 s, 2 s, 4 s, 8 s, then every 10 s, so a full disk or a read-only
+/// database is neither hammered nor left unnoticed for long once it is back.
+pub(crate) fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << (failures.clamp(1, 5) - 1)).min(10))
+}
+
 async fn run_processor(
     p: processor::Processor,
+    metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return;
         }
         match p.step(chrono::Utc::now()).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
+            Ok(n) if n > 0 => {
+                failures = 0;
+                metrics.storage_ok();
+                continue;
+            }
+            Ok(_) => failures = 0,
             Err(e) => {
-                tracing::error!(error = %e, "processing step failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Nothing of the step was written; it is done again, whole.
+                failures += 1;
+                let wait = retry_delay(failures);
+                let cause = e.cause();
+                tracing::error!(error = %e, retry_in = ?wait, "processing step failed; retrying: {cause}");
+                metrics.storage_failed(cause);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
         }
@@ -327,5 +353,14 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn storage_retries_back_off_to_ten_seconds() {
+        let secs: Vec<u64> = (1..=7).map(|n| super::retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 10, 10, 10]);
     }
 }

@@ -6,7 +6,7 @@ use super::metrics::Metrics;
 use super::{Active, RulesHandle};
 use crate::eval::{Decision, Effect, Evaluator, Note, Timer};
 use crate::model::{time::Timestamp, LeadState};
-use crate::store::{StepTx, Store, StoreError, Writes};
+use crate::store::{EngineState, StepTx, Store, StoreError, Writes};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,6 +16,10 @@ use std::sync::Arc;
 /// 10,000 → 28,000–33,000 events/s acknowledged against 500, docs/benchmarks.md)
 /// and processing throughput did not measurably fall.
 pub const BATCH: i64 = 100;
+
+/// Most stored leads one step runs a `schedule` tick over; a longer tick goes
+/// on in the following steps, before anything else (docs/daemon.md).
+pub const TICK_CHUNK: i64 = 1_000;
 
 pub struct Processor {
     pub store: Store,
@@ -52,7 +56,11 @@ impl Processor {
         let active = self.rules.current();
         let eval = active.evaluator();
         let mut tx = StepTx::begin(&self.store).await?;
-        let (mut book, mut ticked_to) = tx.engine_state().await?;
+        let EngineState {
+            mut book,
+            mut ticked_to,
+            mut tick_after,
+        } = tx.engine_state().await?;
         let events = tx.pending_events(BATCH).await?;
         // With more events waiting than this batch holds, due work later than
         // the batch's last event waits for a later step, so order holds.
@@ -109,6 +117,15 @@ impl Processor {
                 .and_then(|from| eval.next_schedule(from))
                 .filter(|(a, _)| *a <= limit);
             let next = match (timer_at, tick, event_at) {
+                // A tick left part done by the last step goes on first.
+                _ if tick_after.is_some() => match ticked_to.and_then(|f| eval.next_schedule(f)) {
+                    Some((k, rules)) => Next::Tick(k, rules),
+                    None => {
+                        // The rules changed and schedule nothing more.
+                        tick_after = None;
+                        continue;
+                    }
+                },
                 (Some(t), Some((k, _)), _) if t <= k => Next::Timer,
                 (Some(_), None, _) => Next::Timer,
                 (_, Some((k, rules)), _) => Next::Tick(k, rules),
@@ -151,14 +168,23 @@ impl Processor {
                     }
                 }
                 Next::Tick(at, which) => {
-                    ticked_to = Some(at);
-                    // Every lead, stored or created in this step, in id order.
-                    let mut ids = tx.lead_ids().await?;
+                    // Leads in id order, TICK_CHUNK stored ones per step, so a
+                    // tick over a million leads never loads them all at once.
+                    let after = tick_after.take();
+                    let mut ids = tx.lead_ids_after(after.as_deref(), TICK_CHUNK).await?;
+                    // A full page may have more after it: stop at its last id.
+                    let cut = (ids.len() as i64 == TICK_CHUNK)
+                        .then(|| ids.last().cloned())
+                        .flatten();
+                    // Leads created in this step are not stored yet.
                     ids.extend(
                         st.leads
                             .iter()
                             .filter(|(_, s)| s.now.is_some())
-                            .map(|(id, _)| id.clone()),
+                            .map(|(id, _)| id)
+                            .filter(|id| after.as_deref().is_none_or(|a| id.as_str() > a))
+                            .filter(|id| cut.as_ref().is_none_or(|c| *id <= c))
+                            .cloned(),
                     );
                     ids.sort_unstable();
                     ids.dedup();
@@ -177,6 +203,13 @@ impl Processor {
                             self.absorb(&active, &mut st, at, lens, d);
                         }
                     }
+                    if let Some(cut) = cut {
+                        // Commit this part; the next step resumes after `cut`.
+                        tick_after = Some(cut);
+                        applied += 1;
+                        break;
+                    }
+                    ticked_to = Some(at);
                 }
             }
             applied += 1;
@@ -205,7 +238,12 @@ impl Processor {
             .map(|(_, t)| t)
             .collect();
         tx.write(&w, now).await?;
-        tx.set_engine_state(&book, ticked_to).await?;
+        tx.set_engine_state(&EngineState {
+            book,
+            ticked_to,
+            tick_after,
+        })
+        .await?;
         tx.commit().await?;
         let done = chrono::Utc::now();
         for received in latencies {

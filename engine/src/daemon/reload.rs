@@ -55,9 +55,21 @@ pub async fn watch(
             _ = hup_fut => true,
             _ = stop.changed() => return,
         };
-        let now = fingerprint(&dir);
+        let mut now = fingerprint(&dir);
         if !forced && now == seen {
             continue;
+        }
+        // A file being written shows as a change in size or time: wait for
+        // the directory to hold still (a tenth of a second, a few times at
+        // most) so that a half-written file, which may even parse (an empty
+        // one does), is not taken as the new rules.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let later = fingerprint(&dir);
+            if later == now {
+                break;
+            }
+            now = later;
         }
         seen = now;
         let d = dir.clone();

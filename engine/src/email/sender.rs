@@ -87,9 +87,15 @@ impl Sender {
         let wire = Arc::new(Semaphore::new(CONCURRENCY));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
-        let recorder = tokio::spawn(record(self.store.clone(), done_rx, in_flight.clone()));
+        let recorder = tokio::spawn(record(
+            self.store.clone(),
+            done_rx,
+            in_flight.clone(),
+            stop.clone(),
+        ));
         let renewer = tokio::spawn(renew(self.store.clone(), in_flight.clone()));
         let mut handled = 0;
+        let mut failures = 0u32;
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 break;
@@ -102,11 +108,18 @@ impl Sender {
             let now = chrono::Utc::now();
             let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
             let rows = match self.store.claim_mail(now, lease, CHUNK as i64).await {
-                Ok(rows) => rows,
+                Ok(rows) => {
+                    failures = 0;
+                    rows
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "claiming mail failed; retrying");
+                    failures += 1;
+                    let wait = crate::daemon::retry_delay(failures);
+                    let cause = e.cause();
+                    tracing::error!(error = %e, retry_in = ?wait, "claiming mail failed; retrying: {cause}");
+                    self.metrics.storage_failed(cause);
                     drop(room);
-                    if !idle(&mut stop, Duration::from_secs(1)).await {
+                    if !idle(&mut stop, wait).await {
                         break;
                     }
                     continue;
@@ -201,10 +214,14 @@ async fn idle(stop: &mut Option<watch::Receiver<bool>>, d: Duration) -> bool {
 }
 
 /// Commits outcomes as they arrive, all that are waiting in one transaction.
+/// A commit that fails is retried, until `stop`: then the rows stay
+/// `sending` and are sent again, with the same Message-ID, after a restart
+/// (or when their lease runs out), as after a crash.
 async fn record(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Done>,
     in_flight: Arc<Mutex<HashSet<i64>>>,
+    mut stop: Option<watch::Receiver<bool>>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut done = vec![first];
@@ -222,8 +239,15 @@ async fn record(
             .settle_mail(&outcomes, &bounces, chrono::Utc::now())
             .await
         {
-            tracing::error!(error = %e, "recording send outcomes failed; retrying");
-            tokio::time::sleep(wait).await;
+            let cause = e.cause();
+            if stop.as_ref().is_some_and(|s| *s.borrow()) {
+                tracing::error!(error = %e, rows = outcomes.len(), "stopping with send outcomes not recorded ({cause}); they go out again with the same Message-ID after a restart");
+                break;
+            }
+            tracing::error!(error = %e, retry_in = ?wait, "recording send outcomes failed; retrying: {cause}");
+            if !idle(&mut stop, wait).await {
+                continue;
+            }
             wait = (wait * 2).min(Duration::from_secs(10));
         }
         // Slots free up now.

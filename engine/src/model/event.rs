@@ -180,6 +180,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Found by fuzzing: a time with a fraction was stored as whole seconds,
+    /// so the event applied after a restart was not the one acknowledged.
+    #[test]
+    fn reads_back_unchanged_from_its_stored_form() {
+        for at in [
+            "2026-01-05T08:00:00Z",
+            "2026-01-05T08:00:00.5Z",
+            "2026-01-05T08:00:00.123456789+02:00",
+        ] {
+            let e = Event::from_json(
+                &json!({"id":"e1","lead":"u1","type":"x","at":at,"properties":{"n":1.25}}),
+                None,
+            )
+            .unwrap();
+            let stored: Value = serde_json::from_str(&e.to_json().to_string()).unwrap();
+            assert_eq!(Event::from_json(&stored, None).unwrap(), e, "{at}");
+        }
+        // Whole seconds keep their short form.
+        let e = Event::from_json(
+            &json!({"id":"e1","lead":"u1","type":"x","at":"2026-01-05T08:00:00.000Z"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.to_json()["at"], "2026-01-05T08:00:00Z");
+    }
+
     #[test]
     fn names_the_bad_field() {
         let e = Event::from_json(

@@ -5,9 +5,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// Every instant in Nurture is UTC.
 pub type Timestamp = DateTime<Utc>;
 
-/// RFC 3339, UTC with a `Z`, whole seconds: the form every output uses.
+/// RFC 3339, UTC with a `Z`: the form every output uses. Whole seconds print
+/// without a fraction; a time that has one keeps it (to the nanosecond), so
+/// what is stored reads back as the same instant.
 pub fn format(t: &Timestamp) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// Parses RFC 3339 (any offset) into UTC.

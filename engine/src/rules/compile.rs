@@ -165,6 +165,11 @@ impl Ruleset {
         compile(super::load_dir(dir))
     }
 
+    /// Compiles one rules file given as text; `path` names it in diagnostics.
+    pub fn from_text(path: &Path, text: &str) -> Result<Ruleset, Diagnostics> {
+        compile(super::load_text(path, text))
+    }
+
     /// Scoring rules triggered by an event type, in file order.
     pub fn scoring_for(&self, kind: &str) -> &[usize] {
         self.by_type

@@ -3,7 +3,7 @@
 //! item by item so that one run reports every error.
 
 use super::config::{self, RulesFile};
-use super::source::{Pos, Seg, SourceMap, YamlPath};
+use super::source::{within, Pos, Seg, SourceMap, YamlPath};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value as Yaml;
 use std::fmt;
@@ -111,9 +111,10 @@ impl Loaded {
     }
 
     pub fn diag(&self, loc: &Loc, pos: Pos, message: String) -> Diagnostic {
+        let f = &self.files[loc.file];
         Diagnostic {
-            file: self.files[loc.file].display.clone(),
-            pos,
+            file: f.display.clone(),
+            pos: f.map.within(pos),
             message,
         }
     }
@@ -198,10 +199,17 @@ pub fn read_yaml(path: &Path) -> Result<(String, Yaml, SourceMap), Diagnostic> {
         pos: Pos::START,
         message: format!("cannot read: {e}"),
     })?;
+    let (value, map) = parse_yaml(&display, &text)?;
+    Ok((display, value, map))
+}
+
+/// Parses YAML text into a value and its position index, or a diagnostic
+/// placed in `display` (the file's name as shown).
+pub fn parse_yaml(display: &str, text: &str) -> Result<(Yaml, SourceMap), Diagnostic> {
     let value: Yaml = if text.trim().is_empty() {
         Yaml::Null
     } else {
-        serde_yaml::from_str(&text).map_err(|e| {
+        serde_yaml::from_str(text).map_err(|e| {
             let message = strip_location(&e.to_string());
             let mut pos = e
                 .location()
@@ -212,17 +220,27 @@ pub fn read_yaml(path: &Path) -> Result<(String, Yaml, SourceMap), Diagnostic> {
                 .unwrap_or(Pos::START);
             // serde_yaml places a repeated key at its mapping; find the repeat.
             if message.contains("duplicate entry") {
-                pos = SourceMap::build(&text).duplicate_key_pos().unwrap_or(pos);
+                pos = SourceMap::build(text).duplicate_key_pos().unwrap_or(pos);
             }
             Diagnostic {
-                file: display.clone(),
-                pos,
+                file: display.to_string(),
+                pos: within(text, pos),
                 message: format!("YAML syntax: {message}"),
             }
         })?
     };
-    let map = SourceMap::build(&text);
-    Ok((display, value, map))
+    Ok((value, SourceMap::build(text)))
+}
+
+/// Reads one rules file given as text, as if it were the only file of a
+/// directory (`path` names it in diagnostics and anchors relative paths such
+/// as plugins' `wasm:`). For embedding and for the fuzzer.
+pub fn load_text(path: &Path, text: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    loaded.order.push(path.display().to_string());
+    let parsed = parse_yaml(&path.display().to_string(), text);
+    add_file(&mut loaded, path, parsed);
+    loaded
 }
 
 fn strip_location(msg: &str) -> String {
@@ -233,7 +251,13 @@ fn strip_location(msg: &str) -> String {
 }
 
 fn load_file(loaded: &mut Loaded, path: &Path) {
-    let (display, value, map) = match read_yaml(path) {
+    let parsed = read_yaml(path).map(|(_, value, map)| (value, map));
+    add_file(loaded, path, parsed);
+}
+
+fn add_file(loaded: &mut Loaded, path: &Path, parsed: Result<(Yaml, SourceMap), Diagnostic>) {
+    let display = path.display().to_string();
+    let (value, map) = match parsed {
         Ok(x) => x,
         Err(d) => {
             loaded.diagnostics.push(d);
@@ -328,7 +352,7 @@ pub fn deserialize_at<T: DeserializeOwned>(
         let (pos, message) = explain(map, &path, &msg);
         Diagnostic {
             file: file.to_string(),
-            pos,
+            pos: map.within(pos),
             message,
         }
     })
@@ -569,3 +593,44 @@ const _: fn() = || {
         settings: _,
     } = RulesFile::default();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: a flow mapping left open at the end of the file was
+    /// reported one line past the last.
+    #[test]
+    fn syntax_errors_point_inside_the_text() {
+        for text in [
+            "scoring:\n  - { name: a",
+            "scoring:\n  - { name: a\n",
+            "a: [\n",
+        ] {
+            let Err(d) = parse_yaml("r.yaml", text) else {
+                panic!("{text:?}: no syntax error");
+            };
+            let lines: Vec<&str> = text.split('\n').collect();
+            assert!(
+                d.pos.line >= 1 && d.pos.line <= lines.len(),
+                "{text:?}: {d}"
+            );
+            let width = lines[d.pos.line - 1].chars().count();
+            assert!(d.pos.col >= 1 && d.pos.col <= width + 1, "{text:?}: {d}");
+        }
+    }
+
+    /// Found by fuzzing: an empty value at the very end of a file was placed
+    /// on the line after it.
+    #[test]
+    fn shape_errors_point_inside_the_text() {
+        let text = "scoring:\n  - name:";
+        let Err(diags) = crate::rules::Ruleset::from_text(Path::new("r.yaml"), text) else {
+            panic!("no errors");
+        };
+        for d in &diags.0 {
+            assert_eq!(d.pos.line, 2, "{d}");
+            assert!(d.pos.col <= "  - name:".len() + 1, "{d}");
+        }
+    }
+}

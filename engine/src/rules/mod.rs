@@ -15,7 +15,10 @@ pub use compile::{
     Campaign, FitRule, Owner, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step,
     Trigger, WebhookTarget, DEFAULT_FUEL, DEFAULT_MEMORY, DEFAULT_TIMEOUT_MS,
 };
-pub use load::{collect_yaml, deserialize_at, load_dir, read_yaml, Diagnostic, Diagnostics};
+pub use load::{
+    collect_yaml, deserialize_at, load_dir, load_text, parse_yaml, read_yaml, Diagnostic,
+    Diagnostics,
+};
 
 /// The closest of `candidates` to `word`, if close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

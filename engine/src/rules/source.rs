@@ -84,6 +84,21 @@ pub struct SourceMap {
     duplicate: Option<Marker>,
 }
 
+/// `pos`, moved inside `text` if it lies past a line's or the text's end:
+/// parsers place some problems at the end of input, one line past the last;
+/// point at the end of the last line instead, a place an editor can show.
+pub fn within(text: &str, pos: Pos) -> Pos {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let line = pos.line.clamp(1, lines.len());
+    let width = lines[line - 1].trim_end_matches('\r').chars().count();
+    let col = if line < pos.line {
+        width + 1
+    } else {
+        pos.col.clamp(1, width + 1)
+    };
+    Pos { line, col }
+}
+
 fn pos(m: &Marker) -> Pos {
     // yaml-rust2 counts lines from 1 and columns from 0.
     Pos {
@@ -104,6 +119,11 @@ impl SourceMap {
             chars: text.chars().collect(),
             duplicate: b.duplicate,
         }
+    }
+
+    /// `pos`, moved inside this file's text (see [`within`]).
+    pub fn within(&self, pos: Pos) -> Pos {
+        within(&self.chars.iter().collect::<String>(), pos)
     }
 
     /// Where the first key repeated in its mapping is (serde_yaml reports

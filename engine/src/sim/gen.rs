@@ -45,6 +45,9 @@ pub struct Gen {
     n_leads: u64,
     at: Timestamp,
     i: u64,
+    /// Milliseconds per unit of gap (1–30 units between events): 1,000 by
+    /// default; smaller to pack many events into a shorter span.
+    unit_ms: i64,
 }
 
 impl Gen {
@@ -54,7 +57,18 @@ impl Gen {
             n_leads: n_leads.max(1) as u64,
             at: start,
             i: 0,
+            unit_ms: 1_000,
         }
+    }
+
+    /// Spreads `n_events` events over about `span` instead of 1–30 s apart
+    /// (the gaps keep their shape, scaled; at least 1 ms each). The same
+    /// seed gives the same leads and kinds as without a span.
+    pub fn with_span(mut self, n_events: u64, span: chrono::Duration) -> Gen {
+        // The gaps average 15.5 units.
+        let per_event = span.num_milliseconds() as f64 / n_events.max(1) as f64;
+        self.unit_ms = ((per_event / 15.5).round() as i64).max(1);
+        self
     }
 }
 
@@ -63,7 +77,7 @@ impl Iterator for Gen {
 
     fn next(&mut self) -> Option<Event> {
         let rng = &mut self.rng;
-        self.at += chrono::Duration::seconds(1 + rng.below(30) as i64);
+        self.at += chrono::Duration::milliseconds((1 + rng.below(30) as i64) * self.unit_ms);
         let lead = format!("lead-{:06}", rng.below(self.n_leads));
         let roll = rng.below(100);
         let (kind, properties, traits) = match roll {

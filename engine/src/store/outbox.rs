@@ -198,9 +198,16 @@ impl Store {
 
     /// Extends the leases of rows this process is still sending.
     pub async fn renew_mail_lease(&self, seqs: &[i64], until: Timestamp) -> Result<(), StoreError> {
+        // On PostgreSQL, rows whose outcome is being recorded right now are
+        // locked: skip them (they need no lease any more) rather than wait,
+        // which in another order than the recorder's could deadlock.
+        let skip = match self.backend {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
         let sql = self
             .sql(&format!(
-                "UPDATE outbox SET next_at = $1 WHERE state = 'sending' AND seq IN ({})",
+                "UPDATE outbox SET next_at = $1 WHERE seq IN (SELECT seq FROM outbox WHERE state = 'sending' AND seq IN ({}){skip})",
                 seq_list(seqs.iter().copied())
             ))
             .into_owned();

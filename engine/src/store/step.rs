@@ -19,6 +19,17 @@ pub struct StepTx<'s> {
 }
 
 /// An accepted event waiting to be applied.
+/// The processor's own progress, one row.
+pub struct EngineState {
+    /// Round-robin and load counters for routing.
+    pub book: Book,
+    /// The time up to which `schedule` ticks have run.
+    pub ticked_to: Option<Timestamp>,
+    /// Within the tick after `ticked_to`, the last lead id done: the tick is
+    /// part done and resumes after it before anything else runs.
+    pub tick_after: Option<String>,
+}
+
 pub struct PendingEvent {
     pub seq: i64,
     pub received_at: Timestamp,
@@ -39,31 +50,34 @@ impl<'s> StepTx<'s> {
         Ok(())
     }
 
-    pub async fn engine_state(&mut self) -> Result<(Book, Option<Timestamp>), StoreError> {
-        let row: AnyRow = sqlx::query("SELECT book, ticked_to FROM engine_state WHERE id = 1")
-            .fetch_one(&mut *self.tx)
-            .await?;
+    pub async fn engine_state(&mut self) -> Result<EngineState, StoreError> {
+        let row: AnyRow =
+            sqlx::query("SELECT book, ticked_to, tick_after FROM engine_state WHERE id = 1")
+                .fetch_one(&mut *self.tx)
+                .await?;
         let book: String = row.try_get(0)?;
         let ticked: Option<i64> = row.try_get(1)?;
+        let tick_after: Option<String> = row.try_get(2)?;
         let book = serde_json::from_str(&book).map_err(|e| StoreError::Corrupt {
             what: "routing book",
             detail: e.to_string(),
         })?;
-        Ok((book, ticked.map(from_millis)))
+        Ok(EngineState {
+            book,
+            ticked_to: ticked.map(from_millis),
+            tick_after,
+        })
     }
 
-    pub async fn set_engine_state(
-        &mut self,
-        book: &Book,
-        ticked_to: Option<Timestamp>,
-    ) -> Result<(), StoreError> {
-        let book = serde_json::to_string(book).unwrap_or_else(|_| "{}".into());
+    pub async fn set_engine_state(&mut self, s: &EngineState) -> Result<(), StoreError> {
+        let book = serde_json::to_string(&s.book).unwrap_or_else(|_| "{}".into());
         let sql = self
             .store
-            .sql("UPDATE engine_state SET book = $1, ticked_to = $2 WHERE id = 1");
+            .sql("UPDATE engine_state SET book = $1, ticked_to = $2, tick_after = $3 WHERE id = 1");
         sqlx::query(&sql)
             .bind(book)
-            .bind(ticked_to.as_ref().map(millis))
+            .bind(s.ticked_to.as_ref().map(millis))
+            .bind(s.tick_after.clone())
             .execute(&mut *self.tx)
             .await?;
         Ok(())
@@ -142,8 +156,18 @@ impl<'s> StepTx<'s> {
         }
     }
 
-    pub async fn lead_ids(&mut self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM leads ORDER BY id")
+    /// Up to `limit` stored lead ids after `after`, in byte order.
+    pub async fn lead_ids_after(
+        &mut self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = self
+            .store
+            .sql("SELECT id FROM leads WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or("").to_string())
+            .bind(limit)
             .fetch_all(&mut *self.tx)
             .await?;
         rows.iter()

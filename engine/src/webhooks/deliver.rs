@@ -79,15 +79,27 @@ pub async fn run(
             return;
         }
     };
+    let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return;
         }
         let taken = match take(&store, chrono::Utc::now()).await {
-            Ok(t) => t,
+            Ok(t) => {
+                failures = 0;
+                t
+            }
             Err(e) => {
-                tracing::error!(error = %e, "taking webhooks from the outbox failed; retrying");
-                Vec::new()
+                failures += 1;
+                let wait = crate::daemon::retry_delay(failures);
+                let cause = e.cause();
+                tracing::error!(error = %e, retry_in = ?wait, "taking webhooks from the outbox failed; retrying: {cause}");
+                metrics.storage_failed(cause);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
             }
         };
         let full = taken.len() as i64 == BATCH;
