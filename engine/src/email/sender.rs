@@ -25,8 +25,10 @@ use tracing::Instrument as _;
 
 /// Rows claimed and not yet recorded, at most.
 const WINDOW: usize = 4 * CHUNK;
-/// Rows claimed at once.
-const CHUNK: usize = 64;
+/// Rows claimed at once. Each claim is a write transaction that queues behind
+/// outcome commits on SQLite's one writer; 64 at a time, claiming took most
+/// of the sender's time (docs/benchmarks.md, "Email").
+const CHUNK: usize = 256;
 /// How long a claimed row belongs to its sender; a live sender renews the
 /// leases of its sends in flight every `RENEW`, so a row whose lease ran out
 /// was left by a sender that died.

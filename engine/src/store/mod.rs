@@ -59,6 +59,10 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// Where writes go. SQLite: one connection of its own, so its page cache
+    /// stays valid from one write to the next (a connection discards its
+    /// cache whenever another one has written). PostgreSQL: `pool`.
+    pub(crate) writer: AnyPool,
     pub backend: Backend,
     /// SQLite has one writer. Writers queue here, in order, rather than in
     /// SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
@@ -129,7 +133,7 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_string()));
         };
-        let pool = match backend {
+        let (pool, writer) = match backend {
             Backend::Sqlite => {
                 let url = if url.contains("mode=") {
                     url.to_string()
@@ -138,38 +142,43 @@ impl Store {
                 } else {
                     format!("{url}?mode=rwc")
                 };
-                AnyPoolOptions::new()
-                    .max_connections(4)
-                    .before_acquire(|conn, _| Box::pin(std::future::ready(Ok(usable(conn)))))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL: readers never block the writer. FULL: a
-                            // commit is on disk before the client hears 202.
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = FULL").await?;
-                            conn.execute("PRAGMA busy_timeout = 10000").await?;
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            // Erased data must not linger in free pages.
-                            conn.execute("PRAGMA secure_delete = ON").await?;
-                            Ok(())
+                let sqlite = |connections: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(connections)
+                        .before_acquire(|conn, _| Box::pin(std::future::ready(Ok(usable(conn)))))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // WAL: readers never block the writer. FULL: a
+                                // commit is on disk before the client hears 202.
+                                conn.execute("PRAGMA journal_mode = WAL").await?;
+                                conn.execute("PRAGMA synchronous = FULL").await?;
+                                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                                conn.execute("PRAGMA foreign_keys = ON").await?;
+                                // Erased data must not linger in free pages.
+                                conn.execute("PRAGMA secure_delete = ON").await?;
+                                Ok(())
+                            })
                         })
-                    })
-                    .connect(&url)
-                    .await?
+                };
+                // The writer first: it creates the file and turns WAL on.
+                let writer = sqlite(1).connect(&url).await?;
+                (sqlite(4).connect(&url).await?, writer)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .before_acquire(|conn, _| Box::pin(std::future::ready(Ok(usable(conn)))))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
-                    .await?
+                    .await?;
+                (pool.clone(), pool)
             }
         };
         let write_gate =
             (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
         Ok(Store {
             pool,
+            writer,
             backend,
             write_gate,
         })
@@ -182,15 +191,15 @@ impl Store {
             None => None,
         };
         Ok(WriteTx {
-            tx: self.pool.begin().await?,
+            tx: self.writer.begin().await?,
             _gate: gate,
         })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.writer).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.writer).await?,
         }
         Ok(())
     }
@@ -344,7 +353,7 @@ impl Store {
         sqlx::query(&sql)
             .bind(name.to_string())
             .bind(generated.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         let sql = self.sql("SELECT value FROM daemon_settings WHERE name = $1");
         let row = sqlx::query(&sql)

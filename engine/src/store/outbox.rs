@@ -42,7 +42,10 @@ impl Store {
         let sql = format!(
             "UPDATE outbox SET next_at = 0 WHERE kind IN {MAIL_KINDS} AND state = 'sending'"
         );
-        Ok(sqlx::query(&sql).execute(&self.pool).await?.rows_affected())
+        Ok(sqlx::query(&sql)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
     }
 
     /// Claims up to `limit` due rows in `seq` order, leasing them until
@@ -213,7 +216,7 @@ impl Store {
             .into_owned();
         sqlx::query(&sql)
             .bind(millis(&until))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -264,7 +264,7 @@ impl Store {
         if self.backend == super::Backend::Sqlite {
             // Old page versions stay in the write-ahead log until a checkpoint.
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         }
         Ok(true)

@@ -149,7 +149,7 @@ async fn take(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<T
         .bind(millis(&(now + LEASE)))
         .bind(millis(&now))
         .bind(BATCH)
-        .fetch_all(&store.pool)
+        .fetch_all(&store.writer)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -286,7 +286,7 @@ async fn mark(store: &Store, t: &Taken, m: Mark) -> Result<(), StoreError> {
     query
         .bind(t.seq)
         .bind(t.attempts)
-        .execute(&store.pool)
+        .execute(&store.writer)
         .await?;
     Ok(())
 }
