@@ -25,6 +25,11 @@ use tracing::Instrument as _;
 
 /// Rows claimed and not yet recorded, at most.
 const WINDOW: usize = 4 * CHUNK;
+/// Messages sent (or on the wire) whose outcome is not yet recorded, at
+/// most: what a crash can make go out twice. Outcome commits queue behind
+/// the processor's writes; this keeps that backlog bounded however large
+/// the claims.
+const UNRECORDED: usize = 256;
 /// Rows claimed at once. Each claim is a write transaction that queues behind
 /// outcome commits on SQLite's one writer; 64 at a time, claiming took most
 /// of the sender's time (docs/benchmarks.md, "Email").
@@ -55,7 +60,7 @@ type Done = (
     MailRow,
     MailOutcome,
     Option<Event>,
-    Arc<OwnedSemaphorePermit>,
+    (Arc<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>),
 );
 
 impl Sender {
@@ -82,11 +87,12 @@ impl Sender {
 
     /// Keeps up to `WINDOW` rows claimed and `CONCURRENCY` messages on the
     /// wire: rows are claimed `CHUNK` at a time as room frees up, so claims
-    /// and outcomes share commits, and after a crash at most `WINDOW` rows
-    /// can have an unknown outcome.
+    /// and outcomes share commits. After a crash at most `WINDOW` rows can
+    /// have an unknown outcome, and at most `UNRECORDED` of them went out.
     async fn pump(&self, mut stop: Option<watch::Receiver<bool>>) -> usize {
         let gate = Arc::new(Semaphore::new(WINDOW));
         let wire = Arc::new(Semaphore::new(CONCURRENCY));
+        let unrecorded = Arc::new(Semaphore::new(UNRECORDED));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
         let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let recorder = tokio::spawn(record(
@@ -150,16 +156,18 @@ impl Sender {
             for row in rows {
                 let permit = room.clone();
                 let wire = wire.clone();
+                let unrecorded = unrecorded.clone();
                 let transport = self.transport.clone();
                 let metrics = self.metrics.clone();
                 let done = done_tx.clone();
                 let span = tracing::info_span!("send", lead = %row.lead, seq = row.seq);
                 tokio::spawn(
                     async move {
+                        let pending = unrecorded.acquire_owned().await.ok();
                         let on_wire = wire.acquire_owned().await;
                         let (outcome, bounce) = deliver(&transport, &metrics, &row).await;
                         drop(on_wire);
-                        let _ = done.send((row, outcome, bounce, permit));
+                        let _ = done.send((row, outcome, bounce, (permit, pending)));
                     }
                     .instrument(span),
                 );
