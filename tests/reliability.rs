@@ -125,8 +125,7 @@ fn assert_applied_and_mailed_once(db: &str, smtp: &SmtpServer, acked: &[String])
     };
     // A repeat's outcome is recorded a moment after the server took it:
     // wait until no send is under way or due, so the timeline has them all.
-    let settled = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(60, "every send's outcome recorded", || {
         let open: i64 = with_db(db, async |pool| {
             use sqlx::Row;
             let now = chrono::Utc::now().timestamp_millis();
@@ -139,15 +138,8 @@ fn assert_applied_and_mailed_once(db: &str, smtp: &SmtpServer, acked: &[String])
             .unwrap()
             .get(0)
         });
-        if open == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < settled,
-            "{open} sends still open after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (open == 0).then_some(())
+    });
     // Read the outcome straight from the database: events applied per lead,
     // and the sends the timeline marks as repeats after a crash.
     let (applied, uncertain): (BTreeMap<String, i64>, BTreeSet<String>) =

@@ -10,7 +10,7 @@ mod reload;
 
 use crate::email::{Composer, Links, Secret, Transport};
 use crate::rules::Ruleset;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use anyhow::Context as _;
 use metrics::Metrics;
 use std::net::SocketAddr;
@@ -281,31 +281,49 @@ pub(crate) fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs((1u64 << (failures.clamp(1, 5) - 1)).min(10))
 }
 
+/// The failures in a row of one background loop's database work (processing,
+/// sending, webhooks), and what each failure does: log it with its cause,
+/// count it in the metrics, and give the wait before the next try.
+#[derive(Default)]
+pub(crate) struct Retries(u32);
+
+impl Retries {
+    pub(crate) fn succeeded(&mut self) {
+        self.0 = 0;
+    }
+
+    /// `what` names the work in the log: "{what} failed; retrying: {cause}".
+    pub(crate) fn failed(&mut self, what: &str, e: &StoreError, metrics: &Metrics) -> Duration {
+        self.0 += 1;
+        let wait = retry_delay(self.0);
+        let cause = e.cause();
+        tracing::error!(error = %e, retry_in = ?wait, "{what} failed; retrying: {cause}");
+        metrics.storage_failed(cause);
+        wait
+    }
+}
+
 async fn run_processor(
     p: processor::Processor,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut failures = 0u32;
+    let mut retries = Retries::default();
     loop {
         if *stop.borrow() {
             return;
         }
         match p.step(chrono::Utc::now()).await {
             Ok(n) if n > 0 => {
-                failures = 0;
+                retries.succeeded();
                 metrics.storage_ok();
                 continue;
             }
-            Ok(_) => failures = 0,
+            Ok(_) => retries.succeeded(),
             Err(e) => {
                 // Nothing of the step was written; it is done again, whole.
-                failures += 1;
-                let wait = retry_delay(failures);
-                let cause = e.cause();
-                tracing::error!(error = %e, retry_in = ?wait, "processing step failed; retrying: {cause}");
-                metrics.storage_failed(cause);
+                let wait = retries.failed("processing step", &e, &metrics);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}

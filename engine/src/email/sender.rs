@@ -103,7 +103,7 @@ impl Sender {
         ));
         let renewer = tokio::spawn(renew(self.store.clone(), in_flight.clone()));
         let mut handled = 0;
-        let mut failures = 0u32;
+        let mut retries = crate::daemon::Retries::default();
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 break;
@@ -117,15 +117,11 @@ impl Sender {
             let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
             let rows = match self.store.claim_mail(now, lease, CHUNK as i64).await {
                 Ok(rows) => {
-                    failures = 0;
+                    retries.succeeded();
                     rows
                 }
                 Err(e) => {
-                    failures += 1;
-                    let wait = crate::daemon::retry_delay(failures);
-                    let cause = e.cause();
-                    tracing::error!(error = %e, retry_in = ?wait, "claiming mail failed; retrying: {cause}");
-                    self.metrics.storage_failed(cause);
+                    let wait = retries.failed("claiming mail", &e, &self.metrics);
                     drop(room);
                     if !idle(&mut stop, wait).await {
                         break;

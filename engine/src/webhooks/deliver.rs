@@ -79,22 +79,18 @@ pub async fn run(
             return;
         }
     };
-    let mut failures = 0u32;
+    let mut retries = crate::daemon::Retries::default();
     loop {
         if *stop.borrow() {
             return;
         }
         let taken = match take(&store, chrono::Utc::now()).await {
             Ok(t) => {
-                failures = 0;
+                retries.succeeded();
                 t
             }
             Err(e) => {
-                failures += 1;
-                let wait = crate::daemon::retry_delay(failures);
-                let cause = e.cause();
-                tracing::error!(error = %e, retry_in = ?wait, "taking webhooks from the outbox failed; retrying: {cause}");
-                metrics.storage_failed(cause);
+                let wait = retries.failed("taking webhooks from the outbox", &e, &metrics);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
