@@ -27,16 +27,18 @@ cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 rustup_home="${RUSTUP_HOME:-$HOME/.rustup}"
 export CARGO_TARGET_DIR="$root/target/plugins"
 # Workspace sources reach rustc as relative paths; only the registry and
-# toolchain paths need remapping (and no repository path may be in RUSTFLAGS:
-# cargo would hash it into every crate, and the output would depend on it).
-export RUSTFLAGS="--remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$rustup_home=/rustup"
+# toolchain paths need remapping (and no repository path may be in the
+# flags: cargo would hash it into every crate, and the output would depend
+# on it). They go in with --config, which cargo adds to the flags in
+# plugins/.cargo/config.toml (the stack size); RUSTFLAGS would replace them.
+remap="target.$target.rustflags=[\"--remap-path-prefix=$cargo_home=/cargo\", \"--remap-path-prefix=$rustup_home=/rustup\"]"
 export CARGO_INCREMENTAL=0
-unset CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 
 failed=0
 # One workspace (plugins/Cargo.toml) holds the SDK, the examples and the test
 # plugins, all below it: rustc sees relative paths only.
-(cd "$root/plugins" && cargo build --quiet --locked --release --target "$target")
+(cd "$root/plugins" && cargo build --quiet --locked --release --target "$target" --config "$remap")
 out="$CARGO_TARGET_DIR/$target/release"
 # NAME DIR for every cdylib: the component goes to DIR/NAME.wasm, where
 # DIR is plugins/ for the examples and tests/plugins/ for the test plugins

@@ -138,6 +138,16 @@ fn deep_recursion_overflows_the_stack() {
 }
 
 #[test]
+fn deep_recursion_overflows_the_plugins_own_stack_in_its_memory() {
+    contained(
+        "recursion",
+        ", config: { buffer: true }",
+        "out of bounds memory access (or the plugin's own stack, in its memory, overflowed",
+        QUICK,
+    );
+}
+
+#[test]
 fn a_panic_is_a_trap_with_its_message() {
     let errors = contained("trap", "", "trapped: plugin panicked", QUICK);
     assert!(errors[0].contains("boom for u1"), "{}", errors[0]);
@@ -179,6 +189,68 @@ fn lead_and_event(traits: &str) -> (LeadState, Event) {
         lead.attributes.insert(k.clone(), v.clone());
     }
     (lead, ev)
+}
+
+/// No call ever sees memory an earlier call used: `leftovers` fails if its
+/// statics or freshly grown pages are not as new, then dirties them. Many
+/// more calls than the pool has instances, so slots are reused. Both ways
+/// the host resets memory: memset (a plugin starting with one 64 KiB page)
+/// and the kernel's page scan (one starting with over 1 MiB).
+#[test]
+fn no_call_sees_memory_an_earlier_call_used() {
+    for name in ["leftovers", "leftovers_large"] {
+        let (_tmp, rules) = rules_with(name, "");
+        let host = Host::new(
+            &rules.plugins,
+            Options {
+                max_concurrent: 2,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let (lead, ev) = lead_and_event("{}");
+        for i in 0..40 {
+            let r = host.call_report(&rules.plugins[0], &lead, &ev);
+            let effects = r.result.unwrap_or_else(|e| panic!("{name}: call {i}: {e}"));
+            assert_eq!(effects.len(), 1, "{name}: {effects:?}");
+        }
+    }
+}
+
+/// Plugins are linked with a small stack (plugins/build.sh), which keeps
+/// every call's memory small. It must still hold the SDK parsing the most
+/// deeply nested JSON an event may bring: the deepest that the event parser
+/// (serde_json, nesting limit 128) accepts.
+#[test]
+fn the_deepest_json_an_event_may_carry_fits_the_plugin_stack() {
+    let (_tmp, rules) = rules_with("noop", "");
+    let size = &rules.plugins[1];
+    let host = Host::new(&rules.plugins, opts()).unwrap();
+    let deepest = (1..200)
+        .take_while(|depth| {
+            let traits = format!(
+                r#"{{"employees":1500,"deep":{}1{}}}"#,
+                "[".repeat(*depth),
+                "]".repeat(*depth)
+            );
+            let event = format!(r#"{{"id":"e1","lead":"u1","type":"identify","at":"2026-01-05T10:00:00Z","traits":{traits}}}"#);
+            serde_json::from_str::<serde_json::Value>(&event).is_ok()
+        })
+        .last()
+        .unwrap();
+    assert!(deepest > 100, "{deepest}");
+    let traits = format!(
+        r#"{{"employees":1500,"deep":{}{{"k":"v"}}{}}}"#,
+        "[".repeat(deepest - 1),
+        "]".repeat(deepest - 1)
+    );
+    let (lead, ev) = lead_and_event(&traits);
+    // The SDK parses the attributes and the traits: both this deep.
+    let r = host.call_report(size, &lead, &ev);
+    let effects = r
+        .result
+        .unwrap_or_else(|e| panic!("nesting {deepest}: {e}"));
+    assert_eq!(effects.len(), 2, "{effects:?}");
 }
 
 #[test]

@@ -133,10 +133,11 @@ pub fn call(
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 
-    let (lead, event) = (wit::lead(lead), wit::event(event));
+    let json = wit::Json::new(lead, event);
+    let (lead, event) = (wit::lead(lead, &json), wit::event(event, &json));
     let outcome = pre
         .instantiate(&mut store)
-        .and_then(|scorer| scorer.call_score(&mut store, &lead, &event, config));
+        .and_then(|scorer| scorer.call_score(&mut store, lead, event, config));
     let fuel_left = if fuel_set {
         store.get_fuel().unwrap_or(0)
     } else {
@@ -176,6 +177,9 @@ fn explain(e: &wasmtime::Error, state: &CallState, limits: Limits, elapsed: Dura
                 limits.timeout.as_millis()
             ),
             Trap::StackOverflow => "stack overflow (call stack exhausted)".to_string(),
+            // Rust and C keep part of their stack in linear memory, placed
+            // first: overflowing it runs off address 0 and lands here.
+            Trap::MemoryOutOfBounds => "trapped: out of bounds memory access (or the plugin's own stack, in its memory, overflowed: docs/plugins.md)".to_string(),
             Trap::UnreachableCodeReached => {
                 let panic = state
                     .logs

@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wit::{Scorer, ScorerPre};
 
@@ -125,7 +125,14 @@ impl Host {
             .max()
             .unwrap_or(0)
             .max(crate::rules::DEFAULT_MEMORY);
-        let engine = engine(max_memory, opts.max_concurrent)?;
+        let sources: Vec<_> = plugins.iter().map(read).collect();
+        let initial = sources
+            .iter()
+            .filter_map(|s| s.as_deref().ok())
+            .map(initial_memory)
+            .max()
+            .unwrap_or(0);
+        let engine = engine(max_memory, initial, opts.max_concurrent)?;
         let ticker = Arc::new(AtomicBool::new(true));
         {
             let (engine, running) = (engine.weak(), ticker.clone());
@@ -143,8 +150,8 @@ impl Host {
                 .map_err(|e| format!("cannot start the plugin timer thread: {e}"))?;
         }
         let mut loaded = HashMap::new();
-        for p in plugins {
-            let pre = load(&engine, opts.cache_dir.as_deref(), p).map(|(pre, _)| pre);
+        for (p, source) in plugins.iter().zip(sources) {
+            let pre = source.and_then(|bytes| load(&engine, opts.cache_dir.as_deref(), &bytes));
             loaded.insert(
                 p.name.clone(),
                 Loaded {
@@ -270,8 +277,9 @@ impl PluginHost for Host {
 }
 
 /// The one engine: Cranelift, fuel, epochs, and a pool of instances sized
-/// for the largest memory limit.
-fn engine(max_memory: u64, max_concurrent: u32) -> Result<Engine, String> {
+/// for the largest memory limit. `initial` is the largest initial linear
+/// memory of the plugins, in bytes: it decides how memory is reset.
+fn engine(max_memory: u64, initial: u64, max_concurrent: u32) -> Result<Engine, String> {
     let mut cfg = Config::new();
     cfg.consume_fuel(true);
     cfg.epoch_interruption(true);
@@ -292,31 +300,64 @@ fn engine(max_memory: u64, max_concurrent: u32) -> Result<Engine, String> {
         .max_tables_per_component(8)
         .max_core_instances_per_component(16)
         .max_memory_size(max_memory);
-    // Between calls, a slot's memory is reset to the plugin's initial image.
-    // With PAGEMAP_SCAN (Linux 6.7+) Wasmtime finds the pages the last call
-    // touched and resets just those with memset, keeping them resident: no
-    // page faults on the next call and no madvise (with its TLB-shootdown
-    // IPIs) after this one. Whatever is left to decommit is done in batches.
-    // Each call still sees only a fresh instance's memory. 21 → 8.4 µs per
-    // call (docs/benchmarks.md); without PAGEMAP_SCAN, only the first 2 MiB
-    // stay resident.
-    pool.pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(2 << 20)
-        .table_keep_resident(64 << 10)
-        .decommit_batch_size(16);
+    // After every call a slot's memory is reset to the plugin's initial
+    // image, so each call sees only a fresh instance's memory. This reset is
+    // a large part of a call's cost, and the best way to do it depends on
+    // the size:
+    // - Small (our plugins are linked with a 32 KiB stack: one 64 KiB page):
+    //   memset all of it and keep it resident. No page faults on the next
+    //   call, no madvise (with its TLB-shootdown IPIs) on this one. Up to
+    //   1 MiB stays resident; memory a call grew past that is decommitted
+    //   (in batches of 16, as below).
+    // - Large (a Rust plugin linked with the default 1 MiB stack starts at
+    //   1.06 MiB): ask the kernel which pages the call touched
+    //   (PAGEMAP_SCAN, Linux 6.7+) and reset just those. The scan has a
+    //   fixed cost of over a microsecond, more than a memset of 128 KiB.
+    // Measured with the noop plugin (docs/benchmarks.md): 64 KiB memset
+    // 4.8-4.9 µs per call, the same scanned 6.2 µs; 128 KiB memset 5.7 µs,
+    // scanned 6.2 µs; 1.06 MiB scanned 6.4-6.6 µs.
+    if initial <= SMALL_MEMORY {
+        pool.pagemap_scan(wasmtime::Enabled::No)
+            .linear_memory_keep_resident(1 << 20);
+    } else {
+        pool.pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(2 << 20);
+    }
+    pool.table_keep_resident(64 << 10).decommit_batch_size(16);
     cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&cfg).map_err(|e| format!("cannot set up the WebAssembly engine: {e:#}"))
 }
 
-/// Compiles, checks and links one plugin. Also gives the component, for
-/// callers that want to look at it.
+/// Up to this initial memory, a plugin's memory is reset with memset.
+const SMALL_MEMORY: u64 = 128 << 10;
+
+/// The largest initial linear memory of the core modules in a component,
+/// in bytes; 0 if it cannot be read (loading it will say why).
+fn initial_memory(bytes: &[u8]) -> u64 {
+    use wasmtime::wasmparser::{Parser, Payload};
+    let mut largest = 0;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(Payload::MemorySection(memories)) = payload else {
+            continue;
+        };
+        for m in memories.into_iter().flatten() {
+            let page = 1u64 << m.page_size_log2.unwrap_or(16).min(16);
+            largest = largest.max(m.initial.saturating_mul(page));
+        }
+    }
+    largest
+}
+
+fn read(p: &Plugin) -> Result<Vec<u8>, String> {
+    std::fs::read(&p.wasm).map_err(|e| format!("cannot read {}: {e}", p.wasm.display()))
+}
+
+/// Compiles, checks and links one plugin.
 fn load(
     engine: &Engine,
     cache_dir: Option<&std::path::Path>,
-    p: &Plugin,
-) -> Result<(ScorerPre<CallState>, Component), String> {
-    let bytes =
-        std::fs::read(&p.wasm).map_err(|e| format!("cannot read {}: {e}", p.wasm.display()))?;
+    bytes: &[u8],
+) -> Result<ScorerPre<CallState>, String> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => {}
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
@@ -327,7 +368,7 @@ fn load(
         }
         _ => return Err("not a WebAssembly component".to_string()),
     }
-    let component = cache::component(engine, cache_dir, &bytes)
+    let component = cache::component(engine, cache_dir, bytes)
         .map_err(|e| format!("not a valid component: {e:#}"))?;
     let ty = component.component_type();
     let mut refused = Vec::new();
@@ -353,16 +394,21 @@ fn load(
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| format!("cannot link: {e:#}"))?;
-    let pre = ScorerPre::new(pre).map_err(|e| {
-        format!("does not export the `{INTERFACE}` world's `score` function: {e:#}")
-    })?;
-    Ok((pre, component))
+    ScorerPre::new(pre)
+        .map_err(|e| format!("does not export the `{INTERFACE}` world's `score` function: {e:#}"))
 }
 
 /// A counting semaphore: no more calls at once than instances in the pool.
+/// Releasing wakes a waiter only if there is one: a condvar's `notify_one`
+/// is a futex system call even when nobody waits.
 struct Slots {
-    free: Mutex<usize>,
+    state: Mutex<SlotsState>,
     freed: Condvar,
+}
+
+struct SlotsState {
+    free: usize,
+    waiting: usize,
 }
 
 struct Slot<'a>(&'a Slots);
@@ -370,25 +416,58 @@ struct Slot<'a>(&'a Slots);
 impl Slots {
     fn new(n: usize) -> Slots {
         Slots {
-            free: Mutex::new(n.max(1)),
+            state: Mutex::new(SlotsState {
+                free: n.max(1),
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
     fn take(&self) -> Slot<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.free == 0 {
+            s.waiting += 1;
+            s = self.freed.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiting -= 1;
         }
-        *free -= 1;
+        s.free -= 1;
         Slot(self)
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.free += 1;
+        if s.waiting > 0 {
+            self.0.freed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wasm(path: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(path),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn initial_memory_is_read_from_the_core_modules() {
+        // Linked with a 32 KiB stack: one page. 1 MiB of statics: 17 pages.
+        assert_eq!(initial_memory(&wasm("tests/plugins/noop.wasm")), 64 << 10);
+        assert_eq!(initial_memory(&wasm("plugins/company_size.wasm")), 64 << 10);
+        assert_eq!(
+            initial_memory(&wasm("tests/plugins/leftovers_large.wasm")),
+            17 * (64 << 10)
+        );
+        assert_eq!(initial_memory(b"not wasm"), 0);
     }
 }
