@@ -174,24 +174,27 @@ async fn healthz(State(state): State<AppState>) -> Response {
             }
         },
     };
-    match (state.store.queue_depth().await, write_error) {
+    let (status, mut body) = match (state.store.queue_depth().await, write_error) {
         (Ok((pending, due)), None) => (
             StatusCode::OK,
-            Json(json!({"status": "ok", "events_pending": pending, "due_work": due})),
-        )
-            .into_response(),
+            json!({"status": "ok", "events_pending": pending, "due_work": due}),
+        ),
         (Ok((pending, due)), Some(cause)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": format!("database refuses writes: {cause}"),
-                "events_pending": pending, "due_work": due})),
-        )
-            .into_response(),
+            json!({"status": "unavailable", "error": format!("database refuses writes: {cause}"),
+                "events_pending": pending, "due_work": due}),
+        ),
         (Err(e), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": e.cause()})),
-        )
-            .into_response(),
+            json!({"status": "unavailable", "error": e.cause()}),
+        ),
+    };
+    // Not a failure of the daemon (the last good rules keep running), but
+    // whoever changed the rules should see that the change did not apply.
+    if let Some(why) = state.metrics.rules_error() {
+        body["rules_rejected"] = json!(why);
     }
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub storage_errors: Counter,
     /// Why the last write failed, until a write succeeds again (`/healthz`).
     storage_error: std::sync::Mutex<Option<String>>,
+    /// Why the last rules change was rejected, until one is taken (`/healthz`).
+    rules_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,7 @@ impl Default for Metrics {
             webhooks_failed: Counter::default(),
             storage_errors: Counter::default(),
             storage_error: Default::default(),
+            rules_error: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -168,6 +171,27 @@ impl Metrics {
     /// Why the last write failed, if none succeeded since.
     pub fn storage_error(&self) -> Option<String> {
         self.storage_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A rules change was rejected (the rules in force keep running):
+    /// counted, and `/healthz` reports why until a change is taken.
+    pub fn rules_rejected(&self, why: String) {
+        self.rules_rejected.inc();
+        *self.rules_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// New rules are in force.
+    pub fn rules_reloaded(&self) {
+        self.rules_reloaded.inc();
+        *self.rules_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Why the last rules change was rejected, if none was taken since.
+    pub fn rules_error(&self) -> Option<String> {
+        self.rules_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -81,11 +81,11 @@ pub async fn watch(
             Ok(Ok(Ok(active))) => {
                 tracing::info!(summary = %active.rules.summary(), "rules reloaded");
                 handle.replace(active);
-                metrics.rules_reloaded.inc();
+                metrics.rules_reloaded();
             }
             Ok(Ok(Err(e))) => {
                 tracing::error!(error = %e, "plugins could not be loaded; the previous rules keep running");
-                metrics.rules_rejected.inc();
+                metrics.rules_rejected(format!("plugins could not be loaded: {e}"));
             }
             Ok(Err(diags)) => {
                 for d in &diags.0 {
@@ -95,7 +95,13 @@ pub async fn watch(
                     errors = diags.0.len(),
                     "rules change rejected; the previous rules keep running"
                 );
-                metrics.rules_rejected.inc();
+                // The first error says where; the log has them all.
+                let first = diags.0.first().map(ToString::to_string).unwrap_or_default();
+                let why = match diags.0.len() {
+                    0 | 1 => first,
+                    n => format!("{first} (and {} more errors in the log)", n - 1),
+                };
+                metrics.rules_rejected(why);
             }
             Err(e) => tracing::error!(error = %e, "rules reload failed"),
         }
