@@ -217,7 +217,7 @@ fn no_call_sees_memory_an_earlier_call_used() {
     }
 }
 
-/// Plugins are linked with a small stack (plugins/build.sh), which keeps
+/// Plugins are linked with a small stack (plugins/.cargo/config.toml), which keeps
 /// every call's memory small. It must still hold the SDK parsing the most
 /// deeply nested JSON an event may bring: the deepest that the event parser
 /// (serde_json, nesting limit 128) accepts.

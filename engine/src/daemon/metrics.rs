@@ -34,9 +34,9 @@ pub struct Metrics {
     /// Database writes that failed (disk full, read-only, unreachable).
     pub storage_errors: Counter,
     /// Why the last write failed, until a write succeeds again (`/healthz`).
-    storage_error: std::sync::Mutex<Option<String>>,
+    storage_error: Reason,
     /// Why the last rules change was rejected, until one is taken (`/healthz`).
-    rules_error: std::sync::Mutex<Option<String>>,
+    rules_error: Reason,
 }
 
 impl Default for Metrics {
@@ -156,50 +156,65 @@ impl Metrics {
     /// write succeeds.
     pub fn storage_failed(&self, cause: String) {
         self.storage_errors.inc();
-        *self.storage_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause);
+        self.storage_error.set(cause);
     }
 
     /// A write was committed: the database takes writes.
     pub fn storage_ok(&self) {
-        let mut g = self.storage_error.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_some() {
+        if self.storage_error.clear() {
             tracing::info!("database writes succeed again");
-            *g = None;
         }
     }
 
     /// Why the last write failed, if none succeeded since.
     pub fn storage_error(&self) -> Option<String> {
-        self.storage_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.storage_error.get()
     }
 
     /// A rules change was rejected (the rules in force keep running):
     /// counted, and `/healthz` reports why until a change is taken.
     pub fn rules_rejected(&self, why: String) {
         self.rules_rejected.inc();
-        *self.rules_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.rules_error.set(why);
     }
 
     /// New rules are in force.
     pub fn rules_reloaded(&self) {
         self.rules_reloaded.inc();
-        *self.rules_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.rules_error.clear();
     }
 
     /// Why the last rules change was rejected, if none was taken since.
     pub fn rules_error(&self) -> Option<String> {
-        self.rules_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.rules_error.get()
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Why something last went wrong, until it goes right again (`/healthz`).
+#[derive(Default)]
+struct Reason(std::sync::Mutex<Option<String>>);
+
+impl Reason {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, why: String) {
+        *self.lock() = Some(why);
+    }
+
+    /// Whether there was a reason to clear.
+    fn clear(&self) -> bool {
+        self.lock().take().is_some()
+    }
+
+    fn get(&self) -> Option<String> {
+        self.lock().clone()
     }
 }
