@@ -4,6 +4,7 @@
 //! Plain data only: no rules, no I/O. Both the evaluator and every shell
 //! (simulate, the daemon) share these types.
 
+pub mod bounds;
 mod event;
 mod lead;
 pub mod time;
