@@ -3,6 +3,7 @@
 
 mod ingest;
 mod leads;
+mod quarantine;
 mod routing;
 mod segment;
 mod unsubscribe;
@@ -38,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/leads/{id}/claim", post(routing::claim))
         .route("/pool", get(routing::pool))
         .route("/reports/funnel", get(leads::funnel))
+        .route("/quarantine", get(quarantine::list))
+        .route("/quarantine/{lead}/retry", post(quarantine::retry))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .nest("/v1", v1)
@@ -155,10 +158,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Liveness plus the backlog: events accepted but not applied, work stored.
-/// 503 while the database cannot be read, or refuses writes (disk full,
-/// read-only): after a write failed, each check tries one small write, so
-/// the status comes back by itself once the database takes writes again.
+/// Liveness plus the backlog: events accepted but not applied, work stored,
+/// leads in quarantine. 503 while the database cannot be read, or refuses
+/// writes (disk full, read-only): after a write failed, each check tries one
+/// small write, so the status comes back by itself once the database takes
+/// writes again. 200 `degraded` while leads are in quarantine or the
+/// processor is not advancing: the daemon serves, but work waits.
 async fn healthz(State(state): State<AppState>) -> Response {
     let write_error = match state.metrics.storage_error() {
         None => None,
@@ -174,11 +179,32 @@ async fn healthz(State(state): State<AppState>) -> Response {
             }
         },
     };
+    let quarantined = state.store.quarantine_count().await;
     let (status, mut body) = match (state.store.queue_depth().await, write_error) {
-        (Ok((pending, due)), None) => (
-            StatusCode::OK,
-            json!({"status": "ok", "events_pending": pending, "due_work": due}),
-        ),
+        (Ok((pending, due)), None) => {
+            let mut degraded = Vec::new();
+            if let Ok(n @ 1..) = quarantined {
+                degraded.push(format!(
+                    "{n} lead{} in quarantine, {} events waiting (`nurture doctor` lists them)",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "its" } else { "their" }
+                ));
+            }
+            let stalled = state.metrics.since_processor_advanced();
+            if stalled >= state.stall_after {
+                degraded.push(format!(
+                    "the processor has not advanced for {} s (no step committed; more than --stall-after {} s)",
+                    stalled.as_secs(),
+                    state.stall_after.as_secs_f64()
+                ));
+            }
+            let mut body = json!({"status": if degraded.is_empty() { "ok" } else { "degraded" },
+                "events_pending": pending, "due_work": due});
+            if !degraded.is_empty() {
+                body["degraded"] = json!(degraded);
+            }
+            (StatusCode::OK, body)
+        }
         (Ok((pending, due)), Some(cause)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "unavailable", "error": format!("database refuses writes: {cause}"),
@@ -189,6 +215,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
             json!({"status": "unavailable", "error": e.cause()}),
         ),
     };
+    if let Ok(n) = quarantined {
+        body["quarantined"] = json!(n);
+    }
     // Not a failure of the daemon (the last good rules keep running), but
     // whoever changed the rules should see that the change did not apply.
     if let Some(why) = state.metrics.rules_error() {

@@ -928,7 +928,12 @@ fn a_plugin_effect_that_could_not_be_stored_fails_the_call_and_none_applies() {
             },
             "NUL",
         ),
-        (PluginEffect::Tag { tag: "t\u{0}".into() }, "NUL"),
+        (
+            PluginEffect::Tag {
+                tag: "t\u{0}".into(),
+            },
+            "NUL",
+        ),
         (
             PluginEffect::Tag {
                 tag: "t".repeat(crate::model::bounds::MAX_ID_BYTES + 1),
@@ -940,7 +945,10 @@ fn a_plugin_effect_that_could_not_be_stored_fails_the_call_and_none_applies() {
     for (bad, expect) in cases {
         let host = FixedPlugin(Ok(vec![good.clone(), bad.clone()]));
         let d = Evaluator::with_plugins(&r, &host).on_event(None, &mut Book::default(), &e);
-        assert_eq!(d.lead.score, 0, "{bad:?}: the good effect did not apply either");
+        assert_eq!(
+            d.lead.score, 0,
+            "{bad:?}: the good effect did not apply either"
+        );
         assert!(d.lead.attributes.is_empty(), "{bad:?}");
         let error = d
             .effects

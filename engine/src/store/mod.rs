@@ -6,14 +6,19 @@
 //! text, so both databases read the same rows.
 
 mod outbox;
+mod quarantine;
 mod read;
 mod routing;
 mod step;
 
 pub use outbox::{MailOutcome, MailRow};
+pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
 pub use routing::{OwnerFigures, PoolEntry};
-pub use step::{EngineState, PendingEvent, StepTx, Writes};
+pub use step::{
+    lead_rows, parse_state, DueTimer, EngineState, LeadRows, PendingEvent, StepTx, StoredLead,
+    Writes,
+};
 
 use crate::model::{time::Timestamp, Event};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -32,6 +37,8 @@ pub enum StoreError {
     Url(String),
     #[error("stored data is corrupt ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("lead {lead:?} cannot be stored: {detail}")]
+    Unstorable { lead: String, detail: String },
 }
 
 impl StoreError {
@@ -46,6 +53,33 @@ impl StoreError {
             }
             StoreError::Db(sqlx::Error::Io(e)) => format!("database unreachable: {e}"),
             other => other.to_string(),
+        }
+    }
+
+    /// Whether the database refused the data written rather than the write
+    /// (a bad value, a broken constraint, a row too large): doing it again
+    /// fails the same way, but without the lead whose data it was, the rest
+    /// goes in. A full disk, a read-only or unreachable database are not
+    /// (the whole write is retried until they pass).
+    pub fn is_lead_data(&self) -> bool {
+        match self {
+            StoreError::Unstorable { .. } => true,
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                match e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    // Primary result codes (the low byte of the extended
+                    // one): SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH.
+                    Some(_) => code
+                        .parse::<i32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18..=20)),
+                    // SQLSTATE classes: data exception (22: an invalid byte
+                    // sequence, a value out of range), integrity constraint
+                    // violation (23), program limit exceeded (54: a row or
+                    // index entry too large).
+                    None => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
+                }
+            }
+            _ => false,
         }
     }
 }
