@@ -92,6 +92,13 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "storage error");
+        // Not the database being away: retrying will not help.
+        if let crate::store::StoreError::Corrupt { .. } = e {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{e} (the processor sets such a lead aside: `nurture doctor` lists it)"),
+            );
+        }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("storage unavailable: {}; retry later", e.cause()),

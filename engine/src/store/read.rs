@@ -73,6 +73,16 @@ impl Store {
             })
     }
 
+    /// Whether a lead is stored, without reading its state.
+    pub async fn lead_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let sql = self.sql("SELECT 1 FROM leads WHERE id = $1");
+        Ok(sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     pub async fn timeline(
         &self,
         id: &str,
