@@ -40,7 +40,10 @@ fn rules(dir: &Path, yaml: &str) -> PathBuf {
     let yaml = yaml
         .replace("EFFECTS", &guest("effects"))
         .replace("SLOW", &guest("slow"));
-    rules_dir(dir, &format!("scoring:\n  - {{ name: any, on: '*', points: 1 }}\n{yaml}"))
+    rules_dir(
+        dir,
+        &format!("scoring:\n  - {{ name: any, on: '*', points: 1 }}\n{yaml}"),
+    )
 }
 
 fn ev(id: &str, lead: &str, kind: &str) -> Value {
@@ -67,8 +70,8 @@ fn doctor(db: &str, args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -99,13 +102,22 @@ fn plugin_effects_that_could_not_be_stored_fail_the_call_and_stop_nothing() {
         let d = Daemon::start(&db, &rules, None);
         let c = client();
         let batch = json!({"batch": [ev("g1", "good", "x"), ev("d1", "deep", "deep"), ev("n1", "nul", "nul")]});
-        assert_eq!(post(&c, &d.url("/v1/events"), &batch).0, StatusCode::ACCEPTED);
+        assert_eq!(
+            post(&c, &d.url("/v1/events"), &batch).0,
+            StatusCode::ACCEPTED
+        );
         // Later events of the same leads read them back, and others follow.
-        let batch = json!({"batch": [ev("d2", "deep", "x"), ev("n2", "nul", "x"), ev("g2", "good", "x")]});
-        assert_eq!(post(&c, &d.url("/v1/events"), &batch).0, StatusCode::ACCEPTED);
-        eventually(20, "every event applied, the good lead's last one too", || {
-            (pending(&c, &d) == 0.0 && score(&c, &d, "good") == Some(2)).then_some(())
-        });
+        let batch =
+            json!({"batch": [ev("d2", "deep", "x"), ev("n2", "nul", "x"), ev("g2", "good", "x")]});
+        assert_eq!(
+            post(&c, &d.url("/v1/events"), &batch).0,
+            StatusCode::ACCEPTED
+        );
+        eventually(
+            20,
+            "every event applied, the good lead's last one too",
+            || (pending(&c, &d) == 0.0 && score(&c, &d, "good") == Some(2)).then_some(()),
+        );
         for (id, expect) in [
             ("deep", "effect 0 (set-attribute): `value"),
             ("nul", "effect 0 (points): `reason`: contains a NUL"),
@@ -144,8 +156,12 @@ fn a_lead_whose_state_is_unreadable_is_quarantined_and_released_after_a_fix() {
             (score(&c, &d, "u1") == Some(1) && score(&c, &d, "u2") == Some(1)).then_some(())
         });
         let good = state_of(&db, "u1");
-        db_exec(&db, "UPDATE leads SET state = '{\"id\": \"u1\", broken' WHERE id = 'u1'");
-        let batch = json!({"batch": [ev("a2", "u1", "x"), ev("b2", "u2", "x"), ev("a3", "u1", "x")]});
+        db_exec(
+            &db,
+            "UPDATE leads SET state = '{\"id\": \"u1\", broken' WHERE id = 'u1'",
+        );
+        let batch =
+            json!({"batch": [ev("a2", "u1", "x"), ev("b2", "u2", "x"), ev("a3", "u1", "x")]});
         post(&c, &d.url("/v1/events"), &batch);
         post(&c, &d.url("/v1/events"), &ev("b3", "u2", "x"));
         eventually(20, "u2's events applied past the bad lead", || {
@@ -156,8 +172,15 @@ fn a_lead_whose_state_is_unreadable_is_quarantined_and_released_after_a_fix() {
             (s == StatusCode::OK && h["status"] == "degraded").then_some(h)
         });
         assert_eq!(h["quarantined"], json!(1), "{db}: {h}");
-        assert!(h["degraded"][0].as_str().unwrap().contains("quarantine"), "{h}");
-        assert_eq!(h["events_pending"], json!(2), "{db}: u1's two events wait: {h}");
+        assert!(
+            h["degraded"][0].as_str().unwrap().contains("quarantine"),
+            "{h}"
+        );
+        assert_eq!(
+            h["events_pending"],
+            json!(2),
+            "{db}: u1's two events wait: {h}"
+        );
         eventually(10, "the gauge", || {
             (metric(&metrics(&c, &d), "nurture_leads_quarantined") == 1.0).then_some(())
         });
@@ -176,13 +199,19 @@ fn a_lead_whose_state_is_unreadable_is_quarantined_and_released_after_a_fix() {
 
         let (code, out) = doctor(&db, &[]);
         assert_eq!(code, 1, "{out}");
-        assert!(out.contains("u1\tsince ") && out.contains("2 events waiting"), "{out}");
+        assert!(
+            out.contains("u1\tsince ") && out.contains("2 events waiting"),
+            "{out}"
+        );
         assert!(out.contains("stored state unreadable"), "{out}");
 
         // Fixed by hand, then released: its waiting events apply, in order.
         db_exec(
             &db,
-            &format!("UPDATE leads SET state = '{}' WHERE id = 'u1'", good.replace('\'', "''")),
+            &format!(
+                "UPDATE leads SET state = '{}' WHERE id = 'u1'",
+                good.replace('\'', "''")
+            ),
         );
         let (code, out) = doctor(&db, &["--retry", "u1"]);
         assert_eq!(code, 0, "{out}");
@@ -191,7 +220,11 @@ fn a_lead_whose_state_is_unreadable_is_quarantined_and_released_after_a_fix() {
             (score(&c, &d, "u1") == Some(3)).then_some(())
         });
         let (_, h) = get(&c, &d.url("/healthz"));
-        assert_eq!((h["status"].clone(), h["quarantined"].clone()), (json!("ok"), json!(0)), "{h}");
+        assert_eq!(
+            (h["status"].clone(), h["quarantined"].clone()),
+            (json!("ok"), json!(0)),
+            "{h}"
+        );
         let (code, out) = doctor(&db, &["--retry", "u1"]);
         assert_eq!(code, 1, "a second release finds nothing: {out}");
         assert_eq!(doctor(&db, &[]).0, 0);
@@ -200,7 +233,11 @@ fn a_lead_whose_state_is_unreadable_is_quarantined_and_released_after_a_fix() {
             .map(|e| e["kind"].as_str().unwrap().to_string())
             .filter(|k| k == "quarantined" || k == "released" || k == "event")
             .collect();
-        assert_eq!(kinds, ["event", "quarantined", "released", "event", "event"], "{db}");
+        assert_eq!(
+            kinds,
+            ["event", "quarantined", "released", "event", "event"],
+            "{db}"
+        );
         d.stop();
     }
 }
@@ -217,7 +254,9 @@ fn a_write_refused_for_one_leads_data_sets_that_lead_aside() {
         let d = Daemon::start(&db, &rules, None);
         let c = client();
         post(&c, &d.url("/v1/events"), &ev("p0", "bad", "x"));
-        eventually(20, "first event", || (score(&c, &d, "bad") == Some(1)).then_some(()));
+        eventually(20, "first event", || {
+            (score(&c, &d, "bad") == Some(1)).then_some(())
+        });
         // The lead's next ledger row (n = 1) is taken.
         db_exec(
             &db,
@@ -242,7 +281,10 @@ fn a_write_refused_for_one_leads_data_sets_that_lead_aside() {
         });
         assert_eq!(q["leads"][0]["lead"], "bad", "{q}");
         let cause = q["leads"][0]["cause"].as_str().unwrap();
-        assert!(cause.starts_with("the database refused its data: "), "{db}: {cause}");
+        assert!(
+            cause.starts_with("the database refused its data: "),
+            "{db}: {cause}"
+        );
         assert!(
             cause.contains("UNIQUE") || cause.contains("duplicate key"),
             "{db}: {cause}"
@@ -288,7 +330,10 @@ fn intake_is_acknowledged_while_a_plugin_call_is_in_flight() {
             let (s, h) = get(&c, &d.url("/healthz"));
             (s == StatusCode::OK && h["status"] == "degraded").then_some(h)
         });
-        assert!(h["degraded"][0].as_str().unwrap().contains("not advanced"), "{h}");
+        assert!(
+            h["degraded"][0].as_str().unwrap().contains("not advanced"),
+            "{h}"
+        );
         assert_eq!(in_flight(&c), 1.0, "{db}: still the same call");
     }
 }
@@ -309,7 +354,9 @@ fn an_erasure_during_a_step_is_not_undone_by_it() {
         let who = json!({"id": "i1", "lead": "u1", "type": "identify", "at": now_rfc3339(0),
             "traits": {"email": "ann@example.com", "name": "Ann"}});
         post(&c, &d.url("/v1/events"), &who);
-        eventually(20, "the lead", || (score(&c, &d, "u1") == Some(1)).then_some(()));
+        eventually(20, "the lead", || {
+            (score(&c, &d, "u1") == Some(1)).then_some(())
+        });
         post(&c, &d.url("/v1/events"), &ev("s1", "u1", "slow"));
         eventually(10, "the plugin call in flight", || {
             (metric(&metrics(&c, &d), "nurture_plugin_calls_in_flight") == 1.0).then_some(())
@@ -318,7 +365,10 @@ fn an_erasure_during_a_step_is_not_undone_by_it() {
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
-        let r = quick.delete(d.url("/v1/leads/u1")).send().expect("erasure answered at once");
+        let r = quick
+            .delete(d.url("/v1/leads/u1"))
+            .send()
+            .expect("erasure answered at once");
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(
             metric(&metrics(&c, &d), "nurture_plugin_calls_in_flight"),
@@ -329,11 +379,22 @@ fn an_erasure_during_a_step_is_not_undone_by_it() {
             (pending(&c, &d) == 0.0).then_some(())
         });
         let l = lead(&c, &d, "u1").unwrap();
-        assert_eq!((l["email"].clone(), l["attributes"].clone()), (json!(""), json!({})), "{db}");
+        assert_eq!(
+            (l["email"].clone(), l["attributes"].clone()),
+            (json!(""), json!({})),
+            "{db}"
+        );
         // Done again after the erasure, the step finds the event's payload
         // erased too, and skips it (as any event erased before applied).
-        assert_eq!(l["score"], json!(1), "{db}: the erased event is not applied");
-        assert!(metric(&metrics(&c, &d), "nurture_steps_redone_total") >= 1.0, "{db}");
+        assert_eq!(
+            l["score"],
+            json!(1),
+            "{db}: the erased event is not applied"
+        );
+        assert!(
+            metric(&metrics(&c, &d), "nurture_steps_redone_total") >= 1.0,
+            "{db}"
+        );
         d.stop();
     }
 }
@@ -378,7 +439,10 @@ fn stored_text_containing(db: &str, needle: &str) -> Vec<String> {
             .map(|r| (r.get(0), r.get(1)))
             .collect()
         };
-        assert!(columns.iter().any(|(t, c)| t == "ledger" && c == "reason"), "{columns:?}");
+        assert!(
+            columns.iter().any(|(t, c)| t == "ledger" && c == "reason"),
+            "{columns:?}"
+        );
         let mut found = Vec::new();
         for (t, c) in columns {
             let q = format!("SELECT {c} FROM {t} WHERE {c} LIKE '%{needle}%'");

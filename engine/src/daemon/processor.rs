@@ -297,7 +297,8 @@ impl Processor {
                 Next::Tick(at, which) => {
                     // Leads in id order, TICK_CHUNK stored ones per step, so a
                     // tick over a million leads never loads them all at once.
-                    let chunk = TICK_CHUNK.min(budget);
+                    // A step halved to find a refused lead halves this too.
+                    let chunk = if budget >= BATCH { TICK_CHUNK } else { budget };
                     let after = tick_after.take();
                     let mut ids = self.store.lead_ids_after(after.as_deref(), chunk).await?;
                     // A full page may have more after it: stop at its last id.
