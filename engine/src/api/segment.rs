@@ -126,6 +126,7 @@ fn to_event(kind: &str, v: &Value, now: Timestamp) -> Result<Event, (String, Str
             "at" => "timestamp".to_string(),
             "id" => "messageId".to_string(),
             "lead" => "userId".to_string(),
+            "type" if kind == "track" => "event".to_string(),
             other => other.to_string(),
         };
         (field, e.message)
