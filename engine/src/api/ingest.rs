@@ -2,7 +2,7 @@
 //! before any is stored; the answer is 202 once they are durable.
 
 use super::{parse_body, ApiError};
-use crate::daemon::AppState;
+use crate::daemon::{AppState, IngestError};
 use crate::model::time::Timestamp;
 use crate::model::Event;
 use axum::body::Bytes;
@@ -58,12 +58,14 @@ pub(crate) async fn accept(
     now: Timestamp,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let total = events.len() as u64;
-    // Not stored, not acknowledged: the client hears why and retries.
-    let inserted = state.ingest.submit(events, now).await.map_err(|cause| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("events not stored: {cause}; retry later"),
-        )
+    // Not stored, not acknowledged: the client hears why, and retries
+    // unless it was its own data the database refused.
+    let inserted = state.ingest.submit(events, now).await.map_err(|e| {
+        let status = match e {
+            IngestError::Refused(_) => StatusCode::BAD_REQUEST,
+            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
     })?;
     state.metrics.events_ingested.inc_by(inserted);
     state.metrics.events_duplicate.inc_by(total - inserted);

@@ -88,6 +88,15 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        // The request's own data (a NUL in a path segment on PostgreSQL):
+        // retrying cannot help, so it is not a 503.
+        if e.is_refused_data() {
+            tracing::warn!(error = %e, "refused by the database");
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("refused by the database: {}", e.cause()),
+            );
+        }
         tracing::error!(error = %e, "storage error");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

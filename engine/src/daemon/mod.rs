@@ -5,6 +5,7 @@
 
 mod ingest;
 pub mod metrics;
+pub use ingest::IngestError;
 pub mod processor;
 mod reload;
 
