@@ -805,3 +805,74 @@ fn a_clients_bad_events_fail_only_its_own_requests() {
         d.stop();
     }
 }
+
+/// Issue 14: `1.00000000000000011102230246251565404236316680908203125` (a tie,
+/// correctly rounded to 1.0) was read as the next double up, and some
+/// 124-digit integers changed by one ulp each time their stored form was
+/// read back. An acknowledged event is applied as sent: the rules see the
+/// correctly rounded double, and the lead and the stored event keep it,
+/// before and after a restart.
+#[test]
+fn numbers_are_applied_and_kept_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir(
+        dir.path(),
+        "scoring:\n  - { name: exact, on: measured, if: 'event.properties.tie == 1.0', points: 1 }\n  - { name: rounded-up, on: measured, if: 'event.properties.tie > 1.0', points: 100 }\n",
+    );
+    let tie = "1.00000000000000011102230246251565404236316680908203125";
+    // Read right once, but not from their stored (shortest) form.
+    let big = "4685850177548659716638049837986427983580696659917340626421905468427472780481961517028216494383354118578802484593686274953493";
+    // Read one ulp off at once.
+    let big2 = "6508899579032892184011070434192541224824475771046563414839603062027868387380695604230411442694208093972980635139693716487059";
+    // What the stored JSON must say: the correctly rounded double, written
+    // in its shortest form (the writer does not depend on how text is read).
+    let text = |t: &str| serde_json::to_string(&t.parse::<f64>().unwrap()).unwrap();
+    let expected = [
+        format!(r#""tie":{}"#, text(tie)),
+        format!(r#""big":{}"#, text(big)),
+        format!(r#""big2":{}"#, text(big2)),
+    ];
+    assert_eq!(expected[0], r#""tie":1.0"#);
+    // Sent as text: the test's own JSON reader must not round them first.
+    let body = format!(
+        r#"{{"id":"n1","lead":"u1","type":"measured","properties":{{"tie":{tie},"big":{big},"big2":{big2}}},"traits":{{"tie":{tie},"big":{big},"big2":{big2}}}}}"#
+    );
+    for db in backends("exact_numbers", dir.path()) {
+        let c = client();
+        let check = |d: &Daemon, when: &str| {
+            let lead = c.get(d.url("/v1/leads/u1")).send().unwrap().text().unwrap();
+            for e in &expected {
+                assert!(lead.contains(e), "{db} {when}: lead lacks {e}: {lead}");
+            }
+            let v: Value = serde_json::from_str(&lead).unwrap();
+            assert_eq!(v["score"], json!(1), "{db} {when}: the rules saw 1.0: {lead}");
+            let payload = with_db(&db, async |pool| {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT payload FROM events WHERE id = 'n1'")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+                row.get::<String, _>(0)
+            });
+            for e in &expected {
+                assert!(payload.contains(e), "{db} {when}: the stored event lacks {e}: {payload}");
+            }
+        };
+        let d = Daemon::start(&db, &rules, None);
+        let r = c
+            .post(d.url("/v1/events"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        eventually(10, "the event applied", || {
+            (pending(&c, &d) == 0.0 && lead(&c, &d, "u1").is_some()).then_some(())
+        });
+        check(&d, "before a restart");
+        d.stop();
+        let d = Daemon::start(&db, &rules, None);
+        check(&d, "after a restart");
+        d.stop();
+    }
+}
