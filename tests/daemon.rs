@@ -775,10 +775,7 @@ fn a_clients_bad_events_fail_only_its_own_requests() {
                 })
             })
             .collect();
-        let failed: Vec<_> = good
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
+        let failed: Vec<_> = good.into_iter().flat_map(|t| t.join().unwrap()).collect();
         assert!(
             failed.is_empty(),
             "{db}: {} of 120 valid requests failed, e.g. {:?}",
@@ -845,7 +842,11 @@ fn numbers_are_applied_and_kept_as_sent() {
                 assert!(lead.contains(e), "{db} {when}: lead lacks {e}: {lead}");
             }
             let v: Value = serde_json::from_str(&lead).unwrap();
-            assert_eq!(v["score"], json!(1), "{db} {when}: the rules saw 1.0: {lead}");
+            assert_eq!(
+                v["score"],
+                json!(1),
+                "{db} {when}: the rules saw 1.0: {lead}"
+            );
             let payload = with_db(&db, async |pool| {
                 use sqlx::Row;
                 let row = sqlx::query("SELECT payload FROM events WHERE id = 'n1'")
@@ -855,7 +856,10 @@ fn numbers_are_applied_and_kept_as_sent() {
                 row.get::<String, _>(0)
             });
             for e in &expected {
-                assert!(payload.contains(e), "{db} {when}: the stored event lacks {e}: {payload}");
+                assert!(
+                    payload.contains(e),
+                    "{db} {when}: the stored event lacks {e}: {payload}"
+                );
             }
         };
         let d = Daemon::start(&db, &rules, None);
@@ -875,4 +879,337 @@ fn numbers_are_applied_and_kept_as_sent() {
         check(&d, "after a restart");
         d.stop();
     }
+}
+
+/// Issue 14: the Segment write key was the API token, which also reads
+/// every lead, erases and claims. Write keys send events and nothing else;
+/// the API token still works from servers, never from a browser.
+#[test]
+fn write_keys_send_events_only_and_the_api_token_stays_off_browsers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_opts(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("admin-token"),
+        &["--cors-origin", "https://shop.example"],
+        // From the environment (the flag, `--write-key`, would replace it).
+        &[("NURTURE_WRITE_KEYS", "wk-env-0,wk-env-1, wk-env-2")],
+    );
+    let c = client();
+    let ev = |id: &str| json!({"id": id, "lead": "u1", "type": "x"});
+    // Each write key sends events, as Bearer or as Segment's Basic-auth user.
+    for (i, key) in ["wk-env-0", "wk-env-1", "wk-env-2"].into_iter().enumerate() {
+        let r = c
+            .post(d.url("/v1/events"))
+            .bearer_auth(key)
+            .json(&ev(&format!("w{i}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{key}");
+        let r = c
+            .post(d.url("/v1/track"))
+            .basic_auth(key, Some(""))
+            .json(&json!({"userId": "u1", "messageId": format!("t{i}"), "event": "x"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{key}");
+    }
+    // ... and nothing else.
+    let admin_calls = [
+        ("GET", "/v1/leads"),
+        ("GET", "/v1/leads/u1"),
+        ("GET", "/v1/leads/u1/timeline"),
+        ("DELETE", "/v1/leads/u1"),
+        ("POST", "/v1/leads/u1/claim"),
+        ("POST", "/v1/leads/u1/feedback"),
+        ("GET", "/v1/pool?owner=anna"),
+        ("GET", "/v1/reports/funnel"),
+    ];
+    for (method, path) in admin_calls {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = c
+            .request(m.clone(), d.url(path))
+            .bearer_auth("wk-env-0")
+            .json(&json!({"owner": "anna", "status": "won"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        let body: Value = r.json().unwrap();
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("write key") && msg.contains("API token"),
+            "{msg}"
+        );
+        let r = c
+            .request(m, d.url(path))
+            .basic_auth("wk-env-1", Some(""))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path} (Basic)");
+    }
+    let r = c
+        .get(d.url("/v1/leads"))
+        .bearer_auth("admin-token")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The API token still sends events from a server (no Origin header).
+    let r = c
+        .post(d.url("/v1/identify"))
+        .basic_auth("admin-token", Some(""))
+        .json(&json!({"userId": "u1", "messageId": "i1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Never from a browser, not even from an allowed origin.
+    for (path, body) in [
+        ("/v1/events", ev("o1")),
+        (
+            "/v1/track",
+            json!({"userId": "u1", "messageId": "o2", "event": "x"}),
+        ),
+        (
+            "/v1/t",
+            json!({"userId": "u1", "messageId": "o3", "event": "x", "writeKey": "admin-token"}),
+        ),
+    ] {
+        let mut req = c
+            .post(d.url(path))
+            .header("origin", "https://shop.example")
+            .header("content-type", "text/plain")
+            .body(body.to_string());
+        if body.get("writeKey").is_none() {
+            req = req.basic_auth("admin-token", Some(""));
+        }
+        let r = req.send().unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        let body: Value = r.json().unwrap();
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("not accepted from a browser"), "{msg}");
+    }
+    // Wrong or missing keys.
+    let r = c
+        .post(d.url("/v1/events"))
+        .bearer_auth("wk-nope")
+        .json(&ev("n1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c.post(d.url("/v1/events")).json(&ev("n2")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .get(d.url("/v1/leads"))
+        .bearer_auth("wk-nope")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // What the write keys sent was applied.
+    let l = eventually(10, "the events applied", || {
+        let r = c
+            .get(d.url("/v1/leads/u1"))
+            .bearer_auth("admin-token")
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        (v["score"] == 7).then_some(v)
+    });
+    assert_eq!(l["ledger"].as_array().unwrap().len(), 7);
+    d.stop();
+}
+
+/// Issue 14: there was no CORS (`OPTIONS /v1/track` → 405), so analytics.js
+/// could not send from a browser. It posts `text/plain` bodies carrying
+/// `writeKey` to `{host}/v1/t`, `/i`, `/p` and `/b`; a client that sets
+/// headers asks first (preflight).
+#[test]
+fn a_browser_on_an_allowed_origin_sends_events_with_a_write_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_opts(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("admin-token"),
+        &[
+            "--write-key",
+            "wk-site",
+            "--cors-origin",
+            "https://shop.example,http://localhost:3000",
+        ],
+        &[],
+    );
+    let c = client();
+    let acao = |r: &reqwest::blocking::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    for path in ["/v1/track", "/v1/t", "/v1/events", "/v1/batch"] {
+        let r = c
+            .request(reqwest::Method::OPTIONS, d.url(path))
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        assert_eq!(acao(&r).as_deref(), Some("https://shop.example"), "{path}");
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_lowercase())
+        };
+        assert!(h("access-control-allow-methods").unwrap().contains("post"));
+        assert!(h("access-control-allow-headers")
+            .unwrap()
+            .contains("authorization"));
+    }
+    // What analytics.js sends (abridged): a track, a page and a batch.
+    let track = json!({
+        "type": "track", "event": "signed_up", "properties": {"plan": "pro"},
+        "anonymousId": "anon-1", "messageId": "ajs-1", "timestamp": now_rfc3339(0),
+        "context": {"page": {"path": "/"}, "library": {"name": "analytics.js"}},
+        "integrations": {}, "writeKey": "wk-site", "sentAt": now_rfc3339(0),
+        "_metadata": {"bundled": ["Segment.io"]}
+    });
+    let page = json!({"type": "page", "name": "Pricing", "properties": {"path": "/pricing"},
+        "anonymousId": "anon-1", "messageId": "ajs-2", "writeKey": "wk-site"});
+    let batch = json!({"writeKey": "wk-site", "sentAt": now_rfc3339(0), "batch": [
+        {"type": "identify", "anonymousId": "anon-1", "messageId": "ajs-3", "traits": {"plan": "pro"}},
+        {"type": "track", "anonymousId": "anon-1", "messageId": "ajs-4", "event": "clicked"}
+    ]});
+    for (path, body) in [("/v1/t", &track), ("/v1/p", &page), ("/v1/b", &batch)] {
+        let r = c
+            .post(d.url(path))
+            .header("origin", "https://shop.example")
+            .header("content-type", "text/plain")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(acao(&r).as_deref(), Some("https://shop.example"), "{path}");
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{path}: {:?}", r.text());
+    }
+    // Another origin is refused, and its browser gets no CORS grant.
+    let r = c
+        .post(d.url("/v1/t"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain")
+        .body(json!({"type": "track", "event": "x", "anonymousId": "a", "messageId": "e1", "writeKey": "wk-site"}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(acao(&r), None);
+    // A wrong key from an allowed origin: 401, readable by the page.
+    let r = c
+        .post(d.url("/v1/t"))
+        .header("origin", "http://localhost:3000")
+        .body(json!({"type": "track", "event": "x", "anonymousId": "a", "messageId": "e2", "writeKey": "wk-old"}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(acao(&r).as_deref(), Some("http://localhost:3000"));
+    // The admin routes grant no origin anything.
+    let r = c
+        .request(reqwest::Method::OPTIONS, d.url("/v1/leads"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .unwrap();
+    assert_eq!(acao(&r), None);
+    let l = eventually(10, "the browser's events applied", || {
+        let r = c
+            .get(d.url("/v1/leads/anon-1"))
+            .bearer_auth("admin-token")
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        (v["score"] == 4).then_some(v)
+    });
+    assert_eq!(l["attributes"]["plan"], json!("pro"));
+    d.stop();
+}
+
+/// Write keys from a file: several, named, and revoked by editing the file,
+/// without a restart. A bad line stops the start with file:line.
+#[test]
+fn a_write_key_removed_from_its_file_is_revoked_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("write-keys");
+    // Written whole, then renamed, as the docs ask.
+    let write = |text: &str| {
+        let tmp = dir.path().join("write-keys.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &keys).unwrap();
+    };
+    write("wk-a marketing site\nbad:key\n");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &sqlite_url(dir.path()),
+        ])
+        .arg("--rules")
+        .arg(test_rules())
+        .arg("--write-keys-file")
+        .arg(&keys)
+        .env_remove("NURTURE_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2: ", keys.display())),
+        "{stderr}"
+    );
+
+    write("# keys for the web sites\nwk-a marketing site\n\nwk-b   docs site\n");
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--write-keys-file", keys.to_str().unwrap()],
+    );
+    let c = client();
+    let send = |key: Option<&str>, id: &str| {
+        let mut r = c
+            .post(d.url("/v1/events"))
+            .json(&json!({"id": id, "lead": "u1", "type": "x"}));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send().unwrap().status()
+    };
+    assert_eq!(send(Some("wk-a"), "1"), StatusCode::ACCEPTED);
+    assert_eq!(send(Some("wk-b"), "2"), StatusCode::ACCEPTED);
+    assert_eq!(send(Some("wk-c"), "3"), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(None, "4"),
+        StatusCode::UNAUTHORIZED,
+        "a keys file guards ingest"
+    );
+    // Without an API token the admin API stays open on loopback, but a write
+    // key is still no key to it.
+    assert_eq!(get(&c, &d.url("/v1/leads")).0, StatusCode::OK);
+    let r = c
+        .get(d.url("/v1/leads"))
+        .bearer_auth("wk-a")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    write("wk-b docs site\nwk-c new site\n");
+    eventually(10, "wk-a revoked", || {
+        (send(Some("wk-a"), "5") == StatusCode::UNAUTHORIZED).then_some(())
+    });
+    assert_eq!(send(Some("wk-c"), "6"), StatusCode::ACCEPTED);
+    assert_eq!(send(Some("wk-b"), "7"), StatusCode::ACCEPTED);
+    // Removing the file revokes all its keys.
+    std::fs::remove_file(&keys).unwrap();
+    eventually(10, "every key revoked", || {
+        (send(Some("wk-b"), "8") == StatusCode::UNAUTHORIZED).then_some(())
+    });
+    d.stop();
 }

@@ -97,10 +97,7 @@ mod tests {
             for entry in std::fs::read_dir(root.join(dir)).unwrap() {
                 let path = entry.unwrap().path();
                 let data = std::fs::read(&path).unwrap();
-                let mut parsed = vec![
-                    parse_events(&data, now),
-                    parse_segment_batch(&data, now),
-                ];
+                let mut parsed = vec![parse_events(&data, now), parse_segment_batch(&data, now)];
                 for kind in ["identify", "track", "page"] {
                     parsed.push(parse_segment_call(kind, &data, now).map(|e| vec![e]));
                 }

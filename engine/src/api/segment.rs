@@ -133,3 +133,15 @@ fn to_event(kind: &str, v: &Value, now: Timestamp) -> Result<Event, (String, Str
         (field, e.message)
     })
 }
+
+/// The `writeKey` analytics.js puts in every body: from a browser it sends
+/// no Authorization header (its requests are `text/plain`, which needs no
+/// CORS preflight).
+pub(crate) fn body_write_key(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Keyed {
+        #[serde(rename = "writeKey")]
+        write_key: Option<String>,
+    }
+    serde_json::from_slice::<Keyed>(body).ok()?.write_key
+}

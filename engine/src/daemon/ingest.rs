@@ -197,7 +197,10 @@ mod tests {
         let mut jobs = Vec::new();
         let mut answers = Vec::new();
         for (i, lead) in ["a", "b", "refused", "c", "d"].into_iter().enumerate() {
-            let (j, a) = job(vec![event(&format!("e{i}"), lead), event(&format!("f{i}"), lead)]);
+            let (j, a) = job(vec![
+                event(&format!("e{i}"), lead),
+                event(&format!("f{i}"), lead),
+            ]);
             jobs.push(j);
             answers.push(a);
         }

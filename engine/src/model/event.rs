@@ -281,7 +281,10 @@ mod tests {
         assert!(e.field.starts_with("traits.deep.a"), "{e}");
         assert!(e.message.contains("nested"), "{e}");
         let cases = [
-            (json!({"properties": {"p": ["ok", "n\u{0}"]}}), "properties.p[1]"),
+            (
+                json!({"properties": {"p": ["ok", "n\u{0}"]}}),
+                "properties.p[1]",
+            ),
             (json!({"properties": {"k\u{0}": 1}}), "properties.k\u{0}"),
             (json!({"traits": {"email": "a\u{0}@x.io"}}), "traits.email"),
             (
@@ -294,7 +297,11 @@ mod tests {
             for (k, v) in extra.as_object().unwrap() {
                 ev[k] = v.clone();
             }
-            assert_eq!(Event::from_json(&ev, None).unwrap_err().field, field, "{ev}");
+            assert_eq!(
+                Event::from_json(&ev, None).unwrap_err().field,
+                field,
+                "{ev}"
+            );
         }
     }
 
@@ -317,7 +324,10 @@ mod tests {
         assert_eq!(got(&e, "big"), exact(big));
         let stored: Value = serde_json::from_str(&e.to_json().to_string()).unwrap();
         let back = Event::from_json(&stored, None).unwrap();
-        assert_eq!((got(&back, "tie"), got(&back, "big")), (exact(tie), exact(big)));
+        assert_eq!(
+            (got(&back, "tie"), got(&back, "big")),
+            (exact(tie), exact(big))
+        );
     }
 
     #[test]

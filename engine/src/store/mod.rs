@@ -66,7 +66,10 @@ impl StoreError {
             // The extended result code; its low byte is the primary one.
             use sqlx::error::DatabaseError as _;
             let code: i32 = lite.code().and_then(|c| c.parse().ok()).unwrap_or(0);
-            return matches!(code & 0xff, SQLITE_TOOBIG | SQLITE_CONSTRAINT | SQLITE_MISMATCH);
+            return matches!(
+                code & 0xff,
+                SQLITE_TOOBIG | SQLITE_CONSTRAINT | SQLITE_MISMATCH
+            );
         }
         false
     }
