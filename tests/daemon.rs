@@ -698,6 +698,13 @@ fn nul_in_an_identifier_is_refused_naming_the_field() {
             (StatusCode::BAD_REQUEST, json!("event")),
             "{db}: {r}"
         );
+        for path in ["/v1/leads/u%00", "/v1/leads/u%00/timeline"] {
+            assert_eq!(
+                get(&c, &d.url(path)).0,
+                StatusCode::NOT_FOUND,
+                "{db}: {path}"
+            );
+        }
         // Nothing of it was stored: the good event of the batches is new.
         let (s, r) = post(
             &c,

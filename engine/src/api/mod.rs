@@ -333,6 +333,11 @@ pub(crate) async fn stored_lead(
     s: &AppState,
     id: &str,
 ) -> Result<crate::model::LeadState, ApiError> {
+    // No lead id holds a NUL (events with one are refused), and PostgreSQL
+    // would refuse the query.
+    if id.contains('\0') {
+        return Err(ApiError::not_found("lead"));
+    }
     s.store
         .lead(id)
         .await?
