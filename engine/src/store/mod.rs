@@ -48,7 +48,37 @@ impl StoreError {
             other => other.to_string(),
         }
     }
+
+    /// Whether the database refused the data itself (a value it cannot hold,
+    /// a constraint), not the write: the same data will never be taken, but
+    /// other data will. PostgreSQL's SQLSTATE classes 22 (data exception,
+    /// e.g. a NUL in text), 23 (integrity constraint) and 54 (a limit such as
+    /// an index row too large); SQLite's CONSTRAINT, TOOBIG and MISMATCH.
+    /// A full disk, a read-only database or a lost connection is not.
+    pub fn is_refused_data(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            return matches!(pg.code().get(..2), Some("22" | "23" | "54"));
+        }
+        if let Some(lite) = e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            // The extended result code; its low byte is the primary one.
+            use sqlx::error::DatabaseError as _;
+            let code: i32 = lite.code().and_then(|c| c.parse().ok()).unwrap_or(0);
+            return matches!(
+                code & 0xff,
+                SQLITE_TOOBIG | SQLITE_CONSTRAINT | SQLITE_MISMATCH
+            );
+        }
+        false
+    }
 }
+
+// SQLite's primary result codes (sqlite3.h) for data it refuses.
+const SQLITE_TOOBIG: i32 = 18;
+const SQLITE_CONSTRAINT: i32 = 19;
+const SQLITE_MISMATCH: i32 = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
