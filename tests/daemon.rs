@@ -658,3 +658,565 @@ fn broken_rules_are_rejected_on_reload_and_the_old_ones_keep_running() {
     });
     d.stop();
 }
+
+/// Issue 14: a NUL in an event's `lead`, `id` or `type` was answered 503 on
+/// PostgreSQL (and stored by SQLite); it is bad input, a 400 that names it.
+#[test]
+fn nul_in_an_identifier_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends("nul_identifier", dir.path()) {
+        let d = Daemon::start(&db, &test_rules(), None);
+        let c = client();
+        for field in ["lead", "id", "type"] {
+            let mut ev = json!({"id": "n1", "lead": "u1", "type": "x"});
+            ev[field] = json!("a\u{0}b");
+            let (s, r) = post(&c, &d.url("/v1/events"), &ev);
+            assert_eq!(
+                (s, r["error"]["field"].clone()),
+                (StatusCode::BAD_REQUEST, json!(field)),
+                "{db}: {r}"
+            );
+            let good = json!({"id": "n0", "lead": "u1", "type": "x"});
+            let (s, r) = post(&c, &d.url("/v1/events"), &json!({"batch": [good, ev]}));
+            assert_eq!(
+                (s, r["error"]["field"].clone()),
+                (StatusCode::BAD_REQUEST, json!(format!("batch[1].{field}"))),
+                "{db}: {r}"
+            );
+        }
+        let seg = json!({"userId": "u\u{0}", "messageId": "m1", "event": "x"});
+        let (s, r) = post(&c, &d.url("/v1/track"), &seg);
+        assert_eq!(
+            (s, r["error"]["field"].clone()),
+            (StatusCode::BAD_REQUEST, json!("userId")),
+            "{db}: {r}"
+        );
+        let seg = json!({"userId": "u1", "messageId": "m1", "event": "x\u{0}"});
+        let (s, r) = post(&c, &d.url("/v1/track"), &seg);
+        assert_eq!(
+            (s, r["error"]["field"].clone()),
+            (StatusCode::BAD_REQUEST, json!("event")),
+            "{db}: {r}"
+        );
+        for path in ["/v1/leads/u%00", "/v1/leads/u%00/timeline"] {
+            assert_eq!(
+                get(&c, &d.url(path)).0,
+                StatusCode::NOT_FOUND,
+                "{db}: {path}"
+            );
+        }
+        // Nothing of it was stored: the good event of the batches is new.
+        let (s, r) = post(
+            &c,
+            &d.url("/v1/events"),
+            &json!({"id": "n0", "lead": "u1", "type": "x"}),
+        );
+        assert_eq!((s, r["accepted"].clone()), (StatusCode::ACCEPTED, json!(1)));
+        assert_eq!(get(&c, &d.url("/healthz")).1["status"], json!("ok"));
+        d.stop();
+    }
+}
+
+/// Issue 14: concurrent requests share a group-commit transaction, and one
+/// client's bad events failed other clients' valid ones (64 of 120 with
+/// 503). Here one client sends events with a NUL (refused when read) and
+/// events the database itself refuses (a constraint added for the test,
+/// past every check of the daemon's), while six clients send valid events:
+/// every valid request is acknowledged and every valid event applied.
+#[test]
+fn a_clients_bad_events_fail_only_its_own_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends("bad_client", dir.path()) {
+        let out = Command::new(BIN)
+            .args(["migrate", "--database-url", &db])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        if db.starts_with("sqlite:") {
+            db_exec(
+                &db,
+                "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.lead = 'refused' \
+                 BEGIN SELECT RAISE(ABORT, 'lead refused by the test'); END",
+            );
+        } else {
+            db_exec(
+                &db,
+                "ALTER TABLE events ADD CONSTRAINT refuse CHECK (lead <> 'refused')",
+            );
+        }
+        let d = Daemon::start(&db, &test_rules(), None);
+        let url = d.url("/v1/events");
+        let bad = {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let c = client();
+                let mut statuses = Vec::new();
+                for i in 0..40 {
+                    let ev = if i % 2 == 0 {
+                        json!({"id": format!("bad{i}"), "lead": "u\u{0}", "type": "x"})
+                    } else {
+                        json!({"id": format!("bad{i}"), "lead": "refused", "type": "x"})
+                    };
+                    let (s, r) = post(&c, &url, &json!({"batch": [ev]}));
+                    statuses.push((s, r));
+                }
+                statuses
+            })
+        };
+        let good: Vec<_> = (0..6)
+            .map(|client_no| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let c = client();
+                    let mut failed = Vec::new();
+                    for r in 0..20 {
+                        let batch: Vec<Value> = (0..3)
+                            .map(|i| json!({"id": format!("g{client_no}-{r}-{i}"), "lead": format!("good{client_no}"), "type": "x"}))
+                            .collect();
+                        let (s, body) = post(&c, &url, &json!({ "batch": batch }));
+                        if s != StatusCode::ACCEPTED {
+                            failed.push((s, body));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let failed: Vec<_> = good.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        assert!(
+            failed.is_empty(),
+            "{db}: {} of 120 valid requests failed, e.g. {:?}",
+            failed.len(),
+            failed.first()
+        );
+        for (i, (s, r)) in bad.join().unwrap().into_iter().enumerate() {
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{db}: bad request {i}: {r}");
+            if i % 2 == 0 {
+                assert_eq!(r["error"]["field"], json!("batch[0].lead"), "{r}");
+            } else {
+                let msg = r["error"]["message"].as_str().unwrap_or_default();
+                assert!(msg.starts_with("events refused by the database"), "{r}");
+            }
+        }
+        let c = client();
+        eventually(30, "every valid event applied", || {
+            (0..6)
+                .all(|n| lead(&c, &d, &format!("good{n}")).is_some_and(|l| l["score"] == 60))
+                .then_some(())
+        });
+        assert!(lead(&c, &d, "refused").is_none());
+        assert_eq!(get(&c, &d.url("/healthz")).1["status"], json!("ok"));
+        d.stop();
+    }
+}
+
+/// Issue 14: `1.00000000000000011102230246251565404236316680908203125` (a tie,
+/// correctly rounded to 1.0) was read as the next double up, and some
+/// 124-digit integers changed by one ulp each time their stored form was
+/// read back. An acknowledged event is applied as sent: the rules see the
+/// correctly rounded double, and the lead and the stored event keep it,
+/// before and after a restart.
+#[test]
+fn numbers_are_applied_and_kept_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir(
+        dir.path(),
+        "scoring:\n  - { name: exact, on: measured, if: 'event.properties.tie == 1.0', points: 1 }\n  - { name: rounded-up, on: measured, if: 'event.properties.tie > 1.0', points: 100 }\n",
+    );
+    let tie = "1.00000000000000011102230246251565404236316680908203125";
+    // Read right once, but not from their stored (shortest) form.
+    let big = "4685850177548659716638049837986427983580696659917340626421905468427472780481961517028216494383354118578802484593686274953493";
+    // Read one ulp off at once.
+    let big2 = "6508899579032892184011070434192541224824475771046563414839603062027868387380695604230411442694208093972980635139693716487059";
+    // What the stored JSON must say: the correctly rounded double, written
+    // in its shortest form (the writer does not depend on how text is read).
+    let text = |t: &str| serde_json::to_string(&t.parse::<f64>().unwrap()).unwrap();
+    let expected = [
+        format!(r#""tie":{}"#, text(tie)),
+        format!(r#""big":{}"#, text(big)),
+        format!(r#""big2":{}"#, text(big2)),
+    ];
+    assert_eq!(expected[0], r#""tie":1.0"#);
+    // Sent as text: the test's own JSON reader must not round them first.
+    let body = format!(
+        r#"{{"id":"n1","lead":"u1","type":"measured","properties":{{"tie":{tie},"big":{big},"big2":{big2}}},"traits":{{"tie":{tie},"big":{big},"big2":{big2}}}}}"#
+    );
+    for db in backends("exact_numbers", dir.path()) {
+        let c = client();
+        let check = |d: &Daemon, when: &str| {
+            let lead = c.get(d.url("/v1/leads/u1")).send().unwrap().text().unwrap();
+            for e in &expected {
+                assert!(lead.contains(e), "{db} {when}: lead lacks {e}: {lead}");
+            }
+            let v: Value = serde_json::from_str(&lead).unwrap();
+            assert_eq!(
+                v["score"],
+                json!(1),
+                "{db} {when}: the rules saw 1.0: {lead}"
+            );
+            let payload = with_db(&db, async |pool| {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT payload FROM events WHERE id = 'n1'")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+                row.get::<String, _>(0)
+            });
+            for e in &expected {
+                assert!(
+                    payload.contains(e),
+                    "{db} {when}: the stored event lacks {e}: {payload}"
+                );
+            }
+        };
+        let d = Daemon::start(&db, &rules, None);
+        let r = c
+            .post(d.url("/v1/events"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        eventually(10, "the event applied", || {
+            (pending(&c, &d) == 0.0 && lead(&c, &d, "u1").is_some()).then_some(())
+        });
+        check(&d, "before a restart");
+        d.stop();
+        let d = Daemon::start(&db, &rules, None);
+        check(&d, "after a restart");
+        d.stop();
+    }
+}
+
+/// Issue 14: the Segment write key was the API token, which also reads
+/// every lead, erases and claims. Write keys send events and nothing else;
+/// the API token still works from servers, never from a browser.
+#[test]
+fn write_keys_send_events_only_and_the_api_token_stays_off_browsers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_opts(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("admin-token"),
+        &["--cors-origin", "https://shop.example"],
+        // From the environment (the flag, `--write-key`, would replace it).
+        &[("NURTURE_WRITE_KEYS", "wk-env-0,wk-env-1, wk-env-2")],
+    );
+    let c = client();
+    let ev = |id: &str| json!({"id": id, "lead": "u1", "type": "x"});
+    // Each write key sends events, as Bearer or as Segment's Basic-auth user.
+    for (i, key) in ["wk-env-0", "wk-env-1", "wk-env-2"].into_iter().enumerate() {
+        let r = c
+            .post(d.url("/v1/events"))
+            .bearer_auth(key)
+            .json(&ev(&format!("w{i}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{key}");
+        let r = c
+            .post(d.url("/v1/track"))
+            .basic_auth(key, Some(""))
+            .json(&json!({"userId": "u1", "messageId": format!("t{i}"), "event": "x"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{key}");
+    }
+    // ... and nothing else.
+    let admin_calls = [
+        ("GET", "/v1/leads"),
+        ("GET", "/v1/leads/u1"),
+        ("GET", "/v1/leads/u1/timeline"),
+        ("DELETE", "/v1/leads/u1"),
+        ("POST", "/v1/leads/u1/claim"),
+        ("POST", "/v1/leads/u1/feedback"),
+        ("GET", "/v1/pool?owner=anna"),
+        ("GET", "/v1/reports/funnel"),
+    ];
+    for (method, path) in admin_calls {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = c
+            .request(m.clone(), d.url(path))
+            .bearer_auth("wk-env-0")
+            .json(&json!({"owner": "anna", "status": "won"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        let body: Value = r.json().unwrap();
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("write key") && msg.contains("API token"),
+            "{msg}"
+        );
+        let r = c
+            .request(m, d.url(path))
+            .basic_auth("wk-env-1", Some(""))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path} (Basic)");
+    }
+    let r = c
+        .get(d.url("/v1/leads"))
+        .bearer_auth("admin-token")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The API token still sends events from a server (no Origin header).
+    let r = c
+        .post(d.url("/v1/identify"))
+        .basic_auth("admin-token", Some(""))
+        .json(&json!({"userId": "u1", "messageId": "i1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Never from a browser, not even from an allowed origin.
+    for (path, body) in [
+        ("/v1/events", ev("o1")),
+        (
+            "/v1/track",
+            json!({"userId": "u1", "messageId": "o2", "event": "x"}),
+        ),
+        (
+            "/v1/t",
+            json!({"userId": "u1", "messageId": "o3", "event": "x", "writeKey": "admin-token"}),
+        ),
+    ] {
+        let mut req = c
+            .post(d.url(path))
+            .header("origin", "https://shop.example")
+            .header("content-type", "text/plain")
+            .body(body.to_string());
+        if body.get("writeKey").is_none() {
+            req = req.basic_auth("admin-token", Some(""));
+        }
+        let r = req.send().unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        let body: Value = r.json().unwrap();
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("not accepted from a browser"), "{msg}");
+    }
+    // Wrong or missing keys.
+    let r = c
+        .post(d.url("/v1/events"))
+        .bearer_auth("wk-nope")
+        .json(&ev("n1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c.post(d.url("/v1/events")).json(&ev("n2")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .get(d.url("/v1/leads"))
+        .bearer_auth("wk-nope")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // What the write keys sent was applied.
+    let l = eventually(10, "the events applied", || {
+        let r = c
+            .get(d.url("/v1/leads/u1"))
+            .bearer_auth("admin-token")
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        (v["score"] == 7).then_some(v)
+    });
+    assert_eq!(l["ledger"].as_array().unwrap().len(), 7);
+    d.stop();
+}
+
+/// Issue 14: there was no CORS (`OPTIONS /v1/track` → 405), so analytics.js
+/// could not send from a browser. It posts `text/plain` bodies carrying
+/// `writeKey` to `{host}/v1/t`, `/i`, `/p` and `/b`; a client that sets
+/// headers asks first (preflight).
+#[test]
+fn a_browser_on_an_allowed_origin_sends_events_with_a_write_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_opts(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("admin-token"),
+        &[
+            "--write-key",
+            "wk-site",
+            "--cors-origin",
+            "https://shop.example,http://localhost:3000",
+        ],
+        &[],
+    );
+    let c = client();
+    let acao = |r: &reqwest::blocking::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    for path in ["/v1/track", "/v1/t", "/v1/events", "/v1/batch"] {
+        let r = c
+            .request(reqwest::Method::OPTIONS, d.url(path))
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        assert_eq!(acao(&r).as_deref(), Some("https://shop.example"), "{path}");
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_lowercase())
+        };
+        assert!(h("access-control-allow-methods").unwrap().contains("post"));
+        assert!(h("access-control-allow-headers")
+            .unwrap()
+            .contains("authorization"));
+    }
+    // What analytics.js sends (abridged): a track, a page and a batch.
+    let track = json!({
+        "type": "track", "event": "signed_up", "properties": {"plan": "pro"},
+        "anonymousId": "anon-1", "messageId": "ajs-1", "timestamp": now_rfc3339(0),
+        "context": {"page": {"path": "/"}, "library": {"name": "analytics.js"}},
+        "integrations": {}, "writeKey": "wk-site", "sentAt": now_rfc3339(0),
+        "_metadata": {"bundled": ["Segment.io"]}
+    });
+    let page = json!({"type": "page", "name": "Pricing", "properties": {"path": "/pricing"},
+        "anonymousId": "anon-1", "messageId": "ajs-2", "writeKey": "wk-site"});
+    let batch = json!({"writeKey": "wk-site", "sentAt": now_rfc3339(0), "batch": [
+        {"type": "identify", "anonymousId": "anon-1", "messageId": "ajs-3", "traits": {"plan": "pro"}},
+        {"type": "track", "anonymousId": "anon-1", "messageId": "ajs-4", "event": "clicked"}
+    ]});
+    for (path, body) in [("/v1/t", &track), ("/v1/p", &page), ("/v1/b", &batch)] {
+        let r = c
+            .post(d.url(path))
+            .header("origin", "https://shop.example")
+            .header("content-type", "text/plain")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(acao(&r).as_deref(), Some("https://shop.example"), "{path}");
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{path}: {:?}", r.text());
+    }
+    // Another origin is refused, and its browser gets no CORS grant.
+    let r = c
+        .post(d.url("/v1/t"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain")
+        .body(json!({"type": "track", "event": "x", "anonymousId": "a", "messageId": "e1", "writeKey": "wk-site"}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(acao(&r), None);
+    // A wrong key from an allowed origin: 401, readable by the page.
+    let r = c
+        .post(d.url("/v1/t"))
+        .header("origin", "http://localhost:3000")
+        .body(json!({"type": "track", "event": "x", "anonymousId": "a", "messageId": "e2", "writeKey": "wk-old"}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(acao(&r).as_deref(), Some("http://localhost:3000"));
+    // The admin routes grant no origin anything.
+    let r = c
+        .request(reqwest::Method::OPTIONS, d.url("/v1/leads"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .unwrap();
+    assert_eq!(acao(&r), None);
+    let l = eventually(10, "the browser's events applied", || {
+        let r = c
+            .get(d.url("/v1/leads/anon-1"))
+            .bearer_auth("admin-token")
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        (v["score"] == 4).then_some(v)
+    });
+    assert_eq!(l["attributes"]["plan"], json!("pro"));
+    d.stop();
+}
+
+/// Write keys from a file: several, named, and revoked by editing the file,
+/// without a restart. A bad line stops the start with file:line.
+#[test]
+fn a_write_key_removed_from_its_file_is_revoked_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("write-keys");
+    // Written whole, then renamed, as the docs ask.
+    let write = |text: &str| {
+        let tmp = dir.path().join("write-keys.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &keys).unwrap();
+    };
+    write("wk-a marketing site\nbad:key\n");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &sqlite_url(dir.path()),
+        ])
+        .arg("--rules")
+        .arg(test_rules())
+        .arg("--write-keys-file")
+        .arg(&keys)
+        .env_remove("NURTURE_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2: ", keys.display())),
+        "{stderr}"
+    );
+
+    write("# keys for the web sites\nwk-a marketing site\n\nwk-b   docs site\n");
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--write-keys-file", keys.to_str().unwrap()],
+    );
+    let c = client();
+    let send = |key: Option<&str>, id: &str| {
+        let mut r = c
+            .post(d.url("/v1/events"))
+            .json(&json!({"id": id, "lead": "u1", "type": "x"}));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send().unwrap().status()
+    };
+    assert_eq!(send(Some("wk-a"), "1"), StatusCode::ACCEPTED);
+    assert_eq!(send(Some("wk-b"), "2"), StatusCode::ACCEPTED);
+    assert_eq!(send(Some("wk-c"), "3"), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(None, "4"),
+        StatusCode::UNAUTHORIZED,
+        "a keys file guards ingest"
+    );
+    // Without an API token the admin API stays open on loopback, but a write
+    // key is still no key to it.
+    assert_eq!(get(&c, &d.url("/v1/leads")).0, StatusCode::OK);
+    let r = c
+        .get(d.url("/v1/leads"))
+        .bearer_auth("wk-a")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    write("wk-b docs site\nwk-c new site\n");
+    eventually(10, "wk-a revoked", || {
+        (send(Some("wk-a"), "5") == StatusCode::UNAUTHORIZED).then_some(())
+    });
+    assert_eq!(send(Some("wk-c"), "6"), StatusCode::ACCEPTED);
+    assert_eq!(send(Some("wk-b"), "7"), StatusCode::ACCEPTED);
+    // Removing the file revokes all its keys.
+    std::fs::remove_file(&keys).unwrap();
+    eventually(10, "every key revoked", || {
+        (send(Some("wk-b"), "8") == StatusCode::UNAUTHORIZED).then_some(())
+    });
+    d.stop();
+}

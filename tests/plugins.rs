@@ -220,7 +220,7 @@ fn no_call_sees_memory_an_earlier_call_used() {
 /// Plugins are linked with a small stack (plugins/.cargo/config.toml), which keeps
 /// every call's memory small. It must still hold the SDK parsing the most
 /// deeply nested JSON an event may bring: the deepest that the event parser
-/// (serde_json, nesting limit 128) accepts.
+/// accepts (`model::bounds::MAX_DEPTH` in a trait).
 #[test]
 fn the_deepest_json_an_event_may_carry_fits_the_plugin_stack() {
     let (_tmp, rules) = rules_with("noop", "");
@@ -234,11 +234,12 @@ fn the_deepest_json_an_event_may_carry_fits_the_plugin_stack() {
                 "]".repeat(*depth)
             );
             let event = format!(r#"{{"id":"e1","lead":"u1","type":"identify","at":"2026-01-05T10:00:00Z","traits":{traits}}}"#);
-            serde_json::from_str::<serde_json::Value>(&event).is_ok()
+            let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+            Event::from_json(&v, None).is_ok()
         })
         .last()
         .unwrap();
-    assert!(deepest > 100, "{deepest}");
+    assert_eq!(deepest, nurture::model::bounds::MAX_DEPTH);
     let traits = format!(
         r#"{{"employees":1500,"deep":{}{{"k":"v"}}{}}}"#,
         "[".repeat(deepest - 1),

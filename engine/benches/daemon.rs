@@ -64,6 +64,9 @@ async fn bench_backend(name: &str, url: String) {
         rules: rules.clone(),
         listen: String::new(),
         api_token: None,
+        write_keys: Vec::new(),
+        write_keys_file: None,
+        cors_origins: Vec::new(),
         smtp_url: None,
         // The example rules send drips: keep their .eml files out of the tree.
         outbox: outbox.path().to_path_buf(),

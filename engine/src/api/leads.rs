@@ -34,8 +34,8 @@ pub async fn timeline(
     Query(q): Query<TimelineQuery>,
 ) -> Result<Json<Value>, ApiError> {
     // Known, not read: the timeline of a lead whose state cannot be read
-    // (in quarantine) says why.
-    if !s.store.lead_exists(&id).await? {
+    // (in quarantine) says why. No lead id holds a NUL (see stored_lead).
+    if id.contains('\0') || !s.store.lead_exists(&id).await? {
         return Err(ApiError::not_found("lead"));
     }
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);

@@ -1,6 +1,7 @@
 //! The HTTP API (SPEC section 6): routes, authentication and JSON errors.
 //! Each route's handler lives in the file named for what it serves.
 
+pub mod access;
 mod ingest;
 mod leads;
 mod quarantine;
@@ -13,25 +14,43 @@ pub use ingest::parse_events;
 pub use segment::{parse_batch as parse_segment_batch, parse_call as parse_segment_call};
 
 use crate::daemon::AppState;
+use access::{Holder, Origins};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1 << 20;
 
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
+    // Sending events: write keys (or the API token, from servers), CORS
+    // for the configured browser origins. Segment's short paths (`/v1/t`,
+    // `/v1/i`, `/v1/p`, `/v1/b`) are where analytics.js posts.
+    let mut ingest = Router::new()
         .route("/events", post(ingest::events))
-        .route("/identify", post(segment::identify))
-        .route("/track", post(segment::track))
-        .route("/page", post(segment::page))
-        .route("/batch", post(segment::batch))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth_events))
+        .merge(
+            Router::new()
+                .route("/identify", post(segment::identify))
+                .route("/i", post(segment::identify))
+                .route("/track", post(segment::track))
+                .route("/t", post(segment::track))
+                .route("/page", post(segment::page))
+                .route("/p", post(segment::page))
+                .route("/batch", post(segment::batch))
+                .route("/b", post(segment::batch))
+                .route_layer(middleware::from_fn_with_state(state.clone(), auth_segment)),
+        );
+    if let Some(cors) = cors(&state.access.origins) {
+        ingest = ingest.layer(cors);
+    }
+    let admin = Router::new()
         .route("/leads", get(leads::list))
         .route("/leads/{id}", get(leads::get).delete(leads::erase))
         .route("/leads/{id}/timeline", get(leads::timeline))
@@ -41,9 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/reports/funnel", get(leads::funnel))
         .route("/quarantine", get(quarantine::list))
         .route("/quarantine/{lead}/retry", post(quarantine::retry))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth_admin));
     Router::new()
-        .nest("/v1", v1)
+        .nest("/v1", ingest.merge(admin))
         .route(
             "/unsubscribe/{token}",
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
@@ -52,6 +71,23 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// CORS for the ingest routes: preflight answered for the allowed origins,
+/// which may send the JSON content type and an Authorization header.
+fn cors(origins: &Origins) -> Option<CorsLayer> {
+    let allow = match origins {
+        Origins::None => return None,
+        Origins::Any => AllowOrigin::any(),
+        Origins::List(l) => AllowOrigin::list(l.clone()),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .max_age(std::time::Duration::from_secs(24 * 3600)),
+    )
 }
 
 /// A JSON error: `{"error": {"message", "field"?, "index"?}}`.
@@ -91,6 +127,15 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        // The request's own data (a NUL in a path segment on PostgreSQL):
+        // retrying cannot help, so it is not a 503.
+        if e.is_refused_data() {
+            tracing::warn!(error = %e, "refused by the database");
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("refused by the database: {}", e.cause()),
+            );
+        }
         tracing::error!(error = %e, "storage error");
         // Not the database being away: retrying will not help.
         if let crate::store::StoreError::Corrupt { .. } = e {
@@ -119,50 +164,125 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Bearer token on `/v1`; the Segment routes also take it as the Basic-auth
-/// user (Segment's write key). Without a configured token, everything is
-/// open, and the daemon only listens on loopback.
-async fn auth(
+/// The credential a request carries: a Bearer token, or the Basic-auth
+/// user (Segment's write key, with an empty password).
+fn header_credential(req: &Request) -> Option<String> {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Some(b) = given.strip_prefix("Bearer ") {
+        return Some(b.trim().to_string());
+    }
+    let b = given.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()?;
+    let userpass = String::from_utf8(raw).ok()?;
+    Some(userpass.split(':').next().unwrap_or("").to_string())
+}
+
+fn unauthorized(what: &str) -> ApiError {
+    let mut e = ApiError::new(StatusCode::UNAUTHORIZED, format!("missing or wrong {what}"));
+    e.field = Some("Authorization".into());
+    e
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    let mut e = ApiError::new(StatusCode::FORBIDDEN, message);
+    e.field = Some("Authorization".into());
+    e
+}
+
+/// The admin routes (leads, erasure, claims, reports): the API token only,
+/// when one is set. A write key is refused here whether or not a token is
+/// set: it is meant to be public.
+async fn auth_admin(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(token) = state.api_token.as_deref() else {
-        return Ok(next.run(req).await);
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let ok = if let Some(b) = given.strip_prefix("Bearer ") {
-        constant_time_eq(b.trim().as_bytes(), token.as_bytes())
-    } else if let Some(b) = given.strip_prefix("Basic ") {
-        base64::engine::general_purpose::STANDARD
-            .decode(b.trim())
-            .ok()
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .is_some_and(|userpass| {
-                let user = userpass.split(':').next().unwrap_or("");
-                constant_time_eq(user.as_bytes(), token.as_bytes())
-            })
-    } else {
-        false
-    };
-    if ok {
-        Ok(next.run(req).await)
-    } else {
-        let mut e = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API token (Authorization: Bearer TOKEN)",
-        );
-        e.field = Some("Authorization".into());
-        Err(e)
+    let holder = header_credential(&req).and_then(|c| state.access.holder(&c));
+    match holder {
+        Some(Holder::Writer(name)) => Err(forbidden(format!(
+            "this is a write key ({name}): it may only send events (POST /v1/events, \
+             /v1/identify, /v1/track, /v1/page, /v1/batch); this route needs the API token"
+        ))),
+        Some(Holder::Admin) => Ok(next.run(req).await),
+        None if !state.access.admin_required() => Ok(next.run(req).await),
+        None => Err(unauthorized("API token (Authorization: Bearer TOKEN)")),
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+async fn auth_events(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    auth_ingest(&state, req, next, false).await
+}
+
+/// Segment's routes also take the write key from the body (`writeKey`), as
+/// analytics.js sends it from a browser.
+async fn auth_segment(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    auth_ingest(&state, req, next, true).await
+}
+
+/// The ingest routes: a write key, or the API token from a server. A
+/// request from a browser (it has an `Origin` header) must come from an
+/// allowed origin, and never with the API token, which a web page would
+/// give away.
+async fn auth_ingest(
+    state: &AppState,
+    req: Request,
+    next: Next,
+    key_in_body: bool,
+) -> Result<Response, ApiError> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let Some(o) = &origin {
+        if !state.access.origins.allows(o) {
+            let mut e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "origin {} may not send events here (allowed origins: --cors-origin)",
+                    String::from_utf8_lossy(o.as_bytes())
+                ),
+            );
+            e.field = Some("Origin".into());
+            return Err(e);
+        }
+    }
+    let mut req = req;
+    let mut given = header_credential(&req);
+    if given.is_none() && key_in_body && state.access.ingest_required() {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {BODY_LIMIT} bytes"),
+            )
+        })?;
+        given = segment::body_write_key(&bytes);
+        req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let holder = given.and_then(|c| state.access.holder(&c));
+    match holder {
+        Some(Holder::Admin) if origin.is_some() => Err(forbidden(
+            "the API token is not accepted from a browser (this request has an Origin \
+             header): web pages send events with a write key (--write-key)",
+        )),
+        Some(_) => Ok(next.run(req).await),
+        None if !state.access.ingest_required() => Ok(next.run(req).await),
+        None => Err(unauthorized(
+            "write key (Authorization: Basic base64(KEY:), Bearer KEY, or Segment's writeKey)",
+        )),
+    }
 }
 
 /// Liveness plus the backlog: events accepted but not applied, work stored,
@@ -249,6 +369,11 @@ pub(crate) async fn stored_lead(
     s: &AppState,
     id: &str,
 ) -> Result<crate::model::LeadState, ApiError> {
+    // No lead id holds a NUL (events with one are refused), and PostgreSQL
+    // would refuse the query.
+    if id.contains('\0') {
+        return Err(ApiError::not_found("lead"));
+    }
     s.store
         .lead(id)
         .await?

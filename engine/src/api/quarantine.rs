@@ -18,7 +18,8 @@ pub async fn retry(
     State(s): State<AppState>,
     Path(lead): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !s.store.release(&lead, chrono::Utc::now()).await? {
+    // No lead id holds a NUL, and PostgreSQL would refuse the query.
+    if lead.contains('\0') || !s.store.release(&lead, chrono::Utc::now()).await? {
         return Err(ApiError::not_found("lead in quarantine"));
     }
     s.wake.notify_one();

@@ -76,8 +76,9 @@ fn to_event(kind: &str, v: &Value, now: Timestamp) -> Result<Event, (String, Str
         .as_object()
         .ok_or_else(|| (String::new(), "a call must be a JSON object".to_string()))?;
     let text = |k: &str| obj.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let lead = text("userId")
-        .or_else(|| text("anonymousId"))
+    let (lead_field, lead) = text("userId")
+        .map(|l| ("userId", l))
+        .or_else(|| text("anonymousId").map(|l| ("anonymousId", l)))
         .ok_or_else(|| ("userId".to_string(), "missing (or anonymousId)".to_string()))?;
     let id = text("messageId").ok_or_else(|| ("messageId".to_string(), "missing".to_string()))?;
     let object = |k: &str| -> Result<Map<String, Value>, (String, String)> {
@@ -125,9 +126,22 @@ fn to_event(kind: &str, v: &Value, now: Timestamp) -> Result<Event, (String, Str
         let field = match e.field.as_str() {
             "at" => "timestamp".to_string(),
             "id" => "messageId".to_string(),
-            "lead" => "userId".to_string(),
+            "lead" => lead_field.to_string(),
+            "type" if kind == "track" => "event".to_string(),
             other => other.to_string(),
         };
         (field, e.message)
     })
+}
+
+/// The `writeKey` analytics.js puts in every body: from a browser it sends
+/// no Authorization header (its requests are `text/plain`, which needs no
+/// CORS preflight).
+pub(crate) fn body_write_key(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Keyed {
+        #[serde(rename = "writeKey")]
+        write_key: Option<String>,
+    }
+    serde_json::from_slice::<Keyed>(body).ok()?.write_key
 }

@@ -124,6 +124,27 @@ struct ServeArgs {
     /// Bearer token required on /v1 (without one, only loopback is served).
     #[arg(long, env = "NURTURE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Write key, for sending events only (POST /v1/events and the Segment
+    /// routes): safe in a web page. Repeat, or separate with commas.
+    #[arg(
+        long = "write-key",
+        env = "NURTURE_WRITE_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    write_keys: Vec<String>,
+    /// File of write keys: one a line, `KEY [NAME]`, `#` comments; re-read
+    /// when it changes and on SIGHUP (a key removed is revoked).
+    #[arg(long, env = "NURTURE_WRITE_KEYS_FILE")]
+    write_keys_file: Option<PathBuf>,
+    /// Browser origin allowed to send events (CORS), e.g.
+    /// https://www.example.com, or `*`. Repeat, or separate with commas.
+    #[arg(
+        long = "cors-origin",
+        env = "NURTURE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Public base URL, for links in emails.
     #[arg(long, env = "NURTURE_PUBLIC_URL")]
     public_url: Option<String>,
@@ -344,6 +365,9 @@ fn serve(a: ServeArgs) -> ExitCode {
         rules: a.rules,
         listen: a.listen,
         api_token: a.api_token.filter(|t| !t.is_empty()),
+        write_keys: a.write_keys,
+        write_keys_file: a.write_keys_file,
+        cors_origins: a.cors_origins,
         smtp_url: a.smtp_url,
         outbox: a.outbox,
         public_url: a.public_url,

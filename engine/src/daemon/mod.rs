@@ -5,6 +5,7 @@
 
 mod ingest;
 pub mod metrics;
+pub use ingest::IngestError;
 pub mod processor;
 mod reload;
 
@@ -93,6 +94,12 @@ pub struct ServeConfig {
     pub rules: PathBuf,
     pub listen: String,
     pub api_token: Option<String>,
+    /// Write keys for the ingest routes (`--write-key`, `NURTURE_WRITE_KEYS`).
+    pub write_keys: Vec<String>,
+    /// More write keys, one a line, re-read when the file changes.
+    pub write_keys_file: Option<PathBuf>,
+    /// Browser origins allowed to send events (CORS); `*` for any.
+    pub cors_origins: Vec<String>,
     pub smtp_url: Option<String>,
     pub outbox: PathBuf,
     pub public_url: Option<String>,
@@ -113,7 +120,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Writes accepted events, grouping concurrent requests.
     pub ingest: ingest::Ingestor,
-    pub api_token: Option<String>,
+    /// The API token, write keys and allowed origins.
+    pub access: Arc<crate::api::access::Access>,
     /// Verifies unsubscribe tokens.
     pub secret: Secret,
     /// See [`ServeConfig::stall_after`].
@@ -143,6 +151,22 @@ async fn links(cfg: &ServeConfig, store: &Store, local: SocketAddr) -> anyhow::R
     Ok(Links {
         base_url,
         secret: Secret::new(secret.into_bytes()),
+    })
+}
+
+/// The credentials and origins `serve` was given, every one checked.
+fn access(cfg: &ServeConfig) -> anyhow::Result<crate::api::access::Access> {
+    use crate::api::access::{Access, Origins};
+    let origins = Origins::parse(&cfg.cors_origins)?;
+    Access::new(
+        cfg.api_token.clone(),
+        &cfg.write_keys,
+        cfg.write_keys_file.clone(),
+        origins,
+    )
+    .map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("write keys:\n{}", lines.join("\n"))
     })
 }
 
@@ -197,6 +221,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let rules = Ruleset::load(&cfg.rules)
         .map_err(|d| anyhow::anyhow!("rules in {} have errors:\n{d}", cfg.rules.display()))?;
+    let access = Arc::new(access(&cfg)?);
+    tracing::info!(access = %access.describe(), "credentials");
     tracing::info!(rules = %cfg.rules.display(), summary = %rules.summary(), "rules loaded");
     let store = Store::connect(&cfg.database_url)
         .await
@@ -245,6 +271,7 @@ pub async fn run(
         metrics.clone(),
         stop_rx.clone(),
     ));
+    let keys_task = tokio::spawn(crate::api::access::watch(access.clone(), stop_rx.clone()));
     let gauge_task = tokio::spawn(update_gauges(
         store.clone(),
         metrics.clone(),
@@ -258,7 +285,7 @@ pub async fn run(
         metrics,
         wake,
         ingest,
-        api_token: cfg.api_token.clone(),
+        access,
         secret: links.secret.clone(),
         stall_after: cfg.stall_after,
     };
@@ -275,6 +302,7 @@ pub async fn run(
     let _ = reload_task.await;
     let _ = sender_task.await;
     let _ = gauge_task.await;
+    let _ = keys_task.await;
     let _ = webhook_task.await;
     tracing::info!("stopped");
     Ok(())

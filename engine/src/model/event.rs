@@ -1,5 +1,7 @@
-//! Events as they arrive (JSON), checked field by field.
+//! Events as they arrive (JSON), checked field by field, and bounded
+//! ([`super::bounds`]) so that whatever is accepted can be stored and read back.
 
+use super::bounds::{self, BoundsError};
 use super::time::{self, Timestamp};
 use serde_json::{Map, Value};
 
@@ -27,6 +29,15 @@ fn err(field: &str, message: impl Into<String>) -> EventError {
     EventError {
         field: field.to_string(),
         message: message.into(),
+    }
+}
+
+impl From<BoundsError> for EventError {
+    fn from(e: BoundsError) -> Self {
+        EventError {
+            field: e.path,
+            message: e.problem.to_string(),
+        }
     }
 }
 
@@ -79,6 +90,11 @@ impl Event {
         };
         let properties = optional_object(obj, "properties")?;
         let traits = optional_object(obj, "traits")?;
+        // Nesting, size and NUL: a value the database or serde_json cannot
+        // take back would otherwise fail the write (and other clients' writes
+        // in the same group commit) or make the lead unreadable later.
+        bounds::check_object("properties", &properties)?;
+        bounds::check_object("traits", &traits)?;
         if let Some(c) = traits.get("consent") {
             if c.as_str().and_then(super::Consent::parse).is_none() {
                 return Err(err(
@@ -87,10 +103,11 @@ impl Event {
                 ));
             }
         }
-        if let Some(e) = traits.get("email") {
-            if !(e.is_string() || e.is_null()) {
-                return Err(err("traits.email", "must be a string"));
-            }
+        match traits.get("email") {
+            None | Some(Value::Null) => {}
+            // Kept in a column of its own, and used as an address.
+            Some(Value::String(e)) => bounds::check_text("traits.email", e, bounds::MAX_ID_BYTES)?,
+            Some(_) => return Err(err("traits.email", "must be a string")),
         }
         if kind == "sales_feedback" {
             let status = properties.get("status").and_then(Value::as_str);
@@ -154,14 +171,18 @@ impl Event {
     }
 }
 
+/// An identifier (`id`, `lead`, `type`): a non-empty string of at most
+/// [`bounds::MAX_ID_BYTES`] without NUL; ids and leads may be numbers.
 fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, EventError> {
-    match obj.get(field) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(err(field, "must not be empty")),
-        Some(Value::Number(n)) if field != "type" => Ok(n.to_string()),
-        Some(_) => Err(err(field, "must be a string")),
-        None => Err(err(field, "missing")),
-    }
+    let s = match obj.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err(err(field, "must not be empty")),
+        Some(Value::Number(n)) if field != "type" => n.to_string(),
+        Some(_) => return Err(err(field, "must be a string")),
+        None => return Err(err(field, "missing")),
+    };
+    bounds::check_text(field, &s, bounds::MAX_ID_BYTES)?;
+    Ok(s)
 }
 
 fn optional_object(
@@ -234,6 +255,79 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "colour");
+    }
+
+    /// Issue 14: a NUL in an identifier was stored by SQLite and refused by
+    /// PostgreSQL only when written (503, failing the whole group commit),
+    /// and a trait nested 127 deep made the lead's state unreadable.
+    #[test]
+    fn values_that_cannot_be_stored_are_refused_with_the_field() {
+        let at = "2026-01-01T00:00:00Z";
+        for field in ["id", "lead", "type"] {
+            let mut ev = json!({"id": "e1", "lead": "u1", "type": "x", "at": at});
+            ev[field] = json!("a\u{0}b");
+            let e = Event::from_json(&ev, None).unwrap_err();
+            assert_eq!(e.field, field);
+            assert!(e.message.contains("NUL"), "{e}");
+            ev[field] = json!("x".repeat(bounds::MAX_ID_BYTES + 1));
+            assert_eq!(Event::from_json(&ev, None).unwrap_err().field, field);
+        }
+        let deep = (0..127).fold(json!(1), |v, _| json!({ "a": v }));
+        let e = Event::from_json(
+            &json!({"id": "e1", "lead": "u1", "type": "x", "at": at, "traits": {"deep": deep}}),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.field.starts_with("traits.deep.a"), "{e}");
+        assert!(e.message.contains("nested"), "{e}");
+        let cases = [
+            (
+                json!({"properties": {"p": ["ok", "n\u{0}"]}}),
+                "properties.p[1]",
+            ),
+            (json!({"properties": {"k\u{0}": 1}}), "properties.k\u{0}"),
+            (json!({"traits": {"email": "a\u{0}@x.io"}}), "traits.email"),
+            (
+                json!({"traits": {"email": format!("{}@x.io", "a".repeat(bounds::MAX_ID_BYTES))}}),
+                "traits.email",
+            ),
+        ];
+        for (extra, field) in cases {
+            let mut ev = json!({"id": "e1", "lead": "u1", "type": "x", "at": at});
+            for (k, v) in extra.as_object().unwrap() {
+                ev[k] = v.clone();
+            }
+            assert_eq!(
+                Event::from_json(&ev, None).unwrap_err().field,
+                field,
+                "{ev}"
+            );
+        }
+    }
+
+    /// Issue 14: numbers are parsed correctly rounded (serde_json's
+    /// `float_roundtrip`), so what is stored is the double that was sent and
+    /// it reads back as the same double.
+    #[test]
+    fn numbers_are_read_correctly_rounded_and_read_back_unchanged() {
+        let tie = "1.00000000000000011102230246251565404236316680908203125";
+        // 124 digits; without float_roundtrip the first reads as the next
+        // double up, the second changes when its stored form is read back.
+        let big = "4685850177548659716638049837986427983580696659917340626421905468427472780481961517028216494383354118578802484593686274953493";
+        let body = format!(
+            r#"{{"id":"e1","lead":"u1","type":"x","at":"2026-01-01T00:00:00Z","properties":{{"tie":{tie},"big":{big}}}}}"#
+        );
+        let e = Event::from_json(&serde_json::from_str(&body).unwrap(), None).unwrap();
+        let exact = |t: &str| t.parse::<f64>().unwrap().to_bits();
+        let got = |e: &Event, k: &str| e.properties[k].as_f64().unwrap().to_bits();
+        assert_eq!(got(&e, "tie"), exact(tie));
+        assert_eq!(got(&e, "big"), exact(big));
+        let stored: Value = serde_json::from_str(&e.to_json().to_string()).unwrap();
+        let back = Event::from_json(&stored, None).unwrap();
+        assert_eq!(
+            (got(&back, "tie"), got(&back, "big")),
+            (exact(tie), exact(big))
+        );
     }
 
     #[test]

@@ -56,33 +56,45 @@ impl StoreError {
         }
     }
 
-    /// Whether the database refused the data written rather than the write
-    /// (a bad value, a broken constraint, a row too large): doing it again
-    /// fails the same way, but without the lead whose data it was, the rest
-    /// goes in. A full disk, a read-only or unreachable database are not
-    /// (the whole write is retried until they pass).
+    /// Whether a failed write was about one lead's data rather than the
+    /// database: a lead whose rows the step refused before writing them
+    /// ([`StoreError::Unstorable`]), or data the database refused
+    /// ([`StoreError::is_refused_data`]). Doing it again fails the same way,
+    /// but without that lead the rest goes in.
     pub fn is_lead_data(&self) -> bool {
-        match self {
-            StoreError::Unstorable { .. } => true,
-            StoreError::Db(sqlx::Error::Database(e)) => {
-                let code = e.code().unwrap_or_default();
-                match e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-                    // Primary result codes (the low byte of the extended
-                    // one): SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH.
-                    Some(_) => code
-                        .parse::<i32>()
-                        .is_ok_and(|c| matches!(c & 0xff, 18..=20)),
-                    // SQLSTATE classes: data exception (22: an invalid byte
-                    // sequence, a value out of range), integrity constraint
-                    // violation (23), program limit exceeded (54: a row or
-                    // index entry too large).
-                    None => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
-                }
-            }
-            _ => false,
+        matches!(self, StoreError::Unstorable { .. }) || self.is_refused_data()
+    }
+
+    /// Whether the database refused the data itself (a value it cannot hold,
+    /// a constraint), not the write: the same data will never be taken, but
+    /// other data will. PostgreSQL's SQLSTATE classes 22 (data exception,
+    /// e.g. a NUL in text), 23 (integrity constraint) and 54 (a limit such as
+    /// an index row too large); SQLite's CONSTRAINT, TOOBIG and MISMATCH.
+    /// A full disk, a read-only database or a lost connection is not.
+    pub fn is_refused_data(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            return matches!(pg.code().get(..2), Some("22" | "23" | "54"));
         }
+        if let Some(lite) = e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            // The extended result code; its low byte is the primary one.
+            use sqlx::error::DatabaseError as _;
+            let code: i32 = lite.code().and_then(|c| c.parse().ok()).unwrap_or(0);
+            return matches!(
+                code & 0xff,
+                SQLITE_TOOBIG | SQLITE_CONSTRAINT | SQLITE_MISMATCH
+            );
+        }
+        false
     }
 }
+
+// SQLite's primary result codes (sqlite3.h) for data it refuses.
+const SQLITE_TOOBIG: i32 = 18;
+const SQLITE_CONSTRAINT: i32 = 19;
+const SQLITE_MISMATCH: i32 = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -715,7 +715,7 @@ mod tests {
     #[test]
     fn rows_that_could_not_be_stored_or_read_back_are_refused() {
         let at = crate::model::time::parse("2026-01-01T00:00:00Z").unwrap();
-        let mut lead = LeadState::new("u1", at);
+        let lead = LeadState::new("u1", at);
         let ok = LeadRows::new(None, &lead, 0).unwrap();
         assert!(ok.check().is_ok());
         assert_eq!(parse_state(ok.state()).unwrap(), lead);
