@@ -18,7 +18,7 @@ export RUSTC_BOOTSTRAP=1
 # Its own target dir: the instrumented build shares nothing with the normal one.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
 summary=()
-for t in rules_loader event_parser; do
+for t in rules_loader event_parser plugin_effects; do
   mkdir -p "fuzz/corpus/$t"
   log="$(mktemp)"
   cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \

@@ -73,6 +73,7 @@ async fn bench_backend(name: &str, url: String) {
         public_url: None,
         secret: None,
         log_json: false,
+        stall_after: std::time::Duration::from_secs(30),
     };
     let server = tokio::spawn(run(
         cfg,

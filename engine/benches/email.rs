@@ -159,8 +159,11 @@ async fn enqueue(store: &Store, count: usize) -> usize {
             lead.consent = Consent::OptedIn;
             w.leads.push((None, lead));
         }
-        let mut tx = StepTx::begin(store).await.unwrap();
-        tx.write(&w, chrono::Utc::now()).await.unwrap();
+        let now = chrono::Utc::now();
+        let rows = nurture::store::lead_rows(&w, now).unwrap();
+        let version = store.engine_state().await.unwrap().version;
+        let mut tx = StepTx::begin(store, version).await.unwrap().unwrap();
+        tx.write(&w, rows, now).await.unwrap();
         tx.commit().await.unwrap();
     }
     size

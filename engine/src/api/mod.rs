@@ -4,6 +4,7 @@
 pub mod access;
 mod ingest;
 mod leads;
+mod quarantine;
 mod routing;
 mod segment;
 mod unsubscribe;
@@ -57,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/leads/{id}/claim", post(routing::claim))
         .route("/pool", get(routing::pool))
         .route("/reports/funnel", get(leads::funnel))
+        .route("/quarantine", get(quarantine::list))
+        .route("/quarantine/{lead}/retry", post(quarantine::retry))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_admin));
     Router::new()
         .nest("/v1", ingest.merge(admin))
@@ -134,6 +137,13 @@ impl From<crate::store::StoreError> for ApiError {
             );
         }
         tracing::error!(error = %e, "storage error");
+        // Not the database being away: retrying will not help.
+        if let crate::store::StoreError::Corrupt { .. } = e {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{e} (the processor sets such a lead aside: `nurture doctor` lists it)"),
+            );
+        }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("storage unavailable: {}; retry later", e.cause()),
@@ -275,10 +285,12 @@ async fn auth_ingest(
     }
 }
 
-/// Liveness plus the backlog: events accepted but not applied, work stored.
-/// 503 while the database cannot be read, or refuses writes (disk full,
-/// read-only): after a write failed, each check tries one small write, so
-/// the status comes back by itself once the database takes writes again.
+/// Liveness plus the backlog: events accepted but not applied, work stored,
+/// leads in quarantine. 503 while the database cannot be read, or refuses
+/// writes (disk full, read-only): after a write failed, each check tries one
+/// small write, so the status comes back by itself once the database takes
+/// writes again. 200 `degraded` while leads are in quarantine or the
+/// processor is not advancing: the daemon serves, but work waits.
 async fn healthz(State(state): State<AppState>) -> Response {
     let write_error = match state.metrics.storage_error() {
         None => None,
@@ -294,11 +306,32 @@ async fn healthz(State(state): State<AppState>) -> Response {
             }
         },
     };
+    let quarantined = state.store.quarantine_count().await;
     let (status, mut body) = match (state.store.queue_depth().await, write_error) {
-        (Ok((pending, due)), None) => (
-            StatusCode::OK,
-            json!({"status": "ok", "events_pending": pending, "due_work": due}),
-        ),
+        (Ok((pending, due)), None) => {
+            let mut degraded = Vec::new();
+            if let Ok(n @ 1..) = quarantined {
+                degraded.push(format!(
+                    "{n} lead{} in quarantine, {} events waiting (`nurture doctor` lists them)",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "its" } else { "their" }
+                ));
+            }
+            let stalled = state.metrics.since_processor_advanced();
+            if stalled >= state.stall_after {
+                degraded.push(format!(
+                    "the processor has not advanced for {} s (no step committed; more than --stall-after {} s)",
+                    stalled.as_secs(),
+                    state.stall_after.as_secs_f64()
+                ));
+            }
+            let mut body = json!({"status": if degraded.is_empty() { "ok" } else { "degraded" },
+                "events_pending": pending, "due_work": due});
+            if !degraded.is_empty() {
+                body["degraded"] = json!(degraded);
+            }
+            (StatusCode::OK, body)
+        }
         (Ok((pending, due)), Some(cause)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "unavailable", "error": format!("database refuses writes: {cause}"),
@@ -309,6 +342,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
             json!({"status": "unavailable", "error": e.cause()}),
         ),
     };
+    if let Ok(n) = quarantined {
+        body["quarantined"] = json!(n);
+    }
     // Not a failure of the daemon (the last good rules keep running), but
     // whoever changed the rules should see that the change did not apply.
     if let Some(why) = state.metrics.rules_error() {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 mod plugin;
 
@@ -74,6 +75,20 @@ enum Command {
     },
     /// Run the daemon: HTTP API, durable storage, scheduler.
     Serve(ServeArgs),
+    /// List leads in quarantine (set aside by the processor) with cause and
+    /// time; with --retry, release one so a running daemon applies its
+    /// waiting events again.
+    Doctor {
+        #[arg(
+            long,
+            env = "NURTURE_DATABASE_URL",
+            default_value = "sqlite://nurture.db"
+        )]
+        database_url: String,
+        /// Release this lead from quarantine (after fixing the cause).
+        #[arg(long, value_name = "LEAD")]
+        retry: Option<String>,
+    },
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[arg(
@@ -139,6 +154,10 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "NURTURE_LOG_JSON")]
     log_json: bool,
+    /// /healthz says "degraded" when the processor has not advanced (no
+    /// step committed, while there is work) for this long.
+    #[arg(long, env = "NURTURE_STALL_AFTER", default_value = "30s")]
+    stall_after: crate::rules::config::DurationSpec,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +182,10 @@ pub fn main() -> ExitCode {
         } => gen(leads, events, seed, &start, span.as_deref()),
         Command::Serve(a) => serve(a),
         Command::Migrate { database_url } => migrate(&database_url),
+        Command::Doctor {
+            database_url,
+            retry,
+        } => doctor(&database_url, retry.as_deref()),
         Command::Schema => {
             println!(
                 "{}",
@@ -350,6 +373,7 @@ fn serve(a: ServeArgs) -> ExitCode {
         public_url: a.public_url,
         secret: a.secret,
         log_json: a.log_json,
+        stall_after: a.stall_after.0.to_std().unwrap_or(Duration::from_secs(30)),
     };
     let result = runtime()
         .map_err(anyhow::Error::from)
@@ -381,4 +405,51 @@ fn migrate(url: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `nurture doctor`: exit 0 when no lead is in quarantine (or the one to
+/// retry was released), 1 when leads are listed (or the retry found none).
+fn doctor(url: &str, retry: Option<&str>) -> ExitCode {
+    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+        rt.block_on(async {
+            // Connect only: changing the schema is `serve`'s and `migrate`'s.
+            let store = crate::store::Store::connect(url).await?;
+            match retry {
+                Some(lead) => {
+                    let released = store.release(lead, chrono::Utc::now()).await?;
+                    anyhow::Ok(if released {
+                        println!("{lead}: released from quarantine; a running daemon applies its waiting events now");
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("{lead}: not in quarantine");
+                        ExitCode::FAILURE
+                    })
+                }
+                None => {
+                    let leads = store.quarantined().await?;
+                    if leads.is_empty() {
+                        println!("{url}: no leads in quarantine");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    println!("{} lead{} in quarantine:", leads.len(), if leads.len() == 1 { "" } else { "s" });
+                    for q in &leads {
+                        println!(
+                            "{}\tsince {}\t{} event{} waiting\t{}",
+                            q.lead,
+                            time::format(&q.at),
+                            q.events_pending,
+                            if q.events_pending == 1 { "" } else { "s" },
+                            q.cause
+                        );
+                    }
+                    println!("fix the cause, then: nurture doctor --retry LEAD");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        })
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("nurture doctor: {e:#}");
+        ExitCode::from(2)
+    })
 }

@@ -33,6 +33,16 @@ pub struct Metrics {
     pub webhooks_failed: Counter,
     /// Database writes that failed (disk full, read-only, unreachable).
     pub storage_errors: Counter,
+    /// Leads set aside by the processor (`quarantine`), now.
+    pub leads_quarantined: Gauge,
+    /// Plugin calls running now.
+    pub plugin_calls_in_flight: Gauge,
+    /// Steps done again because what they read changed before they could
+    /// write (another process, an erasure, a release from quarantine).
+    pub steps_redone: Counter,
+    /// When the processor last committed a step or found nothing to do
+    /// (epoch ms): `/healthz` says it is not advancing when this gets old.
+    last_progress: std::sync::atomic::AtomicI64,
     /// Why the last write failed, until a write succeeds again (`/healthz`).
     storage_error: Reason,
     /// Why the last rules change was rejected, until one is taken (`/healthz`).
@@ -63,6 +73,10 @@ impl Default for Metrics {
             webhook_attempts_failed: Counter::default(),
             webhooks_failed: Counter::default(),
             storage_errors: Counter::default(),
+            leads_quarantined: Gauge::default(),
+            plugin_calls_in_flight: Gauge::default(),
+            steps_redone: Counter::default(),
+            last_progress: chrono::Utc::now().timestamp_millis().into(),
             storage_error: Default::default(),
             rules_error: Default::default(),
             registry: Registry::default(),
@@ -147,6 +161,21 @@ impl Default for Metrics {
             "Database writes that failed (disk full, read-only, unreachable) and were refused or retried",
             m.storage_errors.clone(),
         );
+        registry.register(
+            "leads_quarantined",
+            "Leads set aside because their step could not be applied (nurture doctor lists them)",
+            m.leads_quarantined.clone(),
+        );
+        registry.register(
+            "plugin_calls_in_flight",
+            "Plugin calls running now",
+            m.plugin_calls_in_flight.clone(),
+        );
+        registry.register(
+            "steps_redone",
+            "Processing steps done again because what they read changed before they could write",
+            m.steps_redone.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -187,6 +216,23 @@ impl Metrics {
     /// Why the last rules change was rejected, if none was taken since.
     pub fn rules_error(&self) -> Option<String> {
         self.rules_error.get()
+    }
+
+    /// The processor committed a step, or found nothing to do.
+    pub fn processor_advanced(&self) {
+        self.last_progress.store(
+            chrono::Utc::now().timestamp_millis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// How long since the processor last advanced.
+    pub fn since_processor_advanced(&self) -> std::time::Duration {
+        let last = self
+            .last_progress
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let ms = chrono::Utc::now().timestamp_millis().saturating_sub(last);
+        std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
     pub fn encode(&self) -> String {

@@ -105,6 +105,9 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     pub secret: Option<String>,
     pub log_json: bool,
+    /// `/healthz` says `degraded` when the processor has neither committed
+    /// a step nor found nothing to do for this long (`--stall-after`).
+    pub stall_after: Duration,
 }
 
 /// Shared by the HTTP handlers.
@@ -121,6 +124,8 @@ pub struct AppState {
     pub access: Arc<crate::api::access::Access>,
     /// Verifies unsubscribe tokens.
     pub secret: Secret,
+    /// See [`ServeConfig::stall_after`].
+    pub stall_after: Duration,
 }
 
 /// Where links in emails point and the key that signs them: `--public-url`
@@ -282,6 +287,7 @@ pub async fn run(
         ingest,
         access,
         secret: links.secret.clone(),
+        stall_after: cfg.stall_after,
     };
     let app = crate::api::router(state);
     tracing::info!(%local, "listening");
@@ -346,9 +352,13 @@ async fn run_processor(
             Ok(n) if n > 0 => {
                 retries.succeeded();
                 metrics.storage_ok();
+                metrics.processor_advanced();
                 continue;
             }
-            Ok(_) => retries.succeeded(),
+            Ok(_) => {
+                retries.succeeded();
+                metrics.processor_advanced();
+            }
             Err(e) => {
                 // Nothing of the step was written; it is done again, whole.
                 let wait = retries.failed("processing step", &e, &metrics);
@@ -373,6 +383,9 @@ async fn update_gauges(store: Store, metrics: Arc<Metrics>, mut stop: watch::Rec
         if let Ok((pending, due)) = store.queue_depth().await {
             metrics.events_pending.set(pending);
             metrics.due_work.set(due);
+        }
+        if let Ok(n) = store.quarantine_count().await {
+            metrics.leads_quarantined.set(n);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -1,20 +1,37 @@
 //! Applies accepted events and due work through the evaluator, a batch per
-//! transaction (group commit), in the same order `simulate` uses: work due at
-//! or before an event's time runs before it, timers before `schedule` ticks.
+//! step, in the same order `simulate` uses: work due at or before an event's
+//! time runs before it, timers before `schedule` ticks.
+//!
+//! A step reads and evaluates without holding the write lock (a plugin may
+//! take its whole timeout), then writes what it decided in one transaction
+//! that commits only if nothing it read changed meanwhile; if something did
+//! (another process, an erasure, a release), the step is done again
+//! (store/step.rs). So ingest never waits for plugins.
+//!
+//! A lead whose part of a step cannot be applied is set aside (quarantine):
+//! its stored state does not read back, the database refuses a write of its
+//! data (found by halving the step until one item is left), or evaluating it
+//! panics. Its events and due work wait untouched, the cause goes on its
+//! timeline and into the metrics, and every other lead goes on. Failures of
+//! the database itself (down, full, read-only) are not a lead's: the step
+//! fails whole and is retried (docs/daemon.md, Failures).
 
 use super::metrics::Metrics;
 use super::{Active, RulesHandle};
-use crate::eval::{Decision, Effect, Evaluator, Note, Timer};
-use crate::model::{time::Timestamp, LeadState};
-use crate::store::{EngineState, StepTx, Store, StoreError, Writes};
+use crate::eval::{Decision, Effect, Evaluator, Note, PluginEffect, PluginHost, Timer};
+use crate::model::{bounds, time::Timestamp, Event, LeadState};
+use crate::rules::Plugin;
+use crate::store::{lead_rows, EngineState, StepTx, Store, StoreError, Writes};
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-/// Most events applied in one transaction. With SQLite's one writer, a step
-/// holds off ingest for its length: 100 keeps that to ~30 ms (batch ingest
-/// 10,000 → 28,000–33,000 events/s acknowledged against 500, docs/benchmarks.md)
-/// and processing throughput did not measurably fall.
+/// Most events applied in one step. With SQLite's one writer, a step's
+/// write holds off ingest for its length: 100 keeps that short (batch ingest
+/// 10,000 → 28,000–33,000 events/s acknowledged against 500,
+/// docs/benchmarks.md) and processing throughput did not measurably fall.
 pub const BATCH: i64 = 100;
 
 /// Most stored leads one step runs a `schedule` tick over; a longer tick goes
@@ -33,7 +50,7 @@ struct Slot {
     now: Option<LeadState>,
 }
 
-/// What one step has loaded and decided so far.
+/// What one attempt at a step has loaded and decided so far.
 #[derive(Default)]
 struct StepState {
     leads: HashMap<String, Slot>,
@@ -41,6 +58,24 @@ struct StepState {
     timers: BTreeMap<(Timestamp, u64), (Option<i64>, Timer)>,
     order: u64,
     w: Writes,
+    /// Leads set aside, with the cause: their items are skipped, and the
+    /// step's write puts them in quarantine.
+    aside: BTreeMap<String, String>,
+    /// Leads of the items applied (a refused write was about one of them).
+    touched: BTreeSet<String>,
+    counts: Counts,
+}
+
+/// Metrics of an attempt, counted once it commits (an attempt done again
+/// would count twice).
+#[derive(Default)]
+struct Counts {
+    events: u64,
+    rule_errors: u64,
+    sla_breaches: u64,
+    not_composed: u64,
+    /// When each applied event was received.
+    received: Vec<Timestamp>,
 }
 
 enum Next {
@@ -49,22 +84,89 @@ enum Next {
     Tick(Timestamp, Vec<usize>),
 }
 
+/// How one attempt at a step ended, short of a database failure.
+enum Attempt {
+    /// Committed, or nothing to do (0): how many items it applied.
+    Done(usize),
+    /// Something the step read changed before it could write: nothing was
+    /// written; do it again.
+    Moved,
+    /// Evaluating an item of `lead` panicked: do it again without the lead.
+    Panicked { lead: String, cause: String },
+    /// The database refused the write for the data in it. `leads`: the
+    /// leads of the items applied.
+    Refused {
+        error: StoreError,
+        leads: BTreeSet<String>,
+    },
+}
+
 impl Processor {
     /// One step: applies what is pending and due at `now`, commits, and
-    /// returns how many items it applied (0: nothing to do).
+    /// returns how many items it applied (0: nothing to do). Leads found
+    /// poisonous on the way are put in quarantine by the same commit.
     pub async fn step(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut budget = BATCH;
+        let mut aside = BTreeMap::new();
+        loop {
+            match self.attempt(now, budget, &aside).await? {
+                Attempt::Done(n) => return Ok(n),
+                Attempt::Moved => {
+                    self.metrics.steps_redone.inc();
+                }
+                Attempt::Panicked { lead, cause } => {
+                    aside.insert(lead, cause);
+                }
+                Attempt::Refused { error, leads } => {
+                    if let StoreError::Unstorable { lead, detail } = &error {
+                        // Caught before the write, naming its lead.
+                        aside.insert(lead.clone(), detail.clone());
+                    } else if budget > 1 {
+                        // One of the items' data: halve the step until the
+                        // item is alone (the items before it go in).
+                        budget /= 2;
+                        tracing::debug!(budget, error = %error, "write refused; trying a smaller step");
+                    } else if let Some(lead) = leads.first().filter(|_| leads.len() == 1) {
+                        aside.insert(
+                            lead.clone(),
+                            format!("the database refused its data: {}", error.cause()),
+                        );
+                    } else {
+                        // Not a lead's data after all: fail, and be retried.
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One try at a step of at most `budget` items, with the leads in
+    /// `aside` set aside.
+    async fn attempt(
+        &self,
+        now: Timestamp,
+        budget: i64,
+        aside: &BTreeMap<String, String>,
+    ) -> Result<Attempt, StoreError> {
         let active = self.rules.current();
-        let eval = active.evaluator();
-        let mut tx = StepTx::begin(&self.store).await?;
+        let counted = active.plugins.as_ref().map(|host| Counted {
+            host,
+            in_flight: &self.metrics.plugin_calls_in_flight,
+        });
+        let eval = Evaluator {
+            rules: &active.rules,
+            plugins: counted.as_ref().map(|c| c as &dyn PluginHost),
+        };
         let EngineState {
             mut book,
             mut ticked_to,
             mut tick_after,
-        } = tx.engine_state().await?;
-        let events = tx.pending_events(BATCH).await?;
+            version,
+        } = self.store.engine_state().await?;
+        let events = self.store.pending_events(budget).await?;
         // With more events waiting than this batch holds, due work later than
         // the batch's last event waits for a later step, so order holds.
-        let horizon = if events.len() as i64 == BATCH {
+        let horizon = if events.len() as i64 == budget {
             events
                 .iter()
                 .rev()
@@ -74,10 +176,20 @@ impl Processor {
         } else {
             now
         };
-        let mut st = StepState::default();
-        for (seq, t) in tx.due_timers(horizon, BATCH).await? {
-            st.order += 1;
-            st.timers.insert((t.at, st.order), (Some(seq), t));
+        let mut st = StepState {
+            aside: aside.clone(),
+            ..Default::default()
+        };
+        for due in self.store.due_timers(horizon, budget).await? {
+            match due.timer {
+                Ok(t) => {
+                    st.order += 1;
+                    st.timers.insert((t.at, st.order), (Some(due.seq), t));
+                }
+                Err(cause) => {
+                    st.aside.entry(due.lead).or_insert(cause);
+                }
+            }
         }
 
         // The leads this batch touches, in one query.
@@ -88,23 +200,21 @@ impl Processor {
         wanted.extend(st.timers.values().map(|(_, t)| t.lead.clone()));
         wanted.sort_unstable();
         wanted.dedup();
-        load_into(&mut tx, &mut st.leads, &wanted).await?;
-        for id in wanted {
-            st.leads.entry(id).or_insert(Slot {
-                before: None,
-                now: None,
-            });
-        }
+        self.load(&mut st, &wanted).await?;
         let mut applied = 0usize;
+        let mut unreadable = 0usize;
         let mut next_event = 0usize;
-        let mut latencies = Vec::new();
         loop {
+            if applied >= budget as usize {
+                break;
+            }
             // Skip events that can no longer be read (erased before applied).
             while let Some(p) = events.get(next_event) {
                 if p.event.is_ok() {
                     break;
                 }
                 st.w.processed.push(p.seq);
+                unreadable += 1;
                 next_event += 1;
             }
             let event_at = events
@@ -140,7 +250,10 @@ impl Processor {
                     if ticked_to.is_none() {
                         ticked_to = Some(ev.at);
                     }
-                    let lead = self.take(&mut tx, &mut st.leads, &ev.lead).await?;
+                    let Some(lead) = self.take(&mut st, &ev.lead).await? else {
+                        // Set aside: the event waits, not applied.
+                        continue;
+                    };
                     st.w.timeline.push((
                         ev.lead.clone(),
                         ev.at,
@@ -148,32 +261,48 @@ impl Processor {
                         json!({"id": ev.id, "type": ev.kind}),
                     ));
                     let lens = Lens::of(lead.as_ref());
-                    let d = blocking(&eval, || eval.on_event(lead, &mut book, ev));
-                    self.absorb(&active, &mut st, ev.at, lens, d);
+                    let done = contained(&eval, || {
+                        let d = eval.on_event(lead, &mut book, ev);
+                        self.absorb(&active, &mut st, ev.at, lens, d);
+                    });
+                    if let Err(cause) = done {
+                        return Ok(panicked(&ev.lead, cause));
+                    }
                     st.w.processed.push(p.seq);
-                    latencies.push(p.received_at);
-                    self.metrics.events_processed.inc();
+                    st.counts.events += 1;
+                    st.counts.received.push(p.received_at);
                 }
                 Next::Timer => {
                     let Some((_, (seq, timer))) = st.timers.pop_first() else {
                         continue;
                     };
+                    let Some(lead) = self.take(&mut st, &timer.lead).await? else {
+                        // Set aside: the timer stays stored, not run.
+                        continue;
+                    };
                     if let Some(seq) = seq {
                         st.w.timers_done.push(seq);
                     }
-                    if let Some(lead) = self.take(&mut tx, &mut st.leads, &timer.lead).await? {
+                    if let Some(lead) = lead {
                         let lens = Lens::of(Some(&lead));
-                        let d = blocking(&eval, || eval.on_timer(lead, &mut book, &timer));
-                        self.absorb(&active, &mut st, timer.at, lens, d);
+                        let done = contained(&eval, || {
+                            let d = eval.on_timer(lead, &mut book, &timer);
+                            self.absorb(&active, &mut st, timer.at, lens, d);
+                        });
+                        if let Err(cause) = done {
+                            return Ok(panicked(&timer.lead, cause));
+                        }
                     }
                 }
                 Next::Tick(at, which) => {
                     // Leads in id order, TICK_CHUNK stored ones per step, so a
                     // tick over a million leads never loads them all at once.
+                    // A step halved to find a refused lead halves this too.
+                    let chunk = if budget >= BATCH { TICK_CHUNK } else { budget };
                     let after = tick_after.take();
-                    let mut ids = tx.lead_ids_after(after.as_deref(), TICK_CHUNK).await?;
+                    let mut ids = self.store.lead_ids_after(after.as_deref(), chunk).await?;
                     // A full page may have more after it: stop at its last id.
-                    let cut = (ids.len() as i64 == TICK_CHUNK)
+                    let cut = (ids.len() as i64 == chunk)
                         .then(|| ids.last().cloned())
                         .flatten();
                     // Leads created in this step are not stored yet.
@@ -194,13 +323,19 @@ impl Processor {
                         .filter(|id| !st.leads.contains_key(*id))
                         .cloned()
                         .collect();
-                    load_into(&mut tx, &mut st.leads, &missing).await?;
+                    self.load(&mut st, &missing).await?;
                     for id in ids {
-                        if let Some(lead) = self.take(&mut tx, &mut st.leads, &id).await? {
-                            let lens = Lens::of(Some(&lead));
-                            let d =
-                                blocking(&eval, || eval.on_schedule(lead, &mut book, at, &which));
+                        // Set aside leads miss the tick.
+                        let Some(Some(lead)) = self.take(&mut st, &id).await? else {
+                            continue;
+                        };
+                        let lens = Lens::of(Some(&lead));
+                        let done = contained(&eval, || {
+                            let d = eval.on_schedule(lead, &mut book, at, &which);
                             self.absorb(&active, &mut st, at, lens, d);
+                        });
+                        if let Err(cause) = done {
+                            return Ok(panicked(&id, cause));
                         }
                     }
                     if let Some(cut) = cut {
@@ -214,15 +349,19 @@ impl Processor {
             }
             applied += 1;
         }
-        if applied == 0 {
-            // Nothing to do: end the transaction without writing.
-            return Ok(0);
+        let set_aside = st.aside.len();
+        if applied == 0 && unreadable == 0 && set_aside == 0 {
+            // Nothing to do: nothing to write.
+            return Ok(Attempt::Done(0));
         }
 
         let StepState {
             leads,
             timers,
             mut w,
+            aside,
+            touched,
+            counts,
             ..
         } = st;
         for slot in leads.into_values() {
@@ -237,36 +376,122 @@ impl Processor {
             .filter(|(seq, _)| seq.is_none())
             .map(|(_, t)| t)
             .collect();
-        tx.write(&w, now).await?;
-        tx.set_engine_state(&EngineState {
-            book,
-            ticked_to,
-            tick_after,
-        })
-        .await?;
-        tx.commit().await?;
-        let done = chrono::Utc::now();
-        for received in latencies {
-            let secs = (done - received).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            self.metrics.processing_latency.observe(secs.max(0.0));
+        w.quarantine = aside
+            .iter()
+            .map(|(lead, cause)| (lead.clone(), storable(cause)))
+            .collect();
+        // Checked before the write lock: a lead whose rows could not be
+        // stored, or read back, is named and set aside.
+        let rows = match lead_rows(&w, now) {
+            Ok(rows) => rows,
+            Err(error) => {
+                return Ok(Attempt::Refused {
+                    error,
+                    leads: touched,
+                })
+            }
+        };
+        let Some(mut tx) = StepTx::begin(&self.store, version).await? else {
+            return Ok(Attempt::Moved);
+        };
+        let written = async {
+            tx.write(&w, rows, now).await?;
+            tx.set_engine_state(&EngineState {
+                book,
+                ticked_to,
+                tick_after,
+                version,
+            })
+            .await?;
+            tx.commit().await
         }
-        Ok(applied)
+        .await;
+        match written {
+            Ok(()) => {}
+            Err(error) if error.is_lead_data() => {
+                return Ok(Attempt::Refused {
+                    error,
+                    leads: touched,
+                })
+            }
+            Err(error) => return Err(error),
+        }
+        self.committed(counts);
+        if !aside.is_empty() {
+            for (lead, cause) in &aside {
+                tracing::warn!(%lead, %cause, "lead set aside (quarantine); its events wait");
+            }
+            if let Ok(n) = self.store.quarantine_count().await {
+                self.metrics.leads_quarantined.set(n);
+            }
+        }
+        Ok(Attempt::Done(applied + unreadable + set_aside))
     }
 
-    /// The lead for the next item, from this step's cache or the database.
+    /// Counts what a committed step did.
+    fn committed(&self, c: Counts) {
+        let m = &self.metrics;
+        m.events_processed.inc_by(c.events);
+        m.rule_errors.inc_by(c.rule_errors);
+        m.sla_breaches.inc_by(c.sla_breaches);
+        m.emails_not_composed.inc_by(c.not_composed);
+        let done = chrono::Utc::now();
+        for received in c.received {
+            let secs = (done - received).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            m.processing_latency.observe(secs.max(0.0));
+        }
+    }
+
+    /// Loads the stored leads among `ids` not yet in this step, in bulk; a
+    /// lead whose state does not read back is set aside with the reason.
+    async fn load(&self, st: &mut StepState, ids: &[String]) -> Result<(), StoreError> {
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| !st.leads.contains_key(*id) && !st.aside.contains_key(*id))
+            .cloned()
+            .collect();
+        for stored in self.store.load_leads(&ids).await? {
+            match stored.state {
+                Ok(lead) => {
+                    st.leads.insert(
+                        stored.id,
+                        Slot {
+                            before: Some(lead.clone()),
+                            now: Some(lead),
+                        },
+                    );
+                }
+                Err(cause) => {
+                    st.aside.insert(stored.id, cause);
+                }
+            }
+        }
+        for id in ids {
+            if !st.aside.contains_key(&id) {
+                st.leads.entry(id).or_insert(Slot {
+                    before: None,
+                    now: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The lead for the next item, from this step's cache or the database:
+    /// `None` if it is set aside, `Some(None)` if it is new.
     async fn take(
         &self,
-        tx: &mut StepTx<'_>,
-        leads: &mut HashMap<String, Slot>,
+        st: &mut StepState,
         id: &str,
-    ) -> Result<Option<LeadState>, StoreError> {
-        if let Some(slot) = leads.get_mut(id) {
-            return Ok(slot.now.take());
+    ) -> Result<Option<Option<LeadState>>, StoreError> {
+        if !st.leads.contains_key(id) {
+            self.load(st, &[id.to_string()]).await?;
         }
-        let before = tx.load_lead(id).await?;
-        let now = before.clone();
-        leads.insert(id.to_string(), Slot { before, now: None });
-        Ok(now)
+        if st.aside.contains_key(id) {
+            return Ok(None);
+        }
+        st.touched.insert(id.to_string());
+        Ok(Some(st.leads.get_mut(id).and_then(|s| s.now.take())))
     }
 
     /// Takes in one item's decision: the lead, its timeline entries, its
@@ -289,10 +514,10 @@ impl Processor {
                         note,
                         Note::ConditionError { .. } | Note::PluginFailed { .. }
                     ) {
-                        self.metrics.rule_errors.inc();
+                        st.counts.rule_errors += 1;
                     }
                     if matches!(note, Note::SlaBreached { .. }) {
-                        self.metrics.sla_breaches.inc();
+                        st.counts.sla_breaches += 1;
                     }
                     w.timeline.push((
                         id.clone(),
@@ -327,7 +552,7 @@ impl Processor {
                             w.timeline.push((id.clone(), at, kind, entry));
                         }
                         Err(err) => {
-                            self.metrics.emails_not_composed.inc();
+                            st.counts.not_composed += 1;
                             tracing::warn!(lead = %id, error = %err, "email not composed");
                             entry["error"] = json!(err.to_string());
                             w.timeline
@@ -345,23 +570,23 @@ impl Processor {
     }
 }
 
-/// Loads the stored leads among `ids` into this step's cache, in bulk.
-async fn load_into(
-    tx: &mut StepTx<'_>,
-    leads: &mut HashMap<String, Slot>,
-    ids: &[String],
-) -> Result<(), StoreError> {
-    for lead in tx.load_leads(ids).await? {
-        let before = Some(lead.clone());
-        leads.insert(
-            lead.id.clone(),
-            Slot {
-                before,
-                now: Some(lead),
-            },
-        );
+fn panicked(lead: &str, cause: String) -> Attempt {
+    tracing::error!(%lead, %cause, "evaluating a lead panicked; setting it aside");
+    Attempt::Panicked {
+        lead: lead.to_string(),
+        cause,
     }
-    Ok(())
+}
+
+/// A cause as the quarantine table and the timeline can hold it: no NUL,
+/// bounded (a panic message may carry anything).
+fn storable(cause: &str) -> String {
+    let cause = cause.replace('\0', "\\u0000");
+    let mut end = cause.len().min(bounds::MAX_TEXT_BYTES);
+    while !cause.is_char_boundary(end) {
+        end -= 1;
+    }
+    cause[..end].to_string()
 }
 
 /// How long a lead's ledger, transitions and assignments were before an item.
@@ -396,14 +621,77 @@ fn history_entries(before: Lens, after: &LeadState) -> Vec<(Timestamp, &'static 
     out
 }
 
-/// Runs an evaluation. With plugins, a call may take up to its timeout, so it
-/// runs as blocking work rather than stalling the runtime's other tasks.
-fn blocking<T>(eval: &Evaluator<'_>, f: impl FnOnce() -> T) -> T {
+/// Runs one item's evaluation, with a panic in it contained: the panic's
+/// message is the error, and what the item was doing is to be discarded.
+/// With plugins, a call may take up to its timeout, so it runs as blocking
+/// work rather than stalling the runtime's other tasks.
+fn contained(eval: &Evaluator<'_>, f: impl FnOnce()) -> Result<(), String> {
     let multi = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let run = || catch_unwind(AssertUnwindSafe(f)).map_err(panic_message);
     if eval.plugins.is_some() && multi {
-        tokio::task::block_in_place(f)
+        tokio::task::block_in_place(run)
     } else {
-        f()
+        run()
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    format!("evaluation panicked: {text}")
+}
+
+/// The plugin host, counting calls in flight (`nurture_plugin_calls_in_flight`).
+struct Counted<'a> {
+    host: &'a crate::plugins::Host,
+    in_flight: &'a Gauge,
+}
+
+impl PluginHost for Counted<'_> {
+    fn call(
+        &self,
+        plugin: &Plugin,
+        lead: &LeadState,
+        event: &Event,
+    ) -> Result<Vec<PluginEffect>, String> {
+        self.in_flight.inc();
+        // Dropped on every way out of the call, a panic's too.
+        struct Done<'g>(&'g Gauge);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let _done = Done(self.in_flight);
+        self.host.call(plugin, lead, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_an_evaluation_is_contained_with_its_message() {
+        let rules = crate::rules::Ruleset::from_text(std::path::Path::new("r.yaml"), "")
+            .unwrap_or_else(|d| panic!("{d}"));
+        let eval = Evaluator::new(&rules);
+        let mut touched = false;
+        assert_eq!(contained(&eval, || touched = true), Ok(()));
+        assert!(touched);
+        let err = contained(&eval, || panic!("lead {} broke it", "u1")).unwrap_err();
+        assert_eq!(err, "evaluation panicked: lead u1 broke it");
+    }
+
+    #[test]
+    fn a_cause_is_stored_without_nul_and_bounded() {
+        assert_eq!(storable("a\0b"), "a\\u0000b");
+        let long = "é".repeat(bounds::MAX_TEXT_BYTES);
+        let s = storable(&long);
+        assert!(s.len() <= bounds::MAX_TEXT_BYTES && s.chars().all(|c| c == 'é'));
     }
 }

@@ -164,6 +164,17 @@ pub enum PluginEffect {
     },
 }
 
+impl PluginEffect {
+    /// The effect's kind as the WIT world names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginEffect::Points { .. } => "points",
+            PluginEffect::SetAttribute { .. } => "set-attribute",
+            PluginEffect::Tag { .. } => "tag",
+        }
+    }
+}
+
 mod opt_ts {
     use crate::model::time::{format, Timestamp};
     use serde::Serializer;

@@ -17,7 +17,7 @@ mod views;
 
 pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind, WebhookDetail};
 pub use routing::Book;
-pub use scoring::BOUNCED;
+pub use scoring::{check_effects, BOUNCED};
 
 use crate::model::{time::Timestamp, Event, LeadState};
 use crate::rules::{Plugin, Ruleset};

@@ -3,7 +3,7 @@
 
 use super::cond;
 use super::{Note, PluginEffect, Run};
-use crate::model::{Consent, Event, LedgerEntry};
+use crate::model::{bounds, Consent, Event, LedgerEntry};
 use crate::rules::config::WebhookEvent;
 use serde_json::Value;
 
@@ -119,7 +119,12 @@ impl Run<'_, '_> {
             if !plugin.on.iter().any(|t| t == "*" || *t == ev.kind) {
                 continue;
             }
-            match host.call(plugin, &self.lead, ev) {
+            // Every effect is checked before any applies: one the lead could
+            // not store (and read back) fails the whole call, as a trap does.
+            match host
+                .call(plugin, &self.lead, ev)
+                .and_then(|effects| check_effects(&effects).map(|()| effects))
+            {
                 Ok(effects) => {
                     for e in effects {
                         self.plugin_effect(&plugin.name, &ev.id, e);
@@ -179,4 +184,34 @@ impl Run<'_, '_> {
             self.touched(cond::fields::FIT);
         }
     }
+}
+
+/// Whether a plugin's effects may be stored with the lead: attribute keys and
+/// tags are identifiers, attribute values are bounded in depth, size and NUL
+/// (what serde_json can read back, what PostgreSQL's `text` holds), reasons
+/// are bounded text with a column of their own (`ledger.reason`). The error
+/// names the effect, as the host's own output checks do.
+pub fn check_effects(effects: &[PluginEffect]) -> Result<(), String> {
+    for (i, e) in effects.iter().enumerate() {
+        let checked = match e {
+            PluginEffect::Points { reason, .. } => {
+                bounds::check_text("reason", reason, bounds::MAX_TEXT_BYTES)
+            }
+            PluginEffect::SetAttribute { key, value } => {
+                if key.is_empty() {
+                    return Err(format!("invalid output: effect {i}: empty attribute key"));
+                }
+                bounds::check_text("key", key, bounds::MAX_ID_BYTES)
+                    .and_then(|()| bounds::check_value("value", value))
+            }
+            PluginEffect::Tag { tag } => {
+                if tag.is_empty() {
+                    return Err(format!("invalid output: effect {i}: empty tag"));
+                }
+                bounds::check_text("tag", tag, bounds::MAX_ID_BYTES)
+            }
+        };
+        checked.map_err(|err| format!("invalid output: effect {i} ({}): {err}", e.kind()))?;
+    }
+    Ok(())
 }

@@ -883,3 +883,86 @@ fn claim_pool_offers_record_since_when() {
     assert_eq!(w.leads["l00"].offered_at, None);
     assert!(w.leads["l00"].offered_to.is_empty());
 }
+
+#[test]
+fn a_plugin_effect_that_could_not_be_stored_fails_the_call_and_none_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.wasm"), b"\0asm").unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "plugins:\n  - { name: p, wasm: p.wasm, on: identify }\n",
+    )
+    .unwrap();
+    let r = Ruleset::load(dir.path()).unwrap();
+    let deep = (0..127).fold(json!(1), |v, _| json!([v]));
+    let good = PluginEffect::Points {
+        points: 5,
+        reason: "fine".into(),
+    };
+    let cases = [
+        (
+            PluginEffect::SetAttribute {
+                key: "deep".into(),
+                value: deep,
+            },
+            "nested more than 32 levels deep",
+        ),
+        (
+            PluginEffect::Points {
+                points: 1,
+                reason: "a\u{0}b".into(),
+            },
+            "NUL",
+        ),
+        (
+            PluginEffect::Points {
+                points: 1,
+                reason: "x".repeat(crate::model::bounds::MAX_TEXT_BYTES + 1),
+            },
+            "longer than 4096 bytes",
+        ),
+        (
+            PluginEffect::SetAttribute {
+                key: "k\u{0}".into(),
+                value: json!(1),
+            },
+            "NUL",
+        ),
+        (
+            PluginEffect::Tag {
+                tag: "t\u{0}".into(),
+            },
+            "NUL",
+        ),
+        (
+            PluginEffect::Tag {
+                tag: "t".repeat(crate::model::bounds::MAX_ID_BYTES + 1),
+            },
+            "longer than 1024 bytes",
+        ),
+    ];
+    let e = ev("1", "u", "identify", "2026-01-01T00:00:00Z", json!({}));
+    for (bad, expect) in cases {
+        let host = FixedPlugin(Ok(vec![good.clone(), bad.clone()]));
+        let d = Evaluator::with_plugins(&r, &host).on_event(None, &mut Book::default(), &e);
+        assert_eq!(
+            d.lead.score, 0,
+            "{bad:?}: the good effect did not apply either"
+        );
+        assert!(d.lead.attributes.is_empty(), "{bad:?}");
+        let error = d
+            .effects
+            .iter()
+            .find_map(|x| match x {
+                Effect::Note(Note::PluginFailed { error, .. }) => Some(error.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{bad:?}: no plugin_failed note"));
+        assert!(
+            error.starts_with("invalid output: effect 1 (") && error.contains(expect),
+            "{bad:?}: {error}"
+        );
+        // What is noted can itself be stored.
+        assert!(crate::model::bounds::check_text("error", &error, 8192).is_ok());
+    }
+}

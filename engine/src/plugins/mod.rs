@@ -25,7 +25,7 @@ mod wit;
 pub use cache::default_dir as default_cache_dir;
 pub use call::{bytes, Limits, Report, LOG_MAX_BYTES, LOG_MAX_MESSAGES, LOG_MAX_MESSAGE_BYTES};
 pub use check::check;
-pub use wit::{level_name, Level, INTERFACE, MAX_EFFECTS, MAX_OUTPUT_BYTES};
+pub use wit::{level_name, lift, Level, RawEffect, INTERFACE, MAX_EFFECTS, MAX_OUTPUT_BYTES};
 
 use crate::eval::{PluginEffect, PluginHost};
 use crate::model::{Event, LeadState};

@@ -154,6 +154,32 @@ pub fn effects(out: Result<Vec<wit::Effect>, String>) -> Result<Vec<PluginEffect
         .collect()
 }
 
+/// An effect as a plugin's answer carries it, before the host checks it:
+/// attribute values are still JSON text.
+#[derive(Debug, Clone)]
+pub enum RawEffect {
+    Points { points: i64, reason: String },
+    SetAttribute { key: String, value: String },
+    Tag(String),
+}
+
+/// What the host makes of raw effects: the checks of [`effects`], for tests
+/// and fuzzing of everything after the WebAssembly call.
+pub fn lift(raw: Vec<RawEffect>) -> Result<Vec<PluginEffect>, String> {
+    effects(Ok(raw
+        .into_iter()
+        .map(|r| match r {
+            RawEffect::Points { points, reason } => {
+                wit::Effect::Points(wit::Points { points, reason })
+            }
+            RawEffect::SetAttribute { key, value } => {
+                wit::Effect::SetAttribute(wit::Attribute { key, value })
+            }
+            RawEffect::Tag(t) => wit::Effect::Tag(t),
+        })
+        .collect()))
+}
+
 pub fn level_name(l: Level) -> &'static str {
     match l {
         Level::Debug => "debug",

@@ -6,14 +6,19 @@
 //! text, so both databases read the same rows.
 
 mod outbox;
+mod quarantine;
 mod read;
 mod routing;
 mod step;
 
 pub use outbox::{MailOutcome, MailRow};
+pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
 pub use routing::{OwnerFigures, PoolEntry};
-pub use step::{EngineState, PendingEvent, StepTx, Writes};
+pub use step::{
+    lead_rows, parse_state, DueTimer, EngineState, LeadRows, PendingEvent, StepTx, StoredLead,
+    Writes,
+};
 
 use crate::model::{time::Timestamp, Event};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -32,6 +37,8 @@ pub enum StoreError {
     Url(String),
     #[error("stored data is corrupt ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("lead {lead:?} cannot be stored: {detail}")]
+    Unstorable { lead: String, detail: String },
 }
 
 impl StoreError {
@@ -47,6 +54,15 @@ impl StoreError {
             StoreError::Db(sqlx::Error::Io(e)) => format!("database unreachable: {e}"),
             other => other.to_string(),
         }
+    }
+
+    /// Whether a failed write was about one lead's data rather than the
+    /// database: a lead whose rows the step refused before writing them
+    /// ([`StoreError::Unstorable`]), or data the database refused
+    /// ([`StoreError::is_refused_data`]). Doing it again fails the same way,
+    /// but without that lead the rest goes in.
+    pub fn is_lead_data(&self) -> bool {
+        matches!(self, StoreError::Unstorable { .. }) || self.is_refused_data()
     }
 
     /// Whether the database refused the data itself (a value it cannot hold,

@@ -65,12 +65,22 @@ impl Store {
             return Ok(None);
         };
         let state: String = row.try_get(0)?;
-        serde_json::from_str(&state)
+        super::parse_state(&state)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt {
+            .map_err(|detail| StoreError::Corrupt {
                 what: "lead state",
-                detail: e.to_string(),
+                detail,
             })
+    }
+
+    /// Whether a lead is stored, without reading its state.
+    pub async fn lead_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let sql = self.sql("SELECT 1 FROM leads WHERE id = $1");
+        Ok(sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     pub async fn timeline(
@@ -205,12 +215,16 @@ impl Store {
         })
     }
 
-    /// Erases a lead's personal data: email, attributes and event payloads.
-    /// Scores, stages and the ledger stay, so counts and reports still add up.
-    /// Returns false for an unknown lead.
+    /// Erases a lead's personal data: email, attributes, the reasons in its
+    /// ledger (a plugin may have put anything there), event payloads, the
+    /// bodies of its messages, and free text on its timeline. Scores,
+    /// stages and the ledger's points stay, so counts and reports still add
+    /// up. Returns false for an unknown lead.
     pub async fn erase_lead(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE engine_state SET id = id WHERE id = 1")
+        // What a processing step read of this lead changes: a step under way
+        // must not commit what it decided from the data erased here.
+        sqlx::query("UPDATE engine_state SET version = version + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
         let sql = self.sql("SELECT state FROM leads WHERE id = $1");
@@ -222,18 +236,29 @@ impl Store {
             return Ok(false);
         };
         let state: String = row.try_get(0)?;
-        let mut lead: LeadState =
-            serde_json::from_str(&state).map_err(|e| StoreError::Corrupt {
-                what: "lead state",
-                detail: e.to_string(),
-            })?;
-        lead.email.clear();
-        lead.attributes.clear();
-        let state = serde_json::to_string(&lead).unwrap_or_default();
+        // A state that cannot be read (its lead is in quarantine) is blanked
+        // whole: erasure must not depend on reading what it erases. The lead
+        // stays in quarantine.
+        let state = match super::parse_state(&state) {
+            Ok(mut lead) => {
+                lead.email.clear();
+                lead.attributes.clear();
+                for e in &mut lead.ledger {
+                    e.reason = None;
+                }
+                serde_json::to_string(&lead).unwrap_or_else(|_| "{}".into())
+            }
+            Err(_) => "{}".into(),
+        };
         let sql = self.sql("UPDATE leads SET email = '', state = $1, erased_at = $2, updated_at = $2 WHERE id = $3");
         sqlx::query(&sql)
             .bind(state)
             .bind(millis(&now))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql("UPDATE ledger SET reason = NULL WHERE lead = $1");
+        sqlx::query(&sql)
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -244,12 +269,43 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         // Messages carry the address and what templates made of the lead's
-        // data: unsent ones are cancelled, all are blanked.
+        // data: unsent ones are cancelled, all are blanked, and so are the
+        // mail server's answers (which may quote the address).
         let sql = self.sql(
-            "UPDATE outbox SET payload = $1, state = CASE WHEN state IN ('pending', 'sending', 'uncertain') THEN 'cancelled' ELSE state END WHERE lead = $2",
+            "UPDATE outbox SET payload = $1, last_error = NULL, state = CASE WHEN state IN ('pending', 'sending', 'uncertain') THEN 'cancelled' ELSE state END WHERE lead = $2",
         );
         sqlx::query(&sql)
             .bind(r#"{"erased":true}"#)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql("SELECT seq, detail FROM timeline WHERE lead = $1 ORDER BY seq");
+        let rows = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in rows {
+            let seq: i64 = r.try_get(0)?;
+            let text: String = r.try_get(1)?;
+            let scrubbed = match serde_json::from_str::<Value>(&text) {
+                Ok(mut detail) => {
+                    if !scrub(&mut detail) {
+                        continue;
+                    }
+                    detail.to_string()
+                }
+                Err(_) => "{}".into(),
+            };
+            let sql = self.sql("UPDATE timeline SET detail = $1 WHERE seq = $2");
+            sqlx::query(&sql)
+                .bind(scrubbed)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let sql = self.sql("UPDATE quarantine SET cause = $1 WHERE lead = $2");
+        sqlx::query(&sql)
+            .bind("(erased with the lead's personal data)")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -280,5 +336,48 @@ impl Store {
         rows.iter()
             .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
             .collect()
+    }
+}
+
+/// Keys of timeline details that hold free text: a plugin's reason or
+/// error, sales' reason, a mail server's answer, a condition's message.
+const FREE_TEXT: [&str; 4] = ["reason", "error", "message", "cause"];
+
+/// Blanks (`null`) the free text in a timeline detail, at any depth; true
+/// if it changed anything.
+fn scrub(v: &mut Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            let mut changed = false;
+            for (k, x) in m.iter_mut() {
+                if FREE_TEXT.contains(&k.as_str()) && !x.is_null() {
+                    *x = Value::Null;
+                    changed = true;
+                } else {
+                    changed |= scrub(x);
+                }
+            }
+            changed
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |c, x| scrub(x) | c),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn scrub_blanks_free_text_at_any_depth_and_keeps_the_rest() {
+        let mut v = json!({"rule": "p", "points": 3, "reason": "ann@x.io",
+            "detail": {"reason": "said no", "owner": "anna"}, "list": [{"error": "550 <ann@x.io>"}]});
+        assert!(super::scrub(&mut v));
+        assert_eq!(
+            v,
+            json!({"rule": "p", "points": 3, "reason": null,
+                "detail": {"reason": null, "owner": "anna"}, "list": [{"error": null}]})
+        );
+        assert!(!super::scrub(&mut v), "nothing left to blank");
     }
 }

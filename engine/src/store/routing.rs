@@ -37,11 +37,17 @@ pub struct OwnerFigures {
     pub sla_breaches: i64,
 }
 
-fn parse_state(state: &str) -> Result<LeadState, StoreError> {
-    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
-        what: "lead state",
-        detail: e.to_string(),
-    })
+/// A lead's state for a report, or `None` (logged) when it cannot be read:
+/// such a lead is in quarantine (the processor set it aside), and one bad
+/// row must not fail every owner's pool or report.
+fn readable(state: &str) -> Option<LeadState> {
+    match super::parse_state(state) {
+        Ok(lead) => Some(lead),
+        Err(e) => {
+            tracing::warn!(error = %e, "a lead left out of a routing read");
+            None
+        }
+    }
 }
 
 impl Store {
@@ -56,7 +62,9 @@ impl Store {
         .await?;
         let mut out = Vec::new();
         for r in rows {
-            let lead = parse_state(&r.try_get::<String, _>(0)?)?;
+            let Some(lead) = readable(&r.try_get::<String, _>(0)?) else {
+                continue;
+            };
             if lead.offered_to.iter().any(|o| o == owner) {
                 out.push((lead.offered_at, lead));
             }
@@ -90,7 +98,9 @@ impl Store {
             .await?;
         let mut out = Vec::new();
         for r in rows {
-            let lead = parse_state(&r.try_get::<String, _>(0)?)?;
+            let Some(lead) = readable(&r.try_get::<String, _>(0)?) else {
+                continue;
+            };
             let Some(since) = lead
                 .assignments
                 .iter()
@@ -132,7 +142,9 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         for r in rows {
-            let lead = parse_state(&r.try_get::<String, _>(0)?)?;
+            let Some(lead) = readable(&r.try_get::<String, _>(0)?) else {
+                continue;
+            };
             for a in &lead.assignments {
                 figures(&mut by, &a.owner).assigned += 1;
             }

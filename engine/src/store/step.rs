@@ -1,11 +1,23 @@
-//! One processing step as a transaction: everything the evaluator decided
-//! for a batch of events and due work is written, with the events marked
-//! applied, or nothing is. A crash at any point loses nothing and applies
-//! nothing twice.
+//! One processing step against the database, in two phases, so that the
+//! evaluator and its plugins never run while a write lock is held:
 //!
-//! The step first writes the one-row `engine_state` table: on PostgreSQL that
-//! row lock makes concurrent processes take turns, and on SQLite it takes the
+//! 1. Reads, through the read pool and without any lock: the processor's own
+//!    progress with its version ([`Store::engine_state`]), pending events,
+//!    due work, leads. Leads set aside (`quarantine`) are left out.
+//! 2. [`StepTx`]: everything the evaluator decided, written with the events
+//!    marked applied, in one transaction that first checks that the version
+//!    it read is still current. Every writer of what a step reads bumps it
+//!    (a step, an erasure, a release from quarantine), so if anything the
+//!    step read changed meanwhile, nothing is written and the step is done
+//!    again. A crash at any point loses nothing and applies nothing twice.
+//!
+//! The version check writes the one-row `engine_state` table first: on
+//! PostgreSQL that row lock makes concurrent commits take turns (the second
+//! sees the version moved and redoes its step), and on SQLite it takes the
 //! write lock up front rather than upgrading a read (which can fail).
+//!
+//! What a lead becomes in its rows ([`LeadRows`]) is built here once, for
+//! the writer and for the fuzz target that checks every value reads back.
 
 use super::{from_millis, millis, Store, StoreError};
 use crate::eval::{Book, Timer};
@@ -18,7 +30,6 @@ pub struct StepTx<'s> {
     tx: super::WriteTx,
 }
 
-/// An accepted event waiting to be applied.
 /// The processor's own progress, one row.
 pub struct EngineState {
     /// Round-robin and load counters for routing.
@@ -28,33 +39,48 @@ pub struct EngineState {
     /// Within the tick after `ticked_to`, the last lead id done: the tick is
     /// part done and resumes after it before anything else runs.
     pub tick_after: Option<String>,
+    /// Bumped by every write of what a step reads; a step commits only if
+    /// it is unchanged since the step read it.
+    pub version: i64,
 }
 
+/// An accepted event waiting to be applied.
 pub struct PendingEvent {
     pub seq: i64,
     pub received_at: Timestamp,
     pub event: Result<Event, String>,
 }
 
-impl<'s> StepTx<'s> {
-    pub async fn begin(store: &'s Store) -> Result<StepTx<'s>, StoreError> {
-        let mut tx = store.begin_write().await?;
-        sqlx::query("UPDATE engine_state SET id = id WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        Ok(StepTx { store, tx })
-    }
+/// A stored timer that is due; `timer` is the reason when its row does not
+/// parse (its lead is then set aside).
+pub struct DueTimer {
+    pub seq: i64,
+    pub lead: String,
+    pub timer: Result<Timer, String>,
+}
 
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
-        Ok(())
-    }
+/// A stored lead; `state` is the reason when its row does not read back.
+pub struct StoredLead {
+    pub id: String,
+    pub state: Result<LeadState, String>,
+}
 
-    pub async fn engine_state(&mut self) -> Result<EngineState, StoreError> {
-        let row: AnyRow =
-            sqlx::query("SELECT book, ticked_to, tick_after FROM engine_state WHERE id = 1")
-                .fetch_one(&mut *self.tx)
-                .await?;
+/// Reads a lead's stored state: the one way back from the `state` column.
+pub fn parse_state(text: &str) -> Result<LeadState, String> {
+    serde_json::from_str(text).map_err(|e| format!("stored state unreadable: {e}"))
+}
+
+/// The quarantine filter on a table's `lead` column.
+const NOT_QUARANTINED: &str = "NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.lead = ";
+
+impl Store {
+    /// The processor's progress and its version, read without a lock.
+    pub async fn engine_state(&self) -> Result<EngineState, StoreError> {
+        let row: AnyRow = sqlx::query(
+            "SELECT book, ticked_to, tick_after, version FROM engine_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         let book: String = row.try_get(0)?;
         let ticked: Option<i64> = row.try_get(1)?;
         let tick_after: Option<String> = row.try_get(2)?;
@@ -66,30 +92,20 @@ impl<'s> StepTx<'s> {
             book,
             ticked_to: ticked.map(from_millis),
             tick_after,
+            version: row.try_get(3)?,
         })
     }
 
-    pub async fn set_engine_state(&mut self, s: &EngineState) -> Result<(), StoreError> {
-        let book = serde_json::to_string(&s.book).unwrap_or_else(|_| "{}".into());
+    /// The oldest events not yet applied, in arrival order, but for leads
+    /// in quarantine.
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<PendingEvent>, StoreError> {
         let sql = self
-            .store
-            .sql("UPDATE engine_state SET book = $1, ticked_to = $2, tick_after = $3 WHERE id = 1");
-        sqlx::query(&sql)
-            .bind(book)
-            .bind(s.ticked_to.as_ref().map(millis))
-            .bind(s.tick_after.clone())
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
-    /// The oldest events not yet applied, in arrival order.
-    pub async fn pending_events(&mut self, limit: i64) -> Result<Vec<PendingEvent>, StoreError> {
-        let sql = self.store.sql("SELECT seq, payload, received_at FROM events WHERE processed_at IS NULL ORDER BY seq LIMIT $1");
-        let rows = sqlx::query(&sql)
-            .bind(limit)
-            .fetch_all(&mut *self.tx)
-            .await?;
+            .sql(&format!(
+                "SELECT e.seq, e.payload, e.received_at FROM events e \
+             WHERE e.processed_at IS NULL AND {NOT_QUARANTINED}e.lead) ORDER BY e.seq LIMIT $1"
+            ))
+            .into_owned();
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get(0)?;
@@ -109,74 +125,60 @@ impl<'s> StepTx<'s> {
         Ok(out)
     }
 
-    /// Scheduled work due at or before `now`, earliest first.
+    /// Scheduled work due at or before `now`, earliest first, but for leads
+    /// in quarantine.
     pub async fn due_timers(
-        &mut self,
+        &self,
         now: Timestamp,
         limit: i64,
-    ) -> Result<Vec<(i64, Timer)>, StoreError> {
+    ) -> Result<Vec<DueTimer>, StoreError> {
         let sql = self
-            .store
-            .sql("SELECT seq, kind FROM due_work WHERE at <= $1 ORDER BY at, seq LIMIT $2");
+            .sql(&format!(
+                "SELECT d.seq, d.lead, d.kind FROM due_work d \
+             WHERE d.at <= $1 AND {NOT_QUARANTINED}d.lead) ORDER BY d.at, d.seq LIMIT $2"
+            ))
+            .into_owned();
         let rows = sqlx::query(&sql)
             .bind(millis(&now))
             .bind(limit)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&self.pool)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let seq: i64 = row.try_get(0)?;
-            let kind: String = row.try_get(1)?;
-            let timer: Timer = serde_json::from_str(&kind).map_err(|e| StoreError::Corrupt {
-                what: "due work",
-                detail: e.to_string(),
-            })?;
-            out.push((seq, timer));
+            let kind: String = row.try_get(2)?;
+            out.push(DueTimer {
+                seq: row.try_get(0)?,
+                lead: row.try_get(1)?,
+                timer: serde_json::from_str(&kind)
+                    .map_err(|e| format!("stored due work unreadable: {e}")),
+            });
         }
         Ok(out)
     }
 
-    pub async fn load_lead(&mut self, id: &str) -> Result<Option<LeadState>, StoreError> {
-        let sql = self.store.sql("SELECT state FROM leads WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let state: String = row.try_get(0)?;
-                serde_json::from_str(&state)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        what: "lead state",
-                        detail: e.to_string(),
-                    })
-            }
-        }
-    }
-
-    /// Up to `limit` stored lead ids after `after`, in byte order.
+    /// Up to `limit` stored lead ids after `after`, in byte order, but for
+    /// leads in quarantine.
     pub async fn lead_ids_after(
-        &mut self,
+        &self,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let sql = self
-            .store
-            .sql("SELECT id FROM leads WHERE id > $1 ORDER BY id LIMIT $2");
+        let sql = self.sql(&format!(
+            "SELECT l.id FROM leads l WHERE l.id > $1 AND {NOT_QUARANTINED}l.id) ORDER BY l.id LIMIT $2"
+        )).into_owned();
         let rows = sqlx::query(&sql)
             .bind(after.unwrap_or("").to_string())
             .bind(limit)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
             .collect()
     }
 
-    /// Loads the leads among `ids` that exist, in one query per 500.
-    pub async fn load_leads(&mut self, ids: &[String]) -> Result<Vec<LeadState>, StoreError> {
+    /// The leads among `ids` that exist, in one query per 500; each read
+    /// back, or the reason it does not.
+    pub async fn load_leads(&self, ids: &[String]) -> Result<Vec<StoredLead>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let list = (1..=chunk.len())
@@ -184,29 +186,72 @@ impl<'s> StepTx<'s> {
                 .collect::<Vec<_>>()
                 .join(",");
             let sql = self
-                .store
-                .sql(&format!("SELECT state FROM leads WHERE id IN ({list})"))
+                .sql(&format!("SELECT id, state FROM leads WHERE id IN ({list})"))
                 .into_owned();
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id.clone());
             }
-            for row in q.fetch_all(&mut *self.tx).await? {
-                let state: String = row.try_get(0)?;
-                out.push(
-                    serde_json::from_str(&state).map_err(|e| StoreError::Corrupt {
-                        what: "lead state",
-                        detail: e.to_string(),
-                    })?,
-                );
+            for row in q.fetch_all(&self.pool).await? {
+                let state: String = row.try_get(1)?;
+                out.push(StoredLead {
+                    id: row.try_get(0)?,
+                    state: parse_state(&state),
+                });
             }
         }
         Ok(out)
     }
+}
+
+impl<'s> StepTx<'s> {
+    /// Begins the write of a step that read `version`; `None` if something
+    /// the step read has changed since (nothing is written then).
+    pub async fn begin(store: &'s Store, version: i64) -> Result<Option<StepTx<'s>>, StoreError> {
+        let mut tx = store.begin_write().await?;
+        let sql = store
+            .sql("UPDATE engine_state SET version = version + 1 WHERE id = 1 AND version = $1");
+        let moved = sqlx::query(&sql)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 0;
+        if moved {
+            // Dropping the transaction rolls it back.
+            return Ok(None);
+        }
+        Ok(Some(StepTx { store, tx }))
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_engine_state(&mut self, s: &EngineState) -> Result<(), StoreError> {
+        let book = serde_json::to_string(&s.book).unwrap_or_else(|_| "{}".into());
+        let sql = self
+            .store
+            .sql("UPDATE engine_state SET book = $1, ticked_to = $2, tick_after = $3 WHERE id = 1");
+        sqlx::query(&sql)
+            .bind(book)
+            .bind(s.ticked_to.as_ref().map(millis))
+            .bind(s.tick_after.clone())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
 
     /// Writes everything a step decided, in as few statements as the
-    /// databases' parameter limits allow.
-    pub async fn write(&mut self, w: &Writes, now: Timestamp) -> Result<(), StoreError> {
+    /// databases' parameter limits allow. `leads` are the rows of
+    /// `w.leads`, made (and checked) by [`lead_rows`] before the write lock.
+    pub async fn write(
+        &mut self,
+        w: &Writes,
+        leads: Vec<LeadRows>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let now_ms = millis(&now);
         if !w.processed.is_empty() {
             self.exec_in(
@@ -235,67 +280,17 @@ impl<'s> StepTx<'s> {
         )
         .await?;
 
-        let mut leads = Vec::new();
+        let mut rows = Vec::new();
         let mut ledger = Vec::new();
         let mut transitions = Vec::new();
         let mut enrollments = Vec::new();
-        for (before, lead) in &w.leads {
-            let state = serde_json::to_string(lead).map_err(|e| StoreError::Corrupt {
-                what: "lead state",
-                detail: e.to_string(),
-            })?;
-            leads.push(vec![
-                Arg::Text(lead.id.clone()),
-                Arg::Text(lead.email.clone()),
-                Arg::Text(lead.stage.as_str().into()),
-                Arg::OptText(lead.owner.clone()),
-                Arg::Int(lead.score),
-                Arg::Int(lead.fit),
-                Arg::Text(lead.consent.as_str().into()),
-                Arg::Int(millis(&lead.created_at)),
-                Arg::Int(now_ms),
-                Arg::Text(state),
-            ]);
-            let from = before.as_ref().map_or(0, |b| b.ledger.len());
-            for (n, e) in lead.ledger.iter().enumerate().skip(from) {
-                ledger.push(vec![
-                    Arg::Text(lead.id.clone()),
-                    Arg::Int(n as i64),
-                    Arg::Text(e.rule.clone()),
-                    Arg::Int(e.points),
-                    Arg::OptText(e.event.clone()),
-                    Arg::Int(millis(&e.at)),
-                    Arg::OptText(e.reason.clone()),
-                ]);
-            }
-            let from = before.as_ref().map_or(0, |b| b.transitions.len());
-            for (n, t) in lead.transitions.iter().enumerate().skip(from) {
-                transitions.push(vec![
-                    Arg::Text(lead.id.clone()),
-                    Arg::Int(n as i64),
-                    Arg::Text(t.from.as_str().into()),
-                    Arg::Text(t.to.as_str().into()),
-                    Arg::Int(millis(&t.at)),
-                ]);
-            }
-            for e in &lead.enrollments {
-                if before.as_ref().is_some_and(|b| b.enrollments.contains(e)) {
-                    continue;
-                }
-                let status = serde_json::to_value(e.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                enrollments.push(vec![
-                    Arg::Text(lead.id.clone()),
-                    Arg::Text(e.campaign.clone()),
-                    Arg::Int(e.cycle as i64),
-                    Arg::Text(status),
-                    Arg::Int(e.next_step as i64),
-                    Arg::OptInt(e.due_at.as_ref().map(millis)),
-                ]);
-            }
+        for r in leads {
+            rows.push(r.lead);
+            ledger.extend(r.ledger);
+            transitions.extend(r.transitions);
+            enrollments.extend(r.enrollments);
         }
+        let leads = rows;
         self.insert(
             "INSERT INTO leads (id, email, stage, owner, score, fit, consent, created_at, updated_at, state)",
             10,
@@ -326,11 +321,20 @@ impl<'s> StepTx<'s> {
             " ON CONFLICT (lead, campaign, cycle) DO UPDATE SET status = excluded.status, next_step = excluded.next_step, due_at = excluded.due_at",
         )
         .await?;
-        let timeline = w.timeline.iter().map(|(lead, at, kind, detail)| {
+        let quarantined = w.quarantine.iter().map(|(lead, cause)| {
+            (
+                lead.clone(),
+                now,
+                "quarantined",
+                serde_json::json!({ "cause": cause }),
+            )
+        });
+        let timeline = w.timeline.iter().cloned().chain(quarantined);
+        let timeline = timeline.map(|(lead, at, kind, detail)| {
             vec![
-                Arg::Text(lead.clone()),
-                Arg::Int(millis(at)),
-                Arg::Text((*kind).into()),
+                Arg::Text(lead),
+                Arg::Int(millis(&at)),
+                Arg::Text(kind.into()),
                 Arg::Text(detail.to_string()),
             ]
         });
@@ -354,6 +358,20 @@ impl<'s> StepTx<'s> {
             4,
             outbox.collect(),
             "",
+        )
+        .await?;
+        let quarantine = w.quarantine.iter().map(|(lead, cause)| {
+            vec![
+                Arg::Text(lead.clone()),
+                Arg::Text(cause.clone()),
+                Arg::Int(now_ms),
+            ]
+        });
+        self.insert(
+            "INSERT INTO quarantine (lead, cause, at)",
+            3,
+            quarantine.collect(),
+            " ON CONFLICT (lead) DO NOTHING",
         )
         .await?;
         Ok(())
@@ -421,7 +439,7 @@ impl<'s> StepTx<'s> {
 const MAX_PARAMS: usize = 2000;
 
 /// A value to bind.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq)]
 enum Arg {
     Int(i64),
     Text(String),
@@ -441,6 +459,235 @@ impl Arg {
             Arg::OptInt(i) => q.bind(*i),
         }
     }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            Arg::Text(s) => Some(s),
+            Arg::OptText(s) => s.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What one changed lead becomes in the database: its `leads` row and the
+/// ledger, transition and enrollment rows it gained since `before`.
+pub struct LeadRows {
+    /// The deepest nesting of an attribute value (a scalar is 0).
+    deepest: usize,
+    lead: Vec<Arg>,
+    ledger: Vec<Vec<Arg>>,
+    transitions: Vec<Vec<Arg>>,
+    enrollments: Vec<Vec<Arg>>,
+}
+
+const LEAD_COLUMNS: [&str; 10] = [
+    "leads.id",
+    "leads.email",
+    "leads.stage",
+    "leads.owner",
+    "leads.score",
+    "leads.fit",
+    "leads.consent",
+    "leads.created_at",
+    "leads.updated_at",
+    "leads.state",
+];
+const LEDGER_COLUMNS: [&str; 7] = [
+    "ledger.lead",
+    "ledger.n",
+    "ledger.rule",
+    "ledger.points",
+    "ledger.event",
+    "ledger.at",
+    "ledger.reason",
+];
+const TRANSITION_COLUMNS: [&str; 5] = [
+    "transitions.lead",
+    "transitions.n",
+    "transitions.from_stage",
+    "transitions.to_stage",
+    "transitions.at",
+];
+const ENROLLMENT_COLUMNS: [&str; 6] = [
+    "enrollments.lead",
+    "enrollments.campaign",
+    "enrollments.cycle",
+    "enrollments.status",
+    "enrollments.next_step",
+    "enrollments.due_at",
+];
+
+impl LeadRows {
+    pub fn new(
+        before: Option<&LeadState>,
+        lead: &LeadState,
+        now_ms: i64,
+    ) -> Result<LeadRows, StoreError> {
+        let state = serde_json::to_string(lead).map_err(|e| StoreError::Unstorable {
+            lead: lead.id.clone(),
+            detail: format!("state cannot be written: {e}"),
+        })?;
+        let row = vec![
+            Arg::Text(lead.id.clone()),
+            Arg::Text(lead.email.clone()),
+            Arg::Text(lead.stage.as_str().into()),
+            Arg::OptText(lead.owner.clone()),
+            Arg::Int(lead.score),
+            Arg::Int(lead.fit),
+            Arg::Text(lead.consent.as_str().into()),
+            Arg::Int(millis(&lead.created_at)),
+            Arg::Int(now_ms),
+            Arg::Text(state),
+        ];
+        let from = before.map_or(0, |b| b.ledger.len());
+        let ledger = lead
+            .ledger
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(n, e)| {
+                vec![
+                    Arg::Text(lead.id.clone()),
+                    Arg::Int(n as i64),
+                    Arg::Text(e.rule.clone()),
+                    Arg::Int(e.points),
+                    Arg::OptText(e.event.clone()),
+                    Arg::Int(millis(&e.at)),
+                    Arg::OptText(e.reason.clone()),
+                ]
+            })
+            .collect();
+        let from = before.map_or(0, |b| b.transitions.len());
+        let transitions = lead
+            .transitions
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(n, t)| {
+                vec![
+                    Arg::Text(lead.id.clone()),
+                    Arg::Int(n as i64),
+                    Arg::Text(t.from.as_str().into()),
+                    Arg::Text(t.to.as_str().into()),
+                    Arg::Int(millis(&t.at)),
+                ]
+            })
+            .collect();
+        let enrollments = lead
+            .enrollments
+            .iter()
+            .filter(|e| !before.is_some_and(|b| b.enrollments.contains(e)))
+            .map(|e| {
+                let status = serde_json::to_value(e.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                vec![
+                    Arg::Text(lead.id.clone()),
+                    Arg::Text(e.campaign.clone()),
+                    Arg::Int(e.cycle as i64),
+                    Arg::Text(status),
+                    Arg::Int(e.next_step as i64),
+                    Arg::OptInt(e.due_at.as_ref().map(millis)),
+                ]
+            })
+            .collect();
+        Ok(LeadRows {
+            deepest: lead.attributes.values().map(depth).max().unwrap_or(0),
+            lead: row,
+            ledger,
+            transitions,
+            enrollments,
+        })
+    }
+
+    /// Every text value these rows store, with its `table.column`.
+    pub fn texts(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        fn named<'a>(
+            cols: &'static [&'static str],
+            row: &'a [Arg],
+        ) -> Vec<(&'static str, &'a str)> {
+            cols.iter()
+                .zip(row.iter())
+                .filter_map(|(c, a)| a.text().map(|t| (*c, t)))
+                .collect()
+        }
+        let mut out = named(&LEAD_COLUMNS, &self.lead);
+        for r in &self.ledger {
+            out.extend(named(&LEDGER_COLUMNS, r));
+        }
+        for r in &self.transitions {
+            out.extend(named(&TRANSITION_COLUMNS, r));
+        }
+        for r in &self.enrollments {
+            out.extend(named(&ENROLLMENT_COLUMNS, r));
+        }
+        out.into_iter()
+    }
+
+    /// The stored state, as the `state` column holds it.
+    pub fn state(&self) -> &str {
+        self.lead[9].text().unwrap_or_default()
+    }
+
+    /// Whether the database can hold these rows and give them back: no
+    /// NUL in any text column (PostgreSQL's `text` refuses it) and a state
+    /// that reads back (serde_json reads at most [`READ_DEPTH`] levels; the
+    /// state nests attributes [`STATE_DEPTH`] deep). The evaluator bounds
+    /// what plugins and events bring (model::bounds); this is the last
+    /// guard, so that a lead whose data slipped past is set aside before
+    /// anything unreadable is stored. It costs a walk of the attributes, not
+    /// a parse of the state (a parse cost ~5 % of processing throughput).
+    pub fn check(&self) -> Result<(), StoreError> {
+        let id = self.lead[0].text().unwrap_or_default();
+        let unstorable = |detail: String| StoreError::Unstorable {
+            lead: id.to_string(),
+            detail,
+        };
+        if let Some((column, _)) = self.texts().find(|(_, t)| t.contains('\0')) {
+            return Err(unstorable(format!(
+                "{column} contains a NUL character (\\u0000)"
+            )));
+        }
+        if self.deepest + STATE_DEPTH > READ_DEPTH {
+            return Err(unstorable(format!(
+                "its state could not be read back: an attribute nested {} levels deep (at most {})",
+                self.deepest,
+                READ_DEPTH - STATE_DEPTH
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The most levels of nesting serde_json reads back (below its recursion
+/// limit of 128; the test below finds the edge).
+const READ_DEPTH: usize = 127;
+/// The levels a stored state puts around an attribute value (the state, its
+/// `attributes`).
+const STATE_DEPTH: usize = 2;
+
+/// How deeply a value nests: a scalar 0, `[1]` 1.
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The rows of every changed lead in `w`, each checked: the first lead
+/// whose rows the database could not hold or give back is the error
+/// ([`StoreError::Unstorable`], naming it).
+pub fn lead_rows(w: &Writes, now: Timestamp) -> Result<Vec<LeadRows>, StoreError> {
+    w.leads
+        .iter()
+        .map(|(before, lead)| {
+            let rows = LeadRows::new(before.as_ref(), lead, millis(&now))?;
+            rows.check()?;
+            Ok(rows)
+        })
+        .collect()
 }
 
 /// What one step writes, collected while it runs.
@@ -456,4 +703,48 @@ pub struct Writes {
     pub leads: Vec<(Option<LeadState>, LeadState)>,
     pub timeline: Vec<(String, Timestamp, &'static str, serde_json::Value)>,
     pub outbox: Vec<(String, &'static str, serde_json::Value)>,
+    /// Leads set aside, with the cause: their events and due work wait.
+    pub quarantine: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rows_that_could_not_be_stored_or_read_back_are_refused() {
+        let at = crate::model::time::parse("2026-01-01T00:00:00Z").unwrap();
+        let lead = LeadState::new("u1", at);
+        let ok = LeadRows::new(None, &lead, 0).unwrap();
+        assert!(ok.check().is_ok());
+        assert_eq!(parse_state(ok.state()).unwrap(), lead);
+
+        // Deeper than serde_json reads back, though it writes it: the guard
+        // refuses exactly the states that do not read back.
+        for n in 100..=130 {
+            let mut deep = lead.clone();
+            let value = (0..n).fold(json!(1), |v, _| json!([v]));
+            deep.attributes.insert("deep".into(), value);
+            let rows = LeadRows::new(None, &deep, 0).unwrap();
+            let reads_back = parse_state(rows.state()).is_ok();
+            assert_eq!(rows.check().is_ok(), reads_back, "nested {n} deep");
+            if n == 127 {
+                let err = rows.check().unwrap_err();
+                assert!(err.is_lead_data(), "{err}");
+                assert!(err.to_string().contains("could not be read back"), "{err}");
+            }
+        }
+
+        let mut lead = LeadState::new("u1", at);
+        lead.ledger.push(crate::model::LedgerEntry {
+            rule: "p".into(),
+            points: 1,
+            event: None,
+            at,
+            reason: Some("a\u{0}b".into()),
+        });
+        let err = LeadRows::new(None, &lead, 0).unwrap().check().unwrap_err();
+        assert!(err.to_string().contains("ledger.reason"), "{err}");
+    }
 }

@@ -1,0 +1,83 @@
+//! Leads set aside by the processor (`quarantine`): listed with their cause
+//! for `nurture doctor` and the admin API, counted for `/healthz` and the
+//! metrics, and released one at a time. The processor itself writes them, in
+//! the transaction of the step that found them (`step.rs`).
+
+use super::{from_millis, millis, Store, StoreError};
+use crate::model::time::Timestamp;
+use serde::Serialize;
+use sqlx::Row;
+
+/// A lead in quarantine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quarantined {
+    pub lead: String,
+    /// Why its step could not be applied.
+    pub cause: String,
+    /// Since when it is set aside.
+    #[serde(with = "crate::model::time::serde_ts")]
+    pub at: Timestamp,
+    /// Its events waiting meanwhile.
+    pub events_pending: i64,
+}
+
+impl Store {
+    /// Every lead in quarantine, oldest first.
+    pub async fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT q.lead, q.cause, q.at, \
+             (SELECT COUNT(*) FROM events e WHERE e.lead = q.lead AND e.processed_at IS NULL) \
+             FROM quarantine q ORDER BY q.at, q.lead",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Quarantined {
+                    lead: r.try_get(0)?,
+                    cause: r.try_get(1)?,
+                    at: from_millis(r.try_get(2)?),
+                    events_pending: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many leads are in quarantine.
+    pub async fn quarantine_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM quarantine")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Takes a lead out of quarantine: its waiting events and due work are
+    /// applied again by the next step (the cause had better be fixed, or it
+    /// is set aside again). Returns false if it was not in quarantine.
+    pub async fn release(&self, lead: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // A step that read before this release must not commit over it.
+        sqlx::query("UPDATE engine_state SET version = version + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql("DELETE FROM quarantine WHERE lead = $1");
+        let released = sqlx::query(&sql)
+            .bind(lead.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if !released {
+            return Ok(false);
+        }
+        let sql = self
+            .sql("INSERT INTO timeline (lead, at, kind, detail) VALUES ($1, $2, 'released', '{}')");
+        sqlx::query(&sql)
+            .bind(lead.to_string())
+            .bind(millis(&now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
