@@ -844,10 +844,9 @@ fn test_passes_on_the_example_rules() {
     let dir = repo().join("rules");
     let mut tests = Vec::new();
     collect_tests(&dir, &mut tests);
-    if tests.is_empty() {
-        // Nothing to run yet; the no-tests path is covered below.
-        return;
-    }
+    // The example rules ship with rule tests: this must run them, never
+    // pass for want of any (the no-tests path is covered below).
+    assert!(!tests.is_empty(), "no *.test.yaml under {}", dir.display());
     let run = nurture(&["test", "rules"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(run.stdout.contains(", 0 failed"), "{}", run.stdout);
