@@ -596,6 +596,97 @@ fn on_and_schedule_together() {
     );
 }
 
+/// A missing key used to hide the item's other errors: the item was
+/// dropped at the first, so its references were never checked. Now every
+/// error of the item is reported, each at its place; the missing key at the
+/// item's.
+#[test]
+fn a_missing_key_does_not_hide_the_items_other_errors() {
+    let s = Scratch::new(&[(
+        "a.yaml",
+        "routing:
+  owners:
+    - { id: anna, email: anna@example.com }
+  rules:
+    - name: default
+      owners: [anna, ana]
+    - name: other
+      owners: [bob]
+      strategy: round_robbin
+      extra: 1
+scoring:
+  - on: identify
+    points: lots
+    limit: { times: 0 }
+  - name: later
+    points: 1
+    schedule: 'bad cron'
+",
+    )]);
+    assert_errors(
+        &s,
+        &[
+            (s.at("a.yaml", 5, 7), "routing.rules[0]: missing key `strategy`"),
+            (
+                s.at("a.yaml", 6, 22),
+                "routing rule `default`: unknown owner `ana` (did you mean `anna`?)",
+            ),
+            (s.at("a.yaml", 8, 16), "routing rule `other`: unknown owner `bob`"),
+            (
+                s.at("a.yaml", 9, 17),
+                "routing.rules[1].strategy: unknown value `round_robbin` (did you mean `round_robin`?)",
+            ),
+            (s.at("a.yaml", 10, 7), "routing.rules[1]: unknown key `extra`"),
+            (s.at("a.yaml", 12, 5), "scoring[0]: missing key `name`"),
+            (
+                s.at("a.yaml", 13, 13),
+                "scoring[0].points: invalid type: string \"lots\", expected i64",
+            ),
+            (s.at("a.yaml", 14, 21), "times must be at least 1"),
+            // Not also "needs `on` or `schedule`": the schedule is there, bad.
+            (s.at("a.yaml", 17, 15), "scoring[1].schedule: cron \"bad cron\" has 2 fields"),
+        ],
+    );
+}
+
+#[test]
+fn plugin_memory_is_bytes_or_a_size_with_a_unit() {
+    let wasm = repo().join("plugins/company_size.wasm");
+    let plugin = |name: &str, memory: &str| {
+        format!(
+            "  - {{ name: {name}, wasm: '{}', on: identify, memory: {memory} }}\n",
+            wasm.display()
+        )
+    };
+    let good = Scratch::new(&[(
+        "a.yaml",
+        &format!(
+            "plugins:\n{}{}",
+            plugin("bytes", "2097152"),
+            plugin("unit", "16MiB")
+        ),
+    )]);
+    let run = good.check();
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let lines = [plugin("negative", "-1"), plugin("unit", "16 apples")];
+    let bad = Scratch::new(&[("a.yaml", &format!("plugins:\n{}{}", lines[0], lines[1]))]);
+    // Each error at the value of its `memory:`.
+    let col = |line: &str| line.find("memory: ").unwrap() + "memory: ".len() + 1;
+    assert_errors(
+        &bad,
+        &[
+            (
+                bad.at("a.yaml", 2, col(&lines[0])),
+                "plugins[0].memory: invalid memory size -1: it cannot be negative",
+            ),
+            (
+                bad.at("a.yaml", 3, col(&lines[1])),
+                "plugins[1].memory: invalid memory size \"16 apples\"",
+            ),
+        ],
+    );
+}
+
 #[test]
 fn plugin_wasm_file_missing() {
     let s = Scratch::new(&[(
@@ -623,6 +714,8 @@ fn every_error_of_a_run_is_printed_in_file_order() {
     assert_errors(
         &s,
         &[
+            // Both errors of the item, not just the first serde meets.
+            (s.at("a.yaml", 4, 22), "scoring[0].if: CEL: Syntax error"),
             (s.at("a.yaml", 6, 5), "unknown key `pionts`"),
             (s.at("b.yaml", 2, 9), "unknown variable `leads`"),
             (
@@ -751,10 +844,9 @@ fn test_passes_on_the_example_rules() {
     let dir = repo().join("rules");
     let mut tests = Vec::new();
     collect_tests(&dir, &mut tests);
-    if tests.is_empty() {
-        // Nothing to run yet; the no-tests path is covered below.
-        return;
-    }
+    // The example rules ship with rule tests: this must run them, never
+    // pass for want of any (the no-tests path is covered below).
+    assert!(!tests.is_empty(), "no *.test.yaml under {}", dir.display());
     let run = nurture(&["test", "rules"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(run.stdout.contains(", 0 failed"), "{}", run.stdout);

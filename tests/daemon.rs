@@ -547,15 +547,50 @@ fn crash_loses_no_acknowledged_event_and_applies_none_twice() {
     }
 }
 
+/// A test that needs PostgreSQL passes on a laptop without it, but fails in
+/// CI: this binary run again for one such test, with `CI=true` and no
+/// database configured, must fail and say why.
+#[test]
+fn a_postgres_test_fails_in_ci_without_postgres() {
+    let test = "two_processes_on_postgres_do_each_item_once";
+    let run = |ci: &str| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env("CI", ci)
+            .env_remove("NURTURE_TEST_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run("true");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "passed in CI without PostgreSQL:\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{test}: cannot run, and CI=true: PostgreSQL not configured"
+        )),
+        "{text}"
+    );
+    // Elsewhere it is skipped, saying so.
+    let out = run("");
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{test}: skipped: PostgreSQL not configured")),
+        "{text}"
+    );
+}
+
 /// Two daemons on one PostgreSQL database share the work: each due item is
 /// done once.
 #[test]
 fn two_processes_on_postgres_do_each_item_once() {
     let Some(db) = postgres_url("two_processes") else {
-        eprintln!(
-            "two_processes_on_postgres_do_each_item_once: PostgreSQL not configured; skipped"
-        );
-        return;
+        return skip("two_processes_on_postgres_do_each_item_once", NO_POSTGRES);
     };
     let a = Daemon::start(&db, &test_rules(), None);
     let b = Daemon::start(&db, &test_rules(), None);

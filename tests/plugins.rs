@@ -133,6 +133,17 @@ fn a_memory_bomb_hits_the_memory_limit() {
 }
 
 #[test]
+fn a_memory_limit_in_plain_bytes_holds() {
+    let errors = contained(
+        "memory_bomb",
+        ", memory: 2097152",
+        "memory limit exceeded",
+        QUICK,
+    );
+    assert!(errors[0].ends_with("(limit 2 MiB)"), "{}", errors[0]);
+}
+
+#[test]
 fn deep_recursion_overflows_the_stack() {
     contained("recursion", "", "stack overflow", QUICK);
 }
@@ -170,6 +181,76 @@ fn an_import_the_host_does_not_give_is_refused() {
         errors[0].contains("wasi:clocks/wall-clock"),
         "{}",
         errors[0]
+    );
+}
+
+#[test]
+fn a_plain_std_panic_is_a_trap_with_its_message() {
+    // No SDK hook: std's own writes the message to stderr (after reading
+    // RUST_BACKTRACE from the environment), which the host keeps.
+    let errors = contained(
+        "plain_panic",
+        "",
+        "trapped: plugin panicked: panicked at tests/plain-panic/src/lib.rs:",
+        QUICK,
+    );
+    assert!(errors[0].ends_with(": plain panic for u1"), "{}", errors[0]);
+    let (_tmp, rules) = rules_with("plain_panic", "");
+    let host = Host::new(&rules.plugins, opts()).unwrap();
+    let (lead, ev) = lead_and_event("{}");
+    let r = host.call_report(&rules.plugins[0], &lead, &ev);
+    let stderr: Vec<&str> = r
+        .logs
+        .iter()
+        .filter(|(l, _)| nurture::plugins::level_name(*l) == "error")
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert!(
+        stderr.contains(&"stderr: plain panic for u1"),
+        "{:?}",
+        r.logs
+    );
+}
+
+#[test]
+fn an_import_of_a_function_the_host_lacks_is_refused_at_load() {
+    // Built against a copy of the WIT whose `host` has an extra `now`: it
+    // used to load, and then fail every call.
+    let errors = contained(
+        "extra_import",
+        "",
+        "cannot be loaded: imports `now` from `nurture:plugin/host@0.1.0`, which Nurture does not provide: its `nurture:plugin/host@0.1.0` has `level`, `log`",
+        QUICK,
+    );
+    assert!(!errors[0].contains("called"), "{}", errors[0]);
+}
+
+#[test]
+fn a_plugin_built_for_another_interface_version_is_refused_at_load() {
+    contained(
+        "wrong_version",
+        "",
+        "cannot be loaded: imports `nurture:plugin/host@0.2.0`, `nurture:plugin/types@0.2.0`, but this Nurture implements `nurture:plugin@0.1.0`",
+        QUICK,
+    );
+}
+
+#[test]
+fn a_compilation_past_its_time_limit_is_refused_with_the_limit() {
+    let (_tmp, rules) = rules_with("noop", "");
+    let host = Host::new(
+        &rules.plugins,
+        Options {
+            // No compilation finishes in a microsecond.
+            compile_timeout: Duration::from_micros(1),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let err = host.load_error("hostile").unwrap();
+    assert!(
+        err.starts_with("compiling took longer than 0.000001 s (the limit)"),
+        "{err}"
     );
 }
 
@@ -469,6 +550,110 @@ fn check_reports_a_bad_component_at_its_wasm_key() {
         run.stderr
     );
     assert!(run.stdout.contains(r#""score":-10"#), "{}", run.stdout);
+}
+
+/// Imports are checked exactly: one function the host lacks, or another
+/// version of the interface, and `check` fails at the plugin's `wasm:` key,
+/// naming the import and what the host has.
+#[test]
+fn check_refuses_imports_the_host_does_not_have_at_the_wasm_key() {
+    let tmp = TempDir::new().unwrap();
+    let yaml = format!(
+        "plugins:\n  - name: extra\n    wasm: '{}'\n    on: identify\n  - name: version\n    wasm: '{}'\n    on: identify\n  - name: good\n    wasm: '{}'\n    on: identify\n",
+        hostile("extra_import").display(),
+        hostile("wrong_version").display(),
+        example("free_mail").display()
+    );
+    std::fs::write(tmp.path().join("rules.yaml"), yaml).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let run = nurture(&["check", dir]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stderr);
+    let file = format!("{dir}/rules.yaml");
+    assert!(
+        lines[0].starts_with(&format!("{file}:3:11: plugin `extra`: ")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with("imports `now` from `nurture:plugin/host@0.1.0`, which Nurture does not provide: its `nurture:plugin/host@0.1.0` has `level`, `log`"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(&format!("{file}:6:11: plugin `version`: ")),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].ends_with("imports `nurture:plugin/host@0.2.0`, `nurture:plugin/types@0.2.0`, but this Nurture implements `nurture:plugin@0.1.0` (`nurture:plugin/host@0.1.0` and `nurture:plugin/types@0.1.0`): build the plugin against plugins/wit/plugin.wit of this version"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], format!("2 errors in {dir}"));
+}
+
+/// A component of one core module whose functions have `sizes` bytes of
+/// code each, less up to 10 (`i32.const 0; drop`, over and over).
+fn component_with_functions(sizes: &[usize]) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Module, ModuleSection, TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut funcs = FunctionSection::new();
+    let mut code = CodeSection::new();
+    for &size in sizes {
+        funcs.function(0);
+        let mut f = Function::new([]);
+        f.raw([0x41, 0x00, 0x1a].repeat(size.saturating_sub(8) / 3));
+        f.instructions().end();
+        code.function(&f);
+    }
+    let mut module = Module::new();
+    module.section(&types).section(&funcs).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+/// Compiling is bounded before Cranelift runs: a function over the limit
+/// (an 850 KiB one took half a minute) and too much code in all are refused
+/// at once, with the limit named.
+#[test]
+fn check_refuses_code_too_large_to_compile_with_the_limit() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::write(
+        tmp.path().join("huge.wasm"),
+        component_with_functions(&[100, 850 << 10, 100]),
+    )
+    .unwrap();
+    // Each function under the limit, but 8 MiB and more in all.
+    std::fs::write(
+        tmp.path().join("many.wasm"),
+        component_with_functions(&[60 << 10; 140]),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("rules.yaml"),
+        "plugins:\n  - name: huge\n    wasm: huge.wasm\n    on: identify\n  - name: many\n    wasm: many.wasm\n    on: identify\n",
+    )
+    .unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let run = nurture(&["check", dir]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stderr);
+    assert_eq!(
+        lines[0],
+        format!("{dir}/rules.yaml:3:11: plugin `huge`: {dir}/huge.wasm: too large to compile: function 1 of core module 0 has 850 KiB of code (at most 64 KiB per function)")
+    );
+    assert!(
+        lines[1].starts_with(&format!("{dir}/rules.yaml:6:11: plugin `many`: {dir}/many.wasm: too large to compile: 8.0 MiB of code (at most 8 MiB in all)")),
+        "{}",
+        lines[1]
+    );
 }
 
 #[test]

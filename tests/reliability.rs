@@ -548,8 +548,10 @@ fn disk_full_refuses_clearly_and_recovers_when_space_returns() {
     let disk = match Mount::tmpfs(&dir.path().join("disk"), "3m") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("disk_full: skipped, cannot mount a tmpfs (needs root on Linux): {e}");
-            return;
+            return skip(
+                "disk_full",
+                &format!("cannot mount a tmpfs (needs root on Linux): {e}"),
+            );
         }
     };
     let db = sqlite_url(&disk.dir);
@@ -607,8 +609,10 @@ fn read_only_sqlite_refuses_clearly_and_loses_nothing() {
     let disk = match Mount::ext4(&image, &dir.path().join("disk")) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("read_only_sqlite: skipped, cannot mount an ext4 image on a loop device (needs root on Linux): {e}");
-            return;
+            return skip(
+                "read_only_sqlite",
+                &format!("cannot mount an ext4 image on a loop device (needs root on Linux): {e}"),
+            );
         }
     };
     let db = sqlite_url(&disk.dir);
@@ -680,10 +684,7 @@ fn pg_admin(sql: &[String]) {
 #[test]
 fn read_only_postgres_refuses_clearly_and_recovers() {
     let Some(db) = postgres_url("reliability_read_only") else {
-        eprintln!(
-            "read_only_postgres: PostgreSQL not configured (NURTURE_TEST_DATABASE_URL); skipped"
-        );
-        return;
+        return skip("read_only_postgres", NO_POSTGRES);
     };
     let name = db.rsplit('/').next().unwrap().to_string();
     let cut = format!(

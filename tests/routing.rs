@@ -723,8 +723,10 @@ fn webhooks_wait_for_a_receiver_that_is_down_and_survive_a_restart() {
 #[test]
 fn two_processes_on_postgres_deliver_each_webhook_once() {
     let Some(db) = postgres_url("routing_webhooks_two") else {
-        eprintln!("two_processes_on_postgres_deliver_each_webhook_once: PostgreSQL not configured; skipped");
-        return;
+        return skip(
+            "two_processes_on_postgres_deliver_each_webhook_once",
+            NO_POSTGRES,
+        );
     };
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 0);

@@ -1,7 +1,8 @@
 //! Helpers shared by the daemon's end-to-end tests: the real binary on a
 //! free port, SQLite files and, when `NURTURE_TEST_DATABASE_URL` (or
 //! `DATABASE_URL`) names a PostgreSQL server, a fresh database per test;
-//! and a real SMTP server (`smtp`).
+//! a real SMTP server (`smtp`); and [`skip`], for a test that cannot run
+//! here (it fails instead in CI).
 
 // Each test binary uses its own share of these.
 #![allow(dead_code)]
@@ -155,6 +156,24 @@ pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("nurture.db").display())
 }
 
+/// Whether this is CI (`CI=true`, as `.ci/run` sets): there, nothing may
+/// be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A test (or part of one) that cannot run on this machine: on a laptop it
+/// says why and goes on (the caller returns); in CI it fails, so a green CI
+/// run never hides a test that did not run.
+#[track_caller]
+pub fn skip(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: cannot run, and CI=true: {why}");
+    eprintln!("{test}: skipped: {why}");
+}
+
+/// Why a PostgreSQL test cannot run.
+pub const NO_POSTGRES: &str = "PostgreSQL not configured (NURTURE_TEST_DATABASE_URL)";
+
 /// A fresh PostgreSQL database for one test, if a server is configured.
 pub fn postgres_url(name: &str) -> Option<String> {
     let base = std::env::var("NURTURE_TEST_DATABASE_URL")
@@ -187,9 +206,7 @@ pub fn backends(name: &str, dir: &Path) -> Vec<String> {
     let mut v = vec![sqlite_url(dir)];
     match postgres_url(name) {
         Some(pg) => v.push(pg),
-        None => {
-            eprintln!("{name}: PostgreSQL not configured (NURTURE_TEST_DATABASE_URL); SQLite only")
-        }
+        None => skip(&format!("{name} on PostgreSQL"), NO_POSTGRES),
     }
     v
 }

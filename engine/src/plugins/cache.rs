@@ -36,21 +36,17 @@ pub fn default_dir() -> Option<PathBuf> {
     env("HOME").map(|h| h.join(".cache").join("nurture").join("plugins"))
 }
 
-/// Compiles `wasm`, or loads it from the cache in `dir`.
-pub fn component(engine: &Engine, dir: Option<&Path>, wasm: &[u8]) -> wasmtime::Result<Component> {
-    let Some(dir) = dir else {
-        return Component::new(engine, wasm);
-    };
-    let path = dir.join(entry_name(engine, wasm));
-    if let Some(c) = read(engine, &path) {
-        return Ok(c);
-    }
-    let component = Component::new(engine, wasm)?;
-    // A cache that cannot be written only costs time.
+/// The compiled `wasm` from the cache in `dir`, if it is there and intact.
+pub fn lookup(engine: &Engine, dir: &Path, wasm: &[u8]) -> Option<Component> {
+    read(engine, &dir.join(entry_name(engine, wasm)))
+}
+
+/// Keeps a compiled `wasm` in the cache in `dir`. A cache that cannot be
+/// written only costs time.
+pub fn store(engine: &Engine, dir: &Path, wasm: &[u8], component: &Component) {
     if let Ok(bytes) = component.serialize() {
-        let _ = write(dir, &path, &bytes);
+        let _ = write(dir, &dir.join(entry_name(engine, wasm)), &bytes);
     }
-    Ok(component)
 }
 
 fn entry_name(engine: &Engine, wasm: &[u8]) -> String {

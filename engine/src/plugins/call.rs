@@ -2,6 +2,7 @@
 //! deadline, log budget), instantiate from the `InstancePre`, call `score`,
 //! and turn whatever went wrong into one clear sentence.
 
+use super::imports::{Exited, Unprovided};
 use super::wit::{self, Level, ScorerPre};
 use crate::eval::PluginEffect;
 use std::time::{Duration, Instant};
@@ -46,6 +47,87 @@ pub struct CallState {
     logs: Vec<(Level, String)>,
     log_bytes: usize,
     logs_dropped: u64,
+    /// The line being written to stdout and to stderr (WASI, `imports.rs`).
+    stdout_line: Vec<u8>,
+    stderr_line: Vec<u8>,
+    /// The last bytes written to stderr: where std's panic hook puts the
+    /// panic message, the reason the call then traps.
+    stderr_tail: Vec<u8>,
+}
+
+/// The output streams a plugin may write to; lines go to the call's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How much of stderr's end is kept for the panic message.
+const STDERR_TAIL: usize = 2048;
+
+impl CallState {
+    fn new(memory_limit: usize) -> CallState {
+        CallState {
+            memory_limit,
+            memory: 0,
+            peak_memory: 0,
+            memory_denied: None,
+            logs: Vec::new(),
+            log_bytes: 0,
+            logs_dropped: 0,
+            stdout_line: Vec::new(),
+            stderr_line: Vec::new(),
+            stderr_tail: Vec::new(),
+        }
+    }
+
+    /// Bytes a plugin wrote to stdout or stderr: each line becomes a log
+    /// message (`info` for stdout, `error` for stderr), within the log's
+    /// budget; a line longer than a message is cut.
+    pub fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        if stream == Stream::Stderr {
+            self.stderr_tail.extend_from_slice(bytes);
+            let excess = self.stderr_tail.len().saturating_sub(STDERR_TAIL);
+            self.stderr_tail.drain(..excess);
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                self.flush_line(stream);
+                continue;
+            }
+            let line = match stream {
+                Stream::Stdout => &mut self.stdout_line,
+                Stream::Stderr => &mut self.stderr_line,
+            };
+            if line.len() < LOG_MAX_MESSAGE_BYTES {
+                line.push(b);
+            }
+        }
+    }
+
+    fn flush_line(&mut self, stream: Stream) {
+        let (line, level, name) = match stream {
+            Stream::Stdout => (std::mem::take(&mut self.stdout_line), Level::Info, "stdout"),
+            Stream::Stderr => (
+                std::mem::take(&mut self.stderr_line),
+                Level::Error,
+                "stderr",
+            ),
+        };
+        if !line.is_empty() {
+            let text = format!("{name}: {}", String::from_utf8_lossy(&line));
+            wit::HostImports::log(self, level, text);
+        }
+    }
+
+    /// The panic message std's own panic hook wrote to stderr, if it did:
+    /// `panicked at src/lib.rs:9:9: the message`.
+    fn std_panic(&self) -> Option<String> {
+        let tail = String::from_utf8_lossy(&self.stderr_tail);
+        let at = tail.rfind("panicked at ")?;
+        let msg = tail[at..].split("\nnote: ").next().unwrap_or_default();
+        Some(msg.trim().replace('\n', " "))
+    }
 }
 
 impl ResourceLimiter for CallState {
@@ -112,15 +194,7 @@ pub fn call(
     config: &str,
 ) -> Report {
     let started = Instant::now();
-    let state = CallState {
-        memory_limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-        memory: 0,
-        peak_memory: 0,
-        memory_denied: None,
-        logs: Vec::new(),
-        log_bytes: 0,
-        logs_dropped: 0,
-    };
+    let state = CallState::new(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| s as &mut dyn ResourceLimiter);
     let fuel_set = store.set_fuel(limits.fuel).is_ok();
@@ -144,7 +218,10 @@ pub fn call(
         0
     };
     let elapsed = started.elapsed();
-    let state = store.into_data();
+    let mut state = store.into_data();
+    // A last line without its newline is still the plugin's output.
+    state.flush_line(Stream::Stdout);
+    state.flush_line(Stream::Stderr);
     let result = match outcome {
         Ok(out) => wit::effects(out),
         Err(e) => Err(explain(&e, &state, limits, elapsed)),
@@ -186,19 +263,25 @@ fn explain(e: &wasmtime::Error, state: &CallState, limits: Limits, elapsed: Dura
                     .iter()
                     .rev()
                     .find(|(_, m)| m.starts_with("plugin panicked"));
-                match panic {
-                    Some((_, m)) => format!("trapped: {}", m.replace('\n', " ")),
-                    None => "trapped: wasm `unreachable` executed (a panic or abort)".to_string(),
+                match (panic, state.std_panic()) {
+                    (Some((_, m)), _) => format!("trapped: {}", m.replace('\n', " ")),
+                    // Without the SDK's hook, std's own wrote it to stderr.
+                    (None, Some(m)) => format!("trapped: plugin panicked: {m}"),
+                    (None, None) => {
+                        "trapped: wasm `unreachable` executed (a panic or abort)".to_string()
+                    }
                 }
             }
             other => format!("trapped: {other}"),
         };
     }
-    let msg = format!("{e:#}");
-    if let Some(rest) = msg.split("unknown import: `").nth(1) {
-        let name = rest.split('`').next().unwrap_or(rest);
-        return format!("called `{name}`, which Nurture does not provide to plugins");
+    if let Some(u) = e.downcast_ref::<Unprovided>() {
+        return u.to_string();
     }
+    if let Some(x) = e.downcast_ref::<Exited>() {
+        return x.to_string();
+    }
+    let msg = format!("{e:#}");
     format!("failed: {}", wit::truncate(&msg, 1024))
 }
 

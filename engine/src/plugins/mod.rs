@@ -14,17 +14,23 @@
 //! shell must make them off its runtime's worker threads (`spawn_blocking`).
 //! Fuel makes results deterministic; only a timeout depends on the machine.
 //!
-//! Files: `wit.rs` (the WIT world and conversions), `call.rs` (one call),
-//! `cache.rs` (compiled components on disk), `check.rs` (`nurture check`).
+//! Files: `wit.rs` (the WIT world and conversions), `imports.rs` (what a
+//! plugin may import, and the linker), `compile.rs` (compiling within
+//! bounds), `call.rs` (one call), `cache.rs` (compiled components on disk),
+//! `check.rs` (`nurture check`).
 
 mod cache;
 mod call;
 mod check;
+mod compile;
+mod imports;
 mod wit;
 
 pub use cache::default_dir as default_cache_dir;
 pub use call::{bytes, Limits, Report, LOG_MAX_BYTES, LOG_MAX_MESSAGES, LOG_MAX_MESSAGE_BYTES};
 pub use check::check;
+pub use compile::{DEFAULT_COMPILE_TIMEOUT, MAX_CODE_BYTES, MAX_FUNCTION_BYTES};
+pub use imports::{INERT_IMPORTS, PROVIDED};
 pub use wit::{level_name, lift, Level, RawEffect, INTERFACE, MAX_EFFECTS, MAX_OUTPUT_BYTES};
 
 use crate::eval::{PluginEffect, PluginHost};
@@ -36,35 +42,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-use wit::{Scorer, ScorerPre};
+use wit::ScorerPre;
 
 /// Consecutive failures after which a plugin is switched off.
 pub const FAILURES_BEFORE_OFF: u32 = 10;
 
 /// How often the epoch advances: the granularity of timeouts.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// WASI interfaces that Rust's standard library (and other toolchains) link
-/// into every component for stdio, exit and panics. A plugin may import them,
-/// but they do nothing: each function traps if called. Anything else a
-/// plugin imports (clocks, random, files, sockets, ...) is refused.
-const INERT_IMPORTS: &[&str] = &[
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-];
 
 /// How a host is set up.
 #[derive(Clone, Debug)]
@@ -74,6 +59,8 @@ pub struct Options {
     /// Calls that may run at once (instances in the pool); more wait.
     pub max_concurrent: u32,
     pub failures_before_off: u32,
+    /// How long loading waits for one plugin to compile (`compile.rs`).
+    pub compile_timeout: Duration,
 }
 
 impl Default for Options {
@@ -82,6 +69,7 @@ impl Default for Options {
             cache_dir: cache::default_dir(),
             max_concurrent: 16,
             failures_before_off: FAILURES_BEFORE_OFF,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 }
@@ -151,7 +139,14 @@ impl Host {
         }
         let mut loaded = HashMap::new();
         for (p, source) in plugins.iter().zip(sources) {
-            let pre = source.and_then(|bytes| load(&engine, opts.cache_dir.as_deref(), &bytes));
+            let pre = source.and_then(|bytes| {
+                load(
+                    &engine,
+                    opts.cache_dir.as_deref(),
+                    &bytes,
+                    opts.compile_timeout,
+                )
+            });
             loaded.insert(
                 p.name.clone(),
                 Loaded {
@@ -357,6 +352,7 @@ fn load(
     engine: &Engine,
     cache_dir: Option<&std::path::Path>,
     bytes: &[u8],
+    compile_timeout: Duration,
 ) -> Result<ScorerPre<CallState>, String> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => {}
@@ -368,29 +364,9 @@ fn load(
         }
         _ => return Err("not a WebAssembly component".to_string()),
     }
-    let component = cache::component(engine, cache_dir, bytes)
-        .map_err(|e| format!("not a valid component: {e:#}"))?;
-    let ty = component.component_type();
-    let mut refused = Vec::new();
-    for (name, _) in ty.imports(engine) {
-        let bare = name.split('@').next().unwrap_or(name);
-        let ours = bare == "nurture:plugin/host" || bare == "nurture:plugin/types";
-        if !ours && !INERT_IMPORTS.contains(&bare) {
-            refused.push(format!("`{name}`"));
-        }
-    }
-    if !refused.is_empty() {
-        return Err(format!(
-            "imports {}, which Nurture does not provide (plugins get no clock, randomness, files or network; only `log`)",
-            refused.join(", ")
-        ));
-    }
-    let mut linker: Linker<CallState> = Linker::new(engine);
-    Scorer::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(&mut linker, |s| s)
-        .map_err(|e| format!("cannot link: {e:#}"))?;
-    linker
-        .define_unknown_imports_as_traps(&component)
-        .map_err(|e| format!("cannot link: {e:#}"))?;
+    let component =
+        compile::component(engine, cache_dir, bytes, compile_timeout).map_err(|e| e.to_string())?;
+    let linker = imports::link(engine, &component).map_err(|e| e.to_string())?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| format!("cannot link: {e:#}"))?;

@@ -111,7 +111,7 @@ pub struct PluginRule {
     /// Fuel per call (default 10000000).
     #[serde(default)]
     pub fuel: Option<u64>,
-    /// Memory limit, e.g. `16MiB` (default).
+    /// Memory limit: bytes, or e.g. `16MiB` (the default).
     #[serde(default)]
     pub memory: Option<MemorySpec>,
     /// Wall-clock limit per call, e.g. `100ms` (default).
@@ -500,12 +500,43 @@ impl FromStr for MemorySpec {
         n.checked_mul(mult).map(MemorySpec).ok_or_else(bad)
     }
 }
-string_spec!(
-    MemorySpec,
-    "MemorySize",
-    "A size such as `16MiB`, `512KiB` or `1GiB`.",
-    "^[0-9]+\\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?$"
-);
+impl<'de> Deserialize<'de> for MemorySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = MemorySpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a memory size: bytes, or e.g. \"16MiB\"")
+            }
+            // A plain number is bytes, as the docs say (`memory: 2097152`).
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<MemorySpec, E> {
+                Ok(MemorySpec(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<MemorySpec, E> {
+                u64::try_from(n).map(MemorySpec).map_err(|_| {
+                    E::custom(format!("invalid memory size {n}: it cannot be negative"))
+                })
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<MemorySpec, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for MemorySpec {
+    fn schema_name() -> Cow<'static, str> {
+        "MemorySize".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Bytes, or a size such as `16MiB`, `512KiB` or `1GiB`.",
+            "anyOf": [{"type": "integer", "minimum": 0},
+                      {"type": "string", "pattern": "^[0-9]+\\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?$"}]
+        })
+    }
+}
 
 /// The schema of a rules file, for editors (`nurture schema`).
 pub fn schema() -> serde_json::Value {

@@ -1,6 +1,13 @@
 //! Reading a rules directory: every `*.yaml` below it (recursively, sorted by
 //! path; `*.test.yaml` files are rule tests, not rules), each section checked
 //! item by item so that one run reports every error.
+//!
+//! Every error of an item too: serde stops at the first, so an item that
+//! fails is mended and read again ([`parse`]): an unknown key is dropped, a
+//! missing or bad value gets a stand-in, until it reads. The mended item is
+//! compiled with the others, so its other problems (an unknown owner next to
+//! a missing `strategy`) are found too; what would only be a problem of a
+//! stand-in is not reported.
 
 use super::config::{self, RulesFile};
 use super::source::{within, Pos, Seg, SourceMap, YamlPath};
@@ -99,6 +106,10 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// Every file found, as displayed, in the order read.
     pub order: Vec<String>,
+    /// Where a mended item holds a stand-in for a missing or bad value
+    /// (file, path): problems found there later are the stand-in's, not
+    /// the marketer's, and are not reported.
+    pub stand_ins: Vec<(usize, YamlPath)>,
 }
 
 impl Loaded {
@@ -119,8 +130,19 @@ impl Loaded {
         }
     }
 
+    /// Whether `loc` is at, in or around a stand-in (`stand_ins`).
+    fn stands_in(&self, loc: &Loc) -> bool {
+        let p = &loc.path.0;
+        self.stand_ins
+            .iter()
+            .any(|(file, s)| *file == loc.file && (p.starts_with(&s.0) || s.0.starts_with(p)))
+    }
+
     /// A diagnostic at the value of `loc`.
     pub fn error(&mut self, loc: &Loc, message: impl Into<String>) {
+        if self.stands_in(loc) {
+            return;
+        }
         let d = self.diag(
             loc,
             self.files[loc.file].map.value_pos(&loc.path),
@@ -131,6 +153,9 @@ impl Loaded {
 
     /// A diagnostic at a 1-based position inside the string value at `loc`.
     pub fn error_inside(&mut self, loc: &Loc, line: usize, col: usize, message: impl Into<String>) {
+        if self.stands_in(loc) {
+            return;
+        }
         let pos = self.files[loc.file].map.inner_pos(&loc.path, line, col);
         let d = self.diag(loc, pos, message.into());
         self.diagnostics.push(d);
@@ -320,15 +345,191 @@ fn add_file(loaded: &mut Loaded, path: &Path, parsed: Result<(Yaml, SourceMap), 
     }
 }
 
-/// Deserializes `value` as `T`, reporting a failure at the exact key or value.
+/// Deserializes `value` as `T`, reporting every failure at the exact key or
+/// value. After each failure the value is mended and read again (see the
+/// module doc); `None` only if it cannot be mended (the item is not a
+/// mapping, say), after its errors are reported.
 fn parse<T: DeserializeOwned>(loaded: &mut Loaded, loc: &Loc, value: Yaml) -> Option<T> {
-    let f = &loaded.files[loc.file];
-    match deserialize_at(&f.map, &f.display, &loc.path, value) {
-        Ok(v) => Some(v),
-        Err(d) => {
-            loaded.diagnostics.push(d);
-            None
+    let mut value = value;
+    // Relative to `loc`: each stand-in and the candidate it holds.
+    let mut stand_ins: Vec<StandIn> = Vec::new();
+    // Keys an unknown key was taken for (`pionts` → `points`): that one is
+    // then missing too, which says nothing new.
+    let mut meant: Vec<YamlPath> = Vec::new();
+    for _ in 0..MAX_MENDS {
+        let failure = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => {
+                for s in stand_ins {
+                    let mut path = loc.path.clone();
+                    path.0.extend(s.path.0);
+                    loaded.stand_ins.push((loc.file, path));
+                }
+                return Some(v);
+            }
+            Err(e) => e,
+        };
+        let rel = relative(failure.path());
+        let msg = strip_location(&failure.into_inner().to_string());
+        // A stand-in that does not fit: the next candidate.
+        if let Some(s) = stand_ins.iter_mut().find(|s| rel.0.starts_with(&s.path.0)) {
+            let next = s.next(&msg)?;
+            if !set_at(&mut value, &s.path.0, next) {
+                return None;
+            }
+            continue;
         }
+        let missing = msg
+            .strip_prefix("missing field `")
+            .map(|rest| rest.split('`').next().unwrap_or(rest));
+        if !missing.is_some_and(|field| meant.contains(&rel.key(field))) {
+            let mut path = loc.path.clone();
+            path.0.extend(rel.0.iter().cloned());
+            let f = &loaded.files[loc.file];
+            let (pos, message) = explain(&f.map, &path, &msg);
+            let d = Diagnostic {
+                file: f.display.clone(),
+                pos: f.map.within(pos),
+                message,
+            };
+            loaded.diagnostics.push(d);
+        }
+        // Mend what was reported, so the next read gets further.
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
+            let at = if rel.0.last() == Some(&Seg::Key(field.to_string())) {
+                rel.parent()
+            } else {
+                rel
+            };
+            let known = backticked(tail);
+            if let Some(s) = super::suggest(field, known.iter().map(String::as_str)) {
+                meant.push(at.key(s));
+            }
+            if !remove_at(&mut value, &at.0, field) {
+                return None;
+            }
+        } else if let Some(field) = missing {
+            let s = StandIn::new(rel.key(field));
+            if !insert_at(&mut value, &rel.0, field, s.value()) {
+                return None;
+            }
+            stand_ins.push(s);
+        } else if rel.0.is_empty() {
+            // The item itself is the wrong kind of thing: nothing to mend.
+            return None;
+        } else {
+            let s = StandIn::new(rel);
+            if !set_at(&mut value, &s.path.0, s.value()) {
+                return None;
+            }
+            stand_ins.push(s);
+        }
+    }
+    None
+}
+
+/// At most this many reads of one item (each mends one problem).
+const MAX_MENDS: usize = 64;
+
+/// What a stand-in tries, in order, until the type takes one: `?` (any
+/// string, an event type), a duration, a number, a list, a mapping, a
+/// boolean, nothing (an optional value); and for an enum its first variant.
+#[derive(Debug)]
+struct StandIn {
+    path: YamlPath,
+    tried: usize,
+    variant: Option<String>,
+}
+
+impl StandIn {
+    const CANDIDATES: usize = 7;
+
+    fn new(path: YamlPath) -> StandIn {
+        StandIn {
+            path,
+            tried: 0,
+            variant: None,
+        }
+    }
+
+    fn value(&self) -> Yaml {
+        if let Some(v) = &self.variant {
+            return Yaml::String(v.clone());
+        }
+        match self.tried {
+            0 => Yaml::String("?".into()),
+            1 => Yaml::String("1s".into()),
+            2 => Yaml::Number(0.into()),
+            3 => Yaml::Sequence(Vec::new()),
+            4 => Yaml::Mapping(Default::default()),
+            5 => Yaml::Bool(false),
+            _ => Yaml::Null,
+        }
+    }
+
+    /// The next candidate after `msg` refused this one, if any is left.
+    fn next(&mut self, msg: &str) -> Option<Yaml> {
+        if self.variant.is_none() && msg.starts_with("unknown variant `") {
+            let first = backticked(msg).into_iter().nth(1)?;
+            self.variant = Some(first);
+            return Some(self.value());
+        }
+        self.variant = None;
+        self.tried += 1;
+        (self.tried < Self::CANDIDATES).then(|| self.value())
+    }
+}
+
+/// serde_path_to_error's path as ours.
+fn relative(p: &serde_path_to_error::Path) -> YamlPath {
+    let mut path = YamlPath::default();
+    for seg in p.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
+            serde_path_to_error::Segment::Map { key } => path = path.key(key),
+            _ => {}
+        }
+    }
+    path
+}
+
+/// The value at `path` inside `v`.
+fn at_mut<'a>(v: &'a mut Yaml, path: &[Seg]) -> Option<&'a mut Yaml> {
+    let mut cur = v;
+    for seg in path {
+        cur = match (seg, cur) {
+            (Seg::Key(k), Yaml::Mapping(m)) => m.get_mut(k.as_str())?,
+            (Seg::Index(i), Yaml::Sequence(s)) => s.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn set_at(v: &mut Yaml, path: &[Seg], new: Yaml) -> bool {
+    match at_mut(v, path) {
+        Some(slot) => {
+            *slot = new;
+            true
+        }
+        None => false,
+    }
+}
+
+fn remove_at(v: &mut Yaml, path: &[Seg], key: &str) -> bool {
+    match at_mut(v, path) {
+        Some(Yaml::Mapping(m)) => m.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+fn insert_at(v: &mut Yaml, path: &[Seg], key: &str, new: Yaml) -> bool {
+    match at_mut(v, path) {
+        Some(Yaml::Mapping(m)) if !m.contains_key(key) => {
+            m.insert(Yaml::String(key.to_string()), new);
+            true
+        }
+        _ => false,
     }
 }
 
