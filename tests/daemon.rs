@@ -2,14 +2,12 @@
 //! SQLite files and, when `NURTURE_TEST_DATABASE_URL` (or `DATABASE_URL`)
 //! names a PostgreSQL server, real PostgreSQL databases made for each test.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 fn test_rules() -> PathBuf {
     repo().join("tests/fixtures/daemon-rules")
@@ -555,7 +553,12 @@ fn a_postgres_test_fails_in_ci_without_postgres() {
     let test = "two_processes_on_postgres_do_each_item_once";
     let run = |ci: &str| {
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                &format!("daemon::{test}"),
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("CI", ci)
             .env_remove("NURTURE_TEST_DATABASE_URL")
             .env_remove("DATABASE_URL")

@@ -1,14 +1,12 @@
 //! Email delivery end to end: the real daemon sends to a real SMTP server
 //! (tests/support/smtp.rs) and the tests read what arrived, byte for byte.
 
-mod support;
-
+use crate::support::smtp::{Received, SmtpServer};
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use support::smtp::{Received, SmtpServer};
-use support::*;
 
 fn rules() -> PathBuf {
     repo().join("tests/fixtures/email-rules")

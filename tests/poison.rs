@@ -10,13 +10,11 @@
 //! Real daemon, real SQLite and PostgreSQL, the guest plugins
 //! tests/plugins/effects.wasm and slow.wasm (sources in plugins/tests/).
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 /// SQLite, and PostgreSQL when configured; in CI (`CI=true`) PostgreSQL is
 /// required, so a missing server fails instead of passing on SQLite alone.

@@ -8,8 +8,8 @@
 //! written while clients send: clear errors, no corruption, nothing
 //! acknowledged lost, and recovery without help once the cause is gone.
 
-mod support;
-
+use crate::support::smtp::SmtpServer;
+use crate::support::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::smtp::SmtpServer;
-use support::*;
 
 const CYCLES: usize = 10;
 

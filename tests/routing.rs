@@ -4,8 +4,7 @@
 //! delivered to a real HTTP receiver started here. SQLite always, and
 //! PostgreSQL when `NURTURE_TEST_DATABASE_URL` is set.
 
-mod support;
-
+use crate::support::*;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -14,7 +13,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::*;
 
 /// Rules for these tests: `hot` makes an SQL, an email makes a `lead` who
 /// gets a one-step nurture drip. `ROUTING` and `EXTRA` are filled per test.

@@ -4,7 +4,7 @@
 //! a real SMTP server (`smtp`); and [`skip`], for a test that cannot run
 //! here (it fails instead in CI).
 
-// Each test binary uses its own share of these.
+// Not every helper is used by every build of the tests.
 #![allow(dead_code)]
 
 pub mod smtp;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_nurture");
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A running daemon; killed when dropped.

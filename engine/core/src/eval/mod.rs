@@ -1,0 +1,247 @@
+//! The evaluator: a pure function of (rules, lead state, routing book, input)
+//! to (new lead state, effects). No clock, no I/O: time comes from the event
+//! or the timer, and everything the outside world must do (send an email,
+//! fire a webhook, wake up later) comes back as an [`Effect`].
+//!
+//! The steps follow SPEC section 3; each lives in its own file:
+//! `scoring.rs` (rules, plugins, fit), `lifecycle.rs` (stages, feedback),
+//! `drip.rs` (campaigns and due steps), `routing.rs` (owners, SLA).
+
+mod drip;
+mod effects;
+mod lifecycle;
+mod routing;
+mod scoring;
+
+pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind, WebhookDetail};
+pub use routing::Book;
+pub use scoring::{check_effects, BOUNCED};
+
+use crate::cel::{self as cond, EvalIssue, Scope};
+use crate::model::{time::Timestamp, Event, LeadState};
+use crate::rules::{Plugin, Ruleset};
+
+/// Runs scoring plugins. The daemon and `simulate` plug the WASM host in here;
+/// a call must be deterministic (fuel, not time, bounds it) for replays to hold.
+pub trait PluginHost: Send + Sync {
+    fn call(
+        &self,
+        plugin: &Plugin,
+        lead: &LeadState,
+        event: &Event,
+    ) -> Result<Vec<PluginEffect>, String>;
+}
+
+/// What one input did to one lead.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub lead: LeadState,
+    pub effects: Vec<Effect>,
+}
+
+/// The rules, ready to evaluate inputs.
+#[derive(Clone, Copy)]
+pub struct Evaluator<'r> {
+    pub rules: &'r Ruleset,
+    pub plugins: Option<&'r dyn PluginHost>,
+}
+
+impl<'r> Evaluator<'r> {
+    pub fn new(rules: &'r Ruleset) -> Self {
+        Evaluator {
+            rules,
+            plugins: None,
+        }
+    }
+
+    pub fn with_plugins(rules: &'r Ruleset, plugins: &'r dyn PluginHost) -> Self {
+        Evaluator {
+            rules,
+            plugins: Some(plugins),
+        }
+    }
+
+    /// Applies one event (already known not to be a duplicate). `lead` is
+    /// `None` for a lead never seen before.
+    pub fn on_event(&self, lead: Option<LeadState>, book: &mut Book, ev: &Event) -> Decision {
+        let lead = lead.unwrap_or_else(|| LeadState::new(&ev.lead, ev.at));
+        let mut run = Run::new(self, lead, book, ev.at, Some(ev));
+        run.merge_traits(ev);
+        run.sales_input(ev);
+        run.score_event(ev);
+        run.call_plugins(ev);
+        run.settle();
+        run.finish()
+    }
+
+    /// Runs a due timer. Timers that no longer apply (the step was sent or the
+    /// lead left, the owner changed) do nothing, so shells never need to
+    /// cancel one.
+    pub fn on_timer(&self, lead: LeadState, book: &mut Book, timer: &Timer) -> Decision {
+        let mut run = Run::new(self, lead, book, timer.at, None);
+        match &timer.kind {
+            TimerKind::Drip {
+                campaign,
+                cycle,
+                step,
+            } => run.due_step(campaign, *cycle, *step),
+            TimerKind::Sla { owner } => run.sla_due(owner),
+        }
+        run.finish()
+    }
+
+    /// Runs the `schedule` rules `rules` (indexes into `Ruleset::scoring`)
+    /// that fire at `at` for one lead, then the steps that follow scoring.
+    pub fn on_schedule(
+        &self,
+        lead: LeadState,
+        book: &mut Book,
+        at: Timestamp,
+        rules: &[usize],
+    ) -> Decision {
+        let mut run = Run::new(self, lead, book, at, None);
+        let before = run.lead.ledger.len();
+        for &i in rules {
+            run.apply_rule(i, None);
+        }
+        // Nothing changed and no later condition reads the clock: the rest of
+        // the pipeline would decide exactly what it decided last time.
+        if run.lead.ledger.len() != before || self.rules.settle_reads_now {
+            run.settle();
+        }
+        run.finish()
+    }
+
+    /// The next instant after `after` at which `schedule` rules fire, and which.
+    pub fn next_schedule(&self, after: Timestamp) -> Option<(Timestamp, Vec<usize>)> {
+        let mut best: Option<(Timestamp, Vec<usize>)> = None;
+        for &i in &self.rules.scheduled {
+            let crate::rules::Trigger::Schedule(s) = &self.rules.scoring[i].trigger else {
+                continue;
+            };
+            let Some(t) = crate::rules::cron5::next_after(s, &after) else {
+                continue;
+            };
+            match &mut best {
+                Some((bt, list)) if *bt == t => list.push(i),
+                Some((bt, _)) if *bt < t => {}
+                _ => best = Some((t, vec![i])),
+            }
+        }
+        best
+    }
+}
+
+/// The working state of one evaluation.
+pub(crate) struct Run<'e, 'r> {
+    ev: &'e Evaluator<'r>,
+    rules: &'r Ruleset,
+    ctx: cel::Context<'static, 'static>,
+    scope: Scope<'e>,
+    lead: LeadState,
+    book: &'e mut Book,
+    now: Timestamp,
+    /// The id of the event being applied, if any.
+    current_event: Option<String>,
+    effects: Vec<Effect>,
+}
+
+impl<'e, 'r> Run<'e, 'r> {
+    fn new(
+        ev: &'e Evaluator<'r>,
+        lead: LeadState,
+        book: &'e mut Book,
+        now: Timestamp,
+        event: Option<&'e Event>,
+    ) -> Self {
+        Run {
+            ev,
+            rules: ev.rules,
+            ctx: ev.rules.cel_context(),
+            scope: Scope::new(now, event),
+            lead,
+            book,
+            now,
+            current_event: event.map(|e| e.id.clone()),
+            effects: Vec::new(),
+        }
+    }
+
+    /// Evaluates a condition; failures are false, and errors other than a
+    /// missing key are noted on the lead's timeline.
+    fn holds(&mut self, cond: &cond::Condition) -> bool {
+        if let Some(b) = self
+            .lead
+            .cache
+            .get(self.rules.fingerprint, cond.slot, cond.deps.lead)
+        {
+            return b;
+        }
+        let b = match self.scope.eval(cond, &self.ctx, &self.lead) {
+            Ok(b) => b,
+            Err(EvalIssue::Missing) => false,
+            Err(EvalIssue::Error(message)) => {
+                self.note(Note::ConditionError {
+                    rule: cond.label.to_string(),
+                    message,
+                });
+                false
+            }
+        };
+        self.lead.cache.put(self.rules.fingerprint, cond.slot, b);
+        b
+    }
+
+    /// Records which lead fields changed (bits of [`cond::fields`]), so that
+    /// cached condition results depending on them are evaluated again.
+    fn touched(&mut self, fields: u16) {
+        self.lead.cache.touched(fields);
+    }
+
+    fn note(&mut self, n: Note) {
+        self.effects.push(Effect::Note(n));
+    }
+
+    fn schedule(&mut self, at: Timestamp, kind: TimerKind) {
+        self.effects.push(Effect::Schedule(Timer {
+            lead: self.lead.id.clone(),
+            at,
+            kind,
+        }));
+    }
+
+    fn webhook(&mut self, event: crate::rules::config::WebhookEvent, detail: WebhookDetail) {
+        let names: Vec<String> = self
+            .rules
+            .webhooks_for(event)
+            .map(|w| w.name.clone())
+            .collect();
+        for webhook in names {
+            self.effects.push(Effect::Webhook {
+                webhook,
+                event,
+                detail: detail.clone(),
+            });
+        }
+    }
+
+    /// Steps 5–7 of SPEC section 3: fit, stage, campaigns, routing.
+    fn settle(&mut self) {
+        self.recompute_fit();
+        let entered = self.evaluate_stage();
+        self.campaigns();
+        if entered == Some(crate::model::Stage::Sql) {
+            self.route(None);
+        }
+    }
+
+    fn finish(self) -> Decision {
+        Decision {
+            lead: self.lead,
+            effects: self.effects,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

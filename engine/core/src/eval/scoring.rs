@@ -1,0 +1,217 @@
+//! Steps 2–5 of SPEC section 3: traits, scoring rules with limits, plugins,
+//! and fit.
+
+use super::{Note, PluginEffect, Run};
+use crate::cel as cond;
+use crate::model::{bounds, Consent, Event, LedgerEntry};
+use crate::rules::config::WebhookEvent;
+use serde_json::Value;
+
+/// The event type the mail sender records when a message bounces.
+pub const BOUNCED: &str = "email_bounced";
+
+impl Run<'_, '_> {
+    /// Traits merge into attributes (`null` deletes); `email` and `consent`
+    /// also set those fields.
+    pub(super) fn merge_traits(&mut self, ev: &Event) {
+        let before = self.lead.consent;
+        for (k, v) in &ev.traits {
+            if v.is_null() {
+                self.lead.attributes.remove(k);
+            } else {
+                self.lead.attributes.insert(k.clone(), v.clone());
+            }
+            match (k.as_str(), v) {
+                ("email", Value::String(e)) => {
+                    if *e != self.lead.email {
+                        self.lead.undeliverable = false;
+                    }
+                    self.lead.email = e.clone();
+                }
+                ("email", Value::Null) => {
+                    self.lead.email.clear();
+                    self.lead.undeliverable = false;
+                }
+                ("consent", Value::String(c)) => {
+                    // Checked when the event was read.
+                    if let Some(c) = Consent::parse(c) {
+                        self.lead.consent = c;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A hard bounce (the SMTP server refused the address for good)
+        // suppresses marketing mail to this address.
+        if ev.kind == BOUNCED && ev.properties.get("bounce").and_then(Value::as_str) != Some("soft")
+        {
+            self.lead.undeliverable = true;
+        }
+        // Out-of-order events never move activity back in time.
+        if ev.at > self.lead.last_activity_at {
+            self.lead.last_activity_at = ev.at;
+        }
+        if before != Consent::OptedOut && self.lead.consent == Consent::OptedOut {
+            self.webhook(WebhookEvent::Unsubscribed, Default::default());
+        }
+        let mut changed = cond::fields::LAST_ACTIVITY_AT;
+        if !ev.traits.is_empty() {
+            changed |= cond::fields::ATTRIBUTES | cond::fields::EMAIL | cond::fields::CONSENT;
+        }
+        self.touched(changed);
+    }
+
+    pub(super) fn score_event(&mut self, ev: &Event) {
+        for &i in self.rules.scoring_for(&ev.kind) {
+            self.apply_rule(i, Some(&ev.id));
+        }
+    }
+
+    /// Applies scoring rule `i` once if its condition holds and its limit allows.
+    pub(super) fn apply_rule(&mut self, i: usize, event: Option<&str>) {
+        let rule = &self.rules.scoring[i];
+        if let Some((times, per)) = rule.limit {
+            let from = per.map(|p| self.now - p);
+            let used = self
+                .lead
+                .ledger
+                .iter()
+                .filter(|e| {
+                    e.rule == rule.name && e.at <= self.now && from.is_none_or(|f| e.at > f)
+                })
+                .count();
+            if used >= times as usize {
+                return;
+            }
+        }
+        if let Some(c) = &rule.condition {
+            if !self.holds(c) {
+                return;
+            }
+        }
+        self.add_points(&rule.name, rule.points, event.map(str::to_string), None);
+    }
+
+    pub(super) fn add_points(
+        &mut self,
+        rule: &str,
+        points: i64,
+        event: Option<String>,
+        reason: Option<String>,
+    ) {
+        self.lead.ledger.push(LedgerEntry {
+            rule: rule.to_string(),
+            points,
+            event,
+            at: self.now,
+            reason,
+        });
+        // Saturating: absurd points must not crash the engine.
+        self.lead.score = self.lead.score.saturating_add(points);
+        self.touched(cond::fields::SCORE);
+    }
+
+    /// Step 4: plugins subscribed to the event type, in order. A failing
+    /// plugin has no effect; the failure goes on the timeline.
+    pub(super) fn call_plugins(&mut self, ev: &Event) {
+        let Some(host) = self.ev.plugins else { return };
+        for plugin in &self.rules.plugins {
+            if !plugin.on.iter().any(|t| t == "*" || *t == ev.kind) {
+                continue;
+            }
+            // Every effect is checked before any applies: one the lead could
+            // not store (and read back) fails the whole call, as a trap does.
+            match host
+                .call(plugin, &self.lead, ev)
+                .and_then(|effects| check_effects(&effects).map(|()| effects))
+            {
+                Ok(effects) => {
+                    for e in effects {
+                        self.plugin_effect(&plugin.name, &ev.id, e);
+                    }
+                }
+                Err(error) => self.note(Note::PluginFailed {
+                    plugin: plugin.name.clone(),
+                    error,
+                }),
+            }
+        }
+    }
+
+    fn plugin_effect(&mut self, plugin: &str, event: &str, e: PluginEffect) {
+        match e {
+            PluginEffect::Points { points, reason } => {
+                self.add_points(plugin, points, Some(event.to_string()), Some(reason));
+            }
+            PluginEffect::SetAttribute { key, value } => {
+                self.lead.attributes.insert(key, value);
+                self.touched(cond::fields::ATTRIBUTES);
+            }
+            PluginEffect::Tag { tag } => {
+                let tags = self
+                    .lead
+                    .attributes
+                    .entry("tags")
+                    .or_insert_with(|| Value::Array(vec![]));
+                if !tags.is_array() {
+                    *tags = Value::Array(vec![]);
+                }
+                if let Value::Array(list) = tags {
+                    if !list.iter().any(|t| t.as_str() == Some(&tag)) {
+                        list.push(Value::String(tag));
+                    }
+                }
+                self.touched(cond::fields::ATTRIBUTES);
+            }
+        }
+    }
+
+    /// Step 5a: fit is the sum over fit rules that hold now.
+    pub(super) fn recompute_fit(&mut self) {
+        let rules = self.rules;
+        let mut breakdown = Vec::new();
+        for r in &rules.fit {
+            if self.holds(&r.condition) {
+                breakdown.push((r.name.clone(), r.points));
+            }
+        }
+        let fit = breakdown
+            .iter()
+            .fold(0i64, |sum, (_, p)| sum.saturating_add(*p));
+        self.lead.fit_breakdown = breakdown;
+        if fit != self.lead.fit {
+            self.lead.fit = fit;
+            self.touched(cond::fields::FIT);
+        }
+    }
+}
+
+/// Whether a plugin's effects may be stored with the lead: attribute keys and
+/// tags are identifiers, attribute values are bounded in depth, size and NUL
+/// (what serde_json can read back, what PostgreSQL's `text` holds), reasons
+/// are bounded text with a column of their own (`ledger.reason`). The error
+/// names the effect, as the host's own output checks do.
+pub fn check_effects(effects: &[PluginEffect]) -> Result<(), String> {
+    for (i, e) in effects.iter().enumerate() {
+        let checked = match e {
+            PluginEffect::Points { reason, .. } => {
+                bounds::check_text("reason", reason, bounds::MAX_TEXT_BYTES)
+            }
+            PluginEffect::SetAttribute { key, value } => {
+                if key.is_empty() {
+                    return Err(format!("invalid output: effect {i}: empty attribute key"));
+                }
+                bounds::check_text("key", key, bounds::MAX_ID_BYTES)
+                    .and_then(|()| bounds::check_value("value", value))
+            }
+            PluginEffect::Tag { tag } => {
+                if tag.is_empty() {
+                    return Err(format!("invalid output: effect {i}: empty tag"));
+                }
+                bounds::check_text("tag", tag, bounds::MAX_ID_BYTES)
+            }
+        };
+        checked.map_err(|err| format!("invalid output: effect {i} ({}): {err}", e.kind()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! nurture-core: the pure engine. Rules in, decisions out; no clock of its
+//! own, no I/O but reading rules and event files, no async runtime.
+//!
+//! # Layout (each module imports only those above it)
+//! - [`suggest`]: did-you-mean hints for error messages.
+//! - [`model`]: leads, events and what a lead accumulates. Plain data.
+//! - [`cel`]: CEL conditions, compiled once and evaluated against a lead,
+//!   an event and a time.
+//! - [`rules`]: the YAML rules format, its loading, checking and compiling
+//!   into a [`rules::Ruleset`].
+//! - [`eval`]: the evaluator, a pure function of (rules, lead, routing book,
+//!   event or timer) to (new lead, effects). Plugins are called through
+//!   [`eval::PluginHost`], implemented by the `nurture-plugins` crate.
+//! - [`mail`]: emails composed from templates, and signed unsubscribe links.
+//! - [`webhook`]: webhook bodies and their Standard Webhooks signatures.
+//! - [`sim`]: an in-memory world that drives the evaluator in time order:
+//!   `nurture simulate` and `nurture test` run on it.
+//! - [`ruletest`]: marketers' rule tests (`*.test.yaml`).
+
+pub mod cel;
+pub mod eval;
+pub mod mail;
+pub mod model;
+pub mod rules;
+pub mod ruletest;
+pub mod sim;
+pub mod suggest;
+pub mod webhook;

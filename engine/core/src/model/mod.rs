@@ -1,0 +1,18 @@
+//! The data the engine reasons about: leads, events and the records a lead
+//! accumulates (ledger, transitions, emails, assignments, enrollments).
+//!
+//! Plain data only: no rules, no I/O. Both the evaluator and every shell
+//! (simulate, the daemon) share these types.
+
+pub mod bounds;
+mod cache;
+mod event;
+mod lead;
+pub mod time;
+
+pub use cache::ConditionCache;
+pub use event::{Event, EventError, FeedbackStatus};
+pub use lead::{
+    Assignment, Consent, EmailRecord, Enrollment, EnrollmentStatus, FeedbackRecord, LeadState,
+    LedgerEntry, Stage, Transition,
+};

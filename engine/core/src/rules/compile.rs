@@ -1,0 +1,732 @@
+//! From what was read to what runs: CEL compiled once, references resolved to
+//! indexes, templates syntax-checked, every problem reported at its place.
+
+use super::config::{self, OnBreach, Strategy, WebhookEvent, ZoneSpec};
+use super::load::{Item, Loaded, Loc};
+use super::Diagnostics;
+use crate::cel::{CelEnv, Condition};
+use crate::model::Stage;
+use chrono::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// A checked, compiled rules directory: what the evaluator runs.
+#[derive(Debug)]
+pub struct Ruleset {
+    pub scoring: Vec<ScoringRule>,
+    /// Scoring rules per event type, `*` rules merged in file order.
+    by_type: HashMap<String, Vec<usize>>,
+    /// Rules for event types no rule names: the `*` rules.
+    any_type: Vec<usize>,
+    /// Indexes of `schedule` rules.
+    pub scheduled: Vec<usize>,
+    pub fit: Vec<FitRule>,
+    pub plugins: Vec<Plugin>,
+    /// Highest stage first.
+    pub stages: Vec<(Stage, Condition)>,
+    pub templates: BTreeMap<String, config::Template>,
+    pub campaigns: Vec<Campaign>,
+    pub owners: Vec<Owner>,
+    pub route_rules: Vec<RouteRule>,
+    pub sla: Option<Sla>,
+    pub recycle_score: i64,
+    pub webhooks: Vec<WebhookTarget>,
+    pub settings: Settings,
+    /// Identifies these rules, so cached condition results on a lead are
+    /// reused only with the rules that produced them.
+    pub fingerprint: u64,
+    /// Whether a condition after scoring (fit, stages, campaigns, routing)
+    /// reads `now`: if none does, a schedule tick that scored nothing changes nothing.
+    pub settle_reads_now: bool,
+    /// The files the rules came from (for reloads and summaries).
+    pub files: Vec<PathBuf>,
+    pub(crate) cel: CelEnv,
+}
+
+impl std::fmt::Debug for CelEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CelEnv")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// Event types; `*` is any.
+    Events(Vec<String>),
+    Schedule(Box<cron::Schedule>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ScoringRule {
+    pub name: String,
+    pub trigger: Trigger,
+    pub condition: Option<Condition>,
+    pub points: i64,
+    /// (times, window); no window = lifetime.
+    pub limit: Option<(u32, Option<Duration>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FitRule {
+    pub name: String,
+    pub condition: Condition,
+    pub points: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    pub name: String,
+    pub wasm: PathBuf,
+    /// Event types; `*` is any.
+    pub on: Vec<String>,
+    /// The config as a JSON string, as plugins receive it.
+    pub config_json: String,
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    pub timeout: Duration,
+    /// Where `wasm:` was written (message empty): problems with the file
+    /// found later (`nurture check` loading it) are reported there.
+    pub wasm_at: super::Diagnostic,
+}
+
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub name: String,
+    pub enroll: Condition,
+    pub exit: Option<Condition>,
+    pub window: Option<cron::Schedule>,
+    pub zone: Option<ZoneSpec>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub after: Duration,
+    pub template: String,
+    pub condition: Option<Condition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub id: String,
+    pub email: String,
+    pub capacity: Option<u32>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    pub name: String,
+    pub condition: Option<Condition>,
+    /// Indexes into `Ruleset::owners`, in the rule's order.
+    pub owners: Vec<usize>,
+    pub strategy: Strategy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sla {
+    pub accept_within: Duration,
+    pub notify: Option<String>,
+    pub on_breach: OnBreach,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub name: String,
+    pub url: String,
+    pub on: Vec<WebhookEvent>,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub from: Option<String>,
+    pub require_consent: bool,
+    pub frequency_cap: Option<(u32, Duration)>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            from: None,
+            require_consent: true,
+            frequency_cap: None,
+        }
+    }
+}
+
+pub const DEFAULT_FUEL: u64 = 10_000_000;
+pub const DEFAULT_MEMORY: u64 = 16 << 20;
+pub const DEFAULT_TIMEOUT_MS: i64 = 100;
+
+impl Ruleset {
+    /// Loads and compiles every rules file under `dir`.
+    pub fn load(dir: &Path) -> Result<Ruleset, Diagnostics> {
+        compile(super::load_dir(dir))
+    }
+
+    /// Compiles one rules file given as text; `path` names it in diagnostics.
+    pub fn from_text(path: &Path, text: &str) -> Result<Ruleset, Diagnostics> {
+        compile(super::load_text(path, text))
+    }
+
+    /// Scoring rules triggered by an event type, in file order.
+    pub fn scoring_for(&self, kind: &str) -> &[usize] {
+        self.by_type
+            .get(kind)
+            .map(Vec::as_slice)
+            .unwrap_or(&self.any_type)
+    }
+
+    pub fn owner_index(&self, id: &str) -> Option<usize> {
+        self.owners.iter().position(|o| o.id == id)
+    }
+
+    pub fn webhooks_for(&self, ev: WebhookEvent) -> impl Iterator<Item = &WebhookTarget> {
+        self.webhooks.iter().filter(move |w| w.on.contains(&ev))
+    }
+
+    pub fn cel_context(&self) -> cel::Context<'static, 'static> {
+        self.cel.context()
+    }
+
+    /// One line for `nurture check`.
+    pub fn summary(&self) -> String {
+        let n = |count: usize, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
+        format!(
+            "{}: {}, {}, {}, {}, {}, {}, {}, {}, {}",
+            n(self.files.len(), "file", "files"),
+            n(self.scoring.len(), "scoring rule", "scoring rules"),
+            n(self.fit.len(), "fit rule", "fit rules"),
+            n(self.plugins.len(), "plugin", "plugins"),
+            n(self.stages.len(), "stage", "stages"),
+            n(self.templates.len(), "template", "templates"),
+            n(self.campaigns.len(), "campaign", "campaigns"),
+            n(self.owners.len(), "owner", "owners"),
+            n(self.route_rules.len(), "routing rule", "routing rules"),
+            n(self.webhooks.len(), "webhook", "webhooks"),
+        )
+    }
+}
+
+/// Compiles what was loaded, adding every problem found to its diagnostics.
+pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
+    let cel = CelEnv::default();
+    let mut c = Compiler {
+        l: &mut l,
+        cel: &cel,
+    };
+
+    let scoring_items = std::mem::take(&mut c.l.scoring);
+    c.unique(&scoring_items, "scoring rule", |r| &r.name);
+    let scoring: Vec<ScoringRule> = scoring_items
+        .iter()
+        .filter_map(|it| c.scoring(it))
+        .collect();
+
+    let fit_items = std::mem::take(&mut c.l.fit);
+    c.unique(&fit_items, "fit rule", |r| &r.name);
+    let fit: Vec<FitRule> = fit_items
+        .iter()
+        .filter_map(|it| {
+            let condition = c.cel(&it.loc.key("if"), &it.value.condition, &it.value.name)?;
+            Some(FitRule {
+                name: it.value.name.clone(),
+                condition,
+                points: it.value.points,
+            })
+        })
+        .collect();
+
+    let plugin_items = std::mem::take(&mut c.l.plugins);
+    c.unique(&plugin_items, "plugin", |r| &r.name);
+    let plugins = plugin_items.iter().filter_map(|it| c.plugin(it)).collect();
+
+    let mut stages = Vec::new();
+    for (stage, item) in std::mem::take(&mut c.l.stages) {
+        if let Some(cond) = c.cel(&item.loc, &item.value, &format!("stages.{stage}")) {
+            stages.push((stage, cond));
+        }
+    }
+    stages.sort_by_key(|s| std::cmp::Reverse(s.0));
+
+    let template_items = std::mem::take(&mut c.l.templates);
+    c.unique(&template_items, "template", |t| &t.name);
+    let mut templates = BTreeMap::new();
+    for it in &template_items {
+        c.template(&it.loc.key("subject"), &it.value.subject);
+        c.template(&it.loc.key("text"), &it.value.text);
+        if let Some(html) = &it.value.html {
+            c.template(&it.loc.key("html"), html);
+        }
+        templates
+            .entry(it.value.name.clone())
+            .or_insert_with(|| it.value.clone());
+    }
+
+    let campaign_items = std::mem::take(&mut c.l.campaigns);
+    c.unique(&campaign_items, "campaign", |x| &x.name);
+    let campaigns: Vec<Campaign> = campaign_items
+        .iter()
+        .filter_map(|it| c.campaign(it, &templates))
+        .collect();
+
+    let owner_items = std::mem::take(&mut c.l.owners);
+    c.unique(&owner_items, "owner", |o| &o.id);
+    let mut owners: Vec<Owner> = Vec::new();
+    for it in &owner_items {
+        let o = &it.value;
+        if !o.email.contains('@') {
+            c.l.error(
+                &it.loc.key("email"),
+                format!("owner `{}`: {:?} is not an email address", o.id, o.email),
+            );
+        }
+        if o.weight == Some(0) {
+            c.l.error(&it.loc.key("weight"), "weight must be at least 1");
+        }
+        if owners.iter().any(|x| x.id == o.id) {
+            continue;
+        }
+        owners.push(Owner {
+            id: o.id.clone(),
+            email: o.email.clone(),
+            capacity: o.capacity,
+            weight: o.weight.unwrap_or(1),
+        });
+    }
+
+    let rule_items = std::mem::take(&mut c.l.route_rules);
+    c.unique(&rule_items, "routing rule", |r| &r.name);
+    let route_rules: Vec<RouteRule> = rule_items
+        .iter()
+        .filter_map(|it| c.route_rule(it, &owners))
+        .collect();
+
+    let sla = c.l.sla.take().map(|it| {
+        if let Some(n) = &it.value.notify {
+            if !n.contains('@') {
+                c.l.error(
+                    &it.loc.key("notify"),
+                    format!("{n:?} is not an email address"),
+                );
+            }
+        }
+        Sla {
+            accept_within: it.value.accept_within.0,
+            notify: it.value.notify.clone(),
+            on_breach: it.value.on_breach.unwrap_or(OnBreach::Notify),
+        }
+    });
+    let recycle_score = c.l.recycle_score.take().map(|i| i.value).unwrap_or(0);
+
+    let webhook_items = std::mem::take(&mut c.l.webhooks);
+    c.unique(&webhook_items, "webhook", |w| &w.name);
+    let webhooks = webhook_items
+        .iter()
+        .map(|it| {
+            let w = &it.value;
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                c.l.error(
+                    &it.loc.key("url"),
+                    format!(
+                        "webhook `{}`: url must start with http:// or https://",
+                        w.name
+                    ),
+                );
+            }
+            if w.on.is_empty() {
+                c.l.error(
+                    &it.loc.key("on"),
+                    format!("webhook `{}`: list at least one event", w.name),
+                );
+            }
+            WebhookTarget {
+                name: w.name.clone(),
+                url: w.url.clone(),
+                on: w.on.clone(),
+                secret: w.secret.clone(),
+            }
+        })
+        .collect();
+
+    let settings = match c.l.email.take() {
+        None => Settings::default(),
+        Some(it) => {
+            let e = &it.value;
+            if !e.from.contains('@') {
+                c.l.error(
+                    &it.loc.key("from"),
+                    format!("{:?} is not an email address", e.from),
+                );
+            }
+            if let Some(cap) = &e.frequency_cap {
+                if cap.max == 0 {
+                    c.l.error(
+                        &it.loc.key("frequency_cap").key("max"),
+                        "max must be at least 1",
+                    );
+                }
+            }
+            Settings {
+                from: Some(e.from.clone()),
+                require_consent: e.require_consent.unwrap_or(true),
+                frequency_cap: e.frequency_cap.as_ref().map(|f| (f.max, f.per.0)),
+            }
+        }
+    };
+
+    if !l.diagnostics.is_empty() {
+        // Shapes are checked before references: put it all in file order.
+        let rank = |file: &str| l.order.iter().position(|f| f == file).unwrap_or(usize::MAX);
+        l.diagnostics
+            .sort_by_key(|d| (rank(&d.file), d.pos.line, d.pos.col));
+        return Err(Diagnostics(l.diagnostics));
+    }
+
+    let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut any_type = Vec::new();
+    let mut scheduled = Vec::new();
+    for (i, r) in scoring.iter().enumerate() {
+        match &r.trigger {
+            Trigger::Schedule(_) => scheduled.push(i),
+            Trigger::Events(types) if types.iter().any(|t| t == "*") => any_type.push(i),
+            Trigger::Events(types) => {
+                for t in types {
+                    by_type.entry(t.clone()).or_default().push(i);
+                }
+            }
+        }
+    }
+    // A type's list holds its own rules and the `*` rules, in file order.
+    for list in by_type.values_mut() {
+        list.extend(&any_type);
+        list.sort_unstable();
+        list.dedup();
+    }
+
+    // A fresh number per compiled ruleset: condition slots are only
+    // meaningful within one compilation.
+    static COMPILATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let fingerprint = COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let settle_conditions = fit
+        .iter()
+        .map(|r: &FitRule| &r.condition)
+        .chain(stages.iter().map(|(_, c)| c))
+        .chain(campaigns.iter().flat_map(|c: &Campaign| {
+            std::iter::once(&c.enroll)
+                .chain(c.exit.iter())
+                .chain(c.steps.iter().filter_map(|s| s.condition.as_ref()))
+        }))
+        .chain(
+            route_rules
+                .iter()
+                .filter_map(|r: &RouteRule| r.condition.as_ref()),
+        );
+    let settle_reads_now = settle_conditions.into_iter().any(|c| c.deps.now);
+
+    Ok(Ruleset {
+        fingerprint,
+        settle_reads_now,
+        scoring,
+        by_type,
+        any_type,
+        scheduled,
+        fit,
+        plugins,
+        stages,
+        templates,
+        campaigns,
+        owners,
+        route_rules,
+        sla,
+        recycle_score,
+        webhooks,
+        settings,
+        files: l.files.iter().map(|f| f.path.clone()).collect(),
+        cel,
+    })
+}
+
+struct Compiler<'a> {
+    l: &'a mut Loaded,
+    cel: &'a CelEnv,
+}
+
+impl Compiler<'_> {
+    fn cel(&mut self, loc: &Loc, source: &str, label: &str) -> Option<Condition> {
+        match self.cel.compile(source) {
+            Ok(c) => Some(c.labeled(label)),
+            Err(errors) => {
+                for e in errors {
+                    self.l.error_inside(
+                        loc,
+                        e.line,
+                        e.col,
+                        format!("{}: CEL: {}", loc.path, e.message),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn opt_cel(
+        &mut self,
+        loc: &Loc,
+        source: &Option<String>,
+        label: &str,
+    ) -> Result<Option<Condition>, ()> {
+        match source {
+            None => Ok(None),
+            Some(s) => self.cel(loc, s, label).map(Some).ok_or(()),
+        }
+    }
+
+    fn unique<T>(&mut self, items: &[Item<T>], kind: &str, name: impl Fn(&T) -> &String) {
+        let mut seen: HashMap<&str, &Loc> = HashMap::new();
+        for it in items {
+            let n = name(&it.value);
+            let key = if kind == "owner" { "id" } else { "name" };
+            if let Some(first) = seen.get(n.as_str()) {
+                let msg = format!(
+                    "duplicate {kind} name `{n}` (first defined at {})",
+                    self.l.describe(&first.key(key))
+                );
+                self.l.error(&it.loc.key(key), msg);
+            } else {
+                seen.insert(n, &it.loc);
+            }
+        }
+    }
+
+    fn scoring(&mut self, it: &Item<config::ScoringRule>) -> Option<ScoringRule> {
+        let r = &it.value;
+        let trigger = match (&r.on, &r.schedule) {
+            (Some(on), None) => Some(Trigger::Events(on.0.clone())),
+            (None, Some(s)) => Some(Trigger::Schedule(Box::new(s.schedule.clone()))),
+            (Some(_), Some(_)) => {
+                self.l.error(
+                    &it.loc.key("schedule"),
+                    format!(
+                        "scoring rule `{}`: give `on` or `schedule`, not both",
+                        r.name
+                    ),
+                );
+                None
+            }
+            (None, None) => {
+                self.l.error(
+                    &it.loc,
+                    format!(
+                        "scoring rule `{}`: needs `on` (event types) or `schedule` (cron)",
+                        r.name
+                    ),
+                );
+                None
+            }
+        };
+        let condition = self.opt_cel(&it.loc.key("if"), &r.condition, &r.name);
+        let limit = match &r.limit {
+            Some(l) if l.times == 0 => {
+                self.l.error(
+                    &it.loc.key("limit").key("times"),
+                    "times must be at least 1",
+                );
+                None
+            }
+            Some(l) => Some((l.times, l.per.map(|p| p.0))),
+            None => None,
+        };
+        Some(ScoringRule {
+            name: r.name.clone(),
+            trigger: trigger?,
+            condition: condition.ok()?,
+            points: r.points,
+            limit,
+        })
+    }
+
+    fn plugin(&mut self, it: &Item<config::PluginRule>) -> Option<Plugin> {
+        let p = &it.value;
+        let base = self.l.files[it.loc.file]
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let wasm = base.join(&p.wasm);
+        let mut ok = true;
+        if !wasm.is_file() {
+            self.l.error(
+                &it.loc.key("wasm"),
+                format!("plugin `{}`: no file at {}", p.name, wasm.display()),
+            );
+            ok = false;
+        }
+        let config_json = match &p.config {
+            None => "{}".to_string(),
+            Some(v) => match serde_json::to_value(v) {
+                Ok(j) => j.to_string(),
+                Err(e) => {
+                    self.l.error(
+                        &it.loc.key("config"),
+                        format!("plugin `{}`: config cannot be JSON: {e}", p.name),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            },
+        };
+        let wasm_at = self.l.at_value(&it.loc.key("wasm"));
+        ok.then(|| Plugin {
+            wasm_at,
+            name: p.name.clone(),
+            wasm,
+            on: p.on.0.clone(),
+            config_json,
+            fuel: p.fuel.unwrap_or(DEFAULT_FUEL),
+            memory_bytes: p.memory.map(|m| m.0).unwrap_or(DEFAULT_MEMORY),
+            timeout: p
+                .timeout
+                .map(|t| t.0)
+                .unwrap_or(Duration::milliseconds(DEFAULT_TIMEOUT_MS)),
+        })
+    }
+
+    fn template(&mut self, loc: &Loc, source: &str) {
+        let env = minijinja::Environment::new();
+        if let Err(e) = env.template_from_str(source) {
+            let (line, col) = match e.range() {
+                Some(r) => line_col(source, r.start),
+                None => (e.line().unwrap_or(1), 1),
+            };
+            let detail = e
+                .detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.kind().to_string());
+            self.l.error_inside(
+                loc,
+                line,
+                col,
+                format!("{}: template syntax: {detail}", loc.path),
+            );
+        }
+    }
+
+    fn campaign(
+        &mut self,
+        it: &Item<config::Campaign>,
+        templates: &BTreeMap<String, config::Template>,
+    ) -> Option<Campaign> {
+        let c = &it.value;
+        let enroll = self.cel(
+            &it.loc.key("enroll"),
+            &c.enroll,
+            &format!("campaigns.{}.enroll", c.name),
+        );
+        let exit = self.opt_cel(
+            &it.loc.key("exit"),
+            &c.exit,
+            &format!("campaigns.{}.exit", c.name),
+        );
+        if c.steps.is_empty() {
+            self.l.error(
+                &it.loc.key("steps"),
+                format!("campaign `{}`: needs at least one step", c.name),
+            );
+        }
+        let mut steps = Vec::new();
+        let mut ok = true;
+        for (i, s) in c.steps.iter().enumerate() {
+            let sloc = it.loc.key("steps").index(i);
+            if !templates.contains_key(&s.template) {
+                let hint = super::suggest(&s.template, templates.keys().map(String::as_str))
+                    .map(|t| format!(" (did you mean `{t}`?)"))
+                    .unwrap_or_default();
+                self.l.error(
+                    &sloc.key("template"),
+                    format!(
+                        "campaign `{}` step {}: unknown template `{}`{hint}",
+                        c.name,
+                        i + 1,
+                        s.template
+                    ),
+                );
+                ok = false;
+            }
+            match self.opt_cel(
+                &sloc.key("if"),
+                &s.condition,
+                &format!("campaigns.{}.steps[{}].if", c.name, i + 1),
+            ) {
+                Ok(condition) => steps.push(Step {
+                    after: s.after.0,
+                    template: s.template.clone(),
+                    condition,
+                }),
+                Err(()) => ok = false,
+            }
+        }
+        let (enroll, exit) = (enroll?, exit.ok()?);
+        (ok && !steps.is_empty()).then(|| Campaign {
+            name: c.name.clone(),
+            enroll,
+            exit,
+            window: c.window.as_ref().map(|w| w.schedule.clone()),
+            zone: c.timezone,
+            steps,
+        })
+    }
+
+    fn route_rule(&mut self, it: &Item<config::RouteRule>, owners: &[Owner]) -> Option<RouteRule> {
+        let r = &it.value;
+        let condition = self.opt_cel(
+            &it.loc.key("if"),
+            &r.condition,
+            &format!("routing.{}", r.name),
+        );
+        let mut idx = Vec::new();
+        if r.owners.is_empty() {
+            self.l.error(
+                &it.loc.key("owners"),
+                format!("routing rule `{}`: list at least one owner", r.name),
+            );
+        }
+        for (i, o) in r.owners.iter().enumerate() {
+            match owners.iter().position(|x| &x.id == o) {
+                Some(p) => idx.push(p),
+                None => {
+                    let hint = super::suggest(o, owners.iter().map(|x| x.id.as_str()))
+                        .map(|t| format!(" (did you mean `{t}`?)"))
+                        .unwrap_or_default();
+                    self.l.error(
+                        &it.loc.key("owners").index(i),
+                        format!("routing rule `{}`: unknown owner `{o}`{hint}", r.name),
+                    );
+                }
+            }
+        }
+        let condition = condition.ok()?;
+        (idx.len() == r.owners.len() && !idx.is_empty()).then(|| RouteRule {
+            name: r.name.clone(),
+            condition,
+            owners: idx,
+            strategy: r.strategy,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(s: &str, offset: usize) -> (usize, usize) {
+    let before = &s[..offset.min(s.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}

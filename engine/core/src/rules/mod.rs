@@ -1,0 +1,23 @@
+//! Rules: read from YAML (`load`), checked and compiled (`compile`) into the
+//! [`Ruleset`] the evaluator runs.
+//!
+//! Pipeline: files → `config` types (shape) → `compile` (CEL, references,
+//! templates) → [`Ruleset`]. Every problem becomes a [`Diagnostic`] with
+//! `file:line:col`; all of them are collected, not just the first.
+
+mod compile;
+pub mod config;
+pub mod cron5;
+mod load;
+pub mod source;
+
+pub use compile::{
+    Campaign, FitRule, Owner, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step,
+    Trigger, WebhookTarget, DEFAULT_FUEL, DEFAULT_MEMORY, DEFAULT_TIMEOUT_MS,
+};
+pub use load::{
+    collect_yaml, deserialize_at, load_dir, load_text, parse_yaml, read_yaml, Diagnostic,
+    Diagnostics,
+};
+
+pub use crate::suggest::suggest;

@@ -1,0 +1,23 @@
+//! Nurture: rules-driven marketing automation. This crate is the shell: the
+//! durable store, the daemon, the HTTP API and the `nurture` command. The
+//! engine itself is `nurture-core` (pure) and the WASM plugin host is
+//! `nurture-plugins`; both are re-exported here under their usual names.
+//!
+//! # Layout (imports follow the data downward: api → daemon → store → core)
+//! - [`api`]: the HTTP API and its state.
+//! - [`daemon`]: `nurture serve`: processing, scheduling, reloads, shutdown.
+//! - [`email`], [`webhooks`]: delivery from the durable outbox.
+//! - [`store`]: durable state in SQLite or PostgreSQL (sqlx).
+//! - [`cli`]: the `nurture` command.
+//! - re-exported: [`model`], [`cel`], [`rules`], [`eval`], [`sim`],
+//!   [`ruletest`] from `nurture-core`; [`plugins`] (`nurture-plugins`).
+
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod email;
+pub mod store;
+pub mod webhooks;
+
+pub use nurture_core::{cel, eval, model, rules, ruletest, sim};
+pub use nurture_plugins as plugins;

@@ -1,0 +1,13 @@
+//! The integration tests, one binary: each module is one area, run against
+//! the real `nurture` binary, real SQLite and PostgreSQL, real SMTP and HTTP.
+//! One binary links wasmtime and sqlx once instead of once per file.
+
+mod support;
+
+mod cli;
+mod daemon;
+mod email;
+mod plugins;
+mod poison;
+mod reliability;
+mod routing;
