@@ -16,6 +16,7 @@
 //! - [`sim`]: an in-memory world that drives the evaluator in time order:
 //!   `nurture simulate` and `nurture test` run on it.
 //! - [`ruletest`]: marketers' rule tests (`*.test.yaml`).
+//! - [`writes`]: what a decision leaves to store (timeline, outbox, timers), typed.
 
 pub mod cel;
 pub mod eval;
@@ -26,3 +27,4 @@ pub mod ruletest;
 pub mod sim;
 pub mod suggest;
 pub mod webhook;
+pub mod writes;

@@ -14,6 +14,7 @@ use nurture::email::sender::Sender;
 use nurture::email::Transport;
 use nurture::model::{Consent, LeadState};
 use nurture::store::{StepTx, Store, Writes};
+use nurture::writes::{OutboxKind, Queued};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,11 +149,11 @@ async fn enqueue(store: &Store, count: usize) -> usize {
                 .unwrap()
                 .formatted()
                 .len();
-            w.outbox.push((
-                format!("lead{i}"),
-                "email",
-                serde_json::to_value(&m).unwrap(),
-            ));
+            w.outbox.push(Queued {
+                lead: format!("lead{i}"),
+                kind: OutboxKind::Email,
+                payload: serde_json::to_value(&m).unwrap(),
+            });
             // The sender checks each lead's consent as it sends.
             let mut lead = LeadState::new(&format!("lead{i}"), chrono::Utc::now());
             lead.email = m.to.clone();

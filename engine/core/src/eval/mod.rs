@@ -7,12 +7,14 @@
 //! `scoring.rs` (rules, plugins, fit), `lifecycle.rs` (stages, feedback),
 //! `drip.rs` (campaigns and due steps), `routing.rs` (owners, SLA).
 
+mod agenda;
 mod drip;
 mod effects;
 mod lifecycle;
 mod routing;
 mod scoring;
 
+pub use agenda::{Agenda, Due};
 pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind, WebhookDetail};
 pub use routing::Book;
 pub use scoring::{check_effects, BOUNCED};
@@ -30,6 +32,26 @@ pub trait PluginHost: Send + Sync {
         lead: &LeadState,
         event: &Event,
     ) -> Result<Vec<PluginEffect>, String>;
+}
+
+/// One input to the evaluator: an event, a due timer, or a `schedule` tick
+/// of rules `rules` at `at`.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    Event(&'a Event),
+    Timer(&'a Timer),
+    Tick { at: Timestamp, rules: &'a [usize] },
+}
+
+impl Input<'_> {
+    /// When the input happens: the time of every decision it makes.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Input::Event(e) => e.at,
+            Input::Timer(t) => t.at,
+            Input::Tick { at, .. } => *at,
+        }
+    }
 }
 
 /// What one input did to one lead.
@@ -110,6 +132,22 @@ impl<'r> Evaluator<'r> {
             run.settle();
         }
         run.finish()
+    }
+
+    /// Applies one input to `lead` (`None`: not stored yet). An event makes
+    /// the lead it names; a timer or tick of a lead that does not exist
+    /// decides nothing (`None`).
+    pub fn apply(
+        &self,
+        lead: Option<LeadState>,
+        book: &mut Book,
+        input: Input<'_>,
+    ) -> Option<Decision> {
+        match input {
+            Input::Event(ev) => Some(self.on_event(lead, book, ev)),
+            Input::Timer(t) => lead.map(|l| self.on_timer(l, book, t)),
+            Input::Tick { at, rules } => lead.map(|l| self.on_schedule(l, book, at, rules)),
+        }
     }
 
     /// The next instant after `after` at which `schedule` rules fire, and which.

@@ -9,7 +9,7 @@ mod output;
 pub use events::{read_events_file, read_events_str};
 pub use output::{lead_detail, lead_line};
 
-use crate::eval::{Book, Decision, Effect, Evaluator, Timer};
+use crate::eval::{Agenda, Book, Decision, Due, Effect, Evaluator, Input, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -22,10 +22,8 @@ pub struct World<'r> {
     /// Due work by (time, arrival): equal times run in the order scheduled.
     timers: BTreeMap<(Timestamp, u64), Timer>,
     seq: u64,
-    /// `schedule` rules have fired up to here.
-    ticked_to: Option<Timestamp>,
-    /// The next tick after `ticked_to`, once computed (cron iteration is slow).
-    next_tick: Option<Option<(Timestamp, Vec<usize>)>>,
+    /// What runs next (the same agenda as the daemon's processor).
+    agenda: Agenda,
     /// Every effect but timers, per lead, when `keep_effects` is on.
     pub effects: Vec<(String, Timestamp, Effect)>,
     pub keep_effects: bool,
@@ -40,8 +38,7 @@ impl<'r> World<'r> {
             seen: HashSet::new(),
             timers: BTreeMap::new(),
             seq: 0,
-            ticked_to: None,
-            next_tick: None,
+            agenda: Agenda::default(),
             effects: Vec::new(),
             keep_effects: false,
         }
@@ -55,16 +52,13 @@ impl<'r> World<'r> {
         if !self.seen.insert(ev.id.clone()) {
             return false;
         }
-        if self.ticked_to.is_none() {
-            self.ticked_to = Some(ev.at);
-            self.next_tick = None;
-        }
-        if !self.update(&ev.lead, ev.at, |eval, lead, book| {
-            eval.on_event(Some(lead), book, ev)
-        }) {
-            let Decision { lead, effects } = self.eval.on_event(None, &mut self.book, ev);
-            self.leads.insert(lead.id.clone(), lead);
-            self.absorb(&ev.lead, ev.at, effects);
+        self.agenda.event_applied(ev.at);
+        let input = Input::Event(ev);
+        if !self.update(&ev.lead, input) {
+            if let Some(Decision { lead, effects }) = self.eval.apply(None, &mut self.book, input) {
+                self.leads.insert(lead.id.clone(), lead);
+                self.absorb(&ev.lead, ev.at, effects);
+            }
         }
         true
     }
@@ -73,19 +67,11 @@ impl<'r> World<'r> {
     /// at equal times timers run first.
     pub fn run_until(&mut self, t: Timestamp) {
         loop {
-            let timer_at = self.timers.keys().next().map(|k| k.0).filter(|a| *a <= t);
-            if self.next_tick.is_none() {
-                self.next_tick = Some(
-                    self.ticked_to
-                        .and_then(|from| self.eval.next_schedule(from)),
-                );
-            }
-            let tick = self.next_tick.clone().flatten().filter(|(a, _)| *a <= t);
-            match (timer_at, tick) {
-                (Some(a), Some((b, _))) if a <= b => self.run_timer(),
-                (Some(_), None) => self.run_timer(),
-                (_, Some((b, rules))) => self.run_tick(b, &rules),
-                (None, None) => return,
+            let timer = self.timers.keys().next().map(|k| k.0);
+            match self.agenda.next(&self.eval, None, timer, t) {
+                Some(Due::Timer) => self.run_timer(),
+                Some(Due::Tick { at, rules }) => self.run_tick(at, &rules),
+                Some(Due::Event) | None => return,
             }
         }
     }
@@ -94,39 +80,33 @@ impl<'r> World<'r> {
         let Some((_, timer)) = self.timers.pop_first() else {
             return;
         };
-        self.update(&timer.lead, timer.at, |eval, lead, book| {
-            eval.on_timer(lead, book, &timer)
-        });
+        self.update(&timer.lead, Input::Timer(&timer));
     }
 
     fn run_tick(&mut self, at: Timestamp, rules: &[usize]) {
-        self.ticked_to = Some(at);
-        self.next_tick = None;
+        self.agenda.ticked(at);
         // Every lead, in id order: the routing book makes order matter.
         let mut ids: Vec<String> = self.leads.keys().cloned().collect();
         ids.sort_unstable();
         for id in ids {
-            self.update(&id, at, |eval, lead, book| {
-                eval.on_schedule(lead, book, at, rules)
-            });
+            self.update(&id, Input::Tick { at, rules });
         }
     }
 
-    /// Runs one evaluation for the known lead `id` and keeps what it decided.
+    /// Applies `input` to the known lead `id` and keeps what it decided.
     /// The lead is moved out and back rather than removed from the map and
     /// inserted again (the evaluator takes and returns it by value).
     /// Returns false, doing nothing, for an unknown lead.
-    fn update(
-        &mut self,
-        id: &str,
-        at: Timestamp,
-        f: impl FnOnce(Evaluator<'r>, LeadState, &mut Book) -> Decision,
-    ) -> bool {
+    fn update(&mut self, id: &str, input: Input<'_>) -> bool {
         let Some(slot) = self.leads.get_mut(id) else {
             return false;
         };
+        let at = input.at();
         let lead = std::mem::replace(slot, LeadState::new("", at));
-        let Decision { lead, effects } = f(self.eval, lead, &mut self.book);
+        let Some(Decision { lead, effects }) = self.eval.apply(Some(lead), &mut self.book, input)
+        else {
+            return false;
+        };
         *slot = lead;
         self.absorb(id, at, effects);
         true

@@ -18,12 +18,13 @@
 
 use super::metrics::Metrics;
 use super::{Active, RulesHandle};
-use crate::eval::{Decision, Effect, Evaluator, Note, PluginEffect, PluginHost, Timer};
+use crate::eval::{Agenda, Book, Due, Evaluator, Input, PluginEffect, PluginHost, Timer};
 use crate::model::{bounds, time::Timestamp, Event, LeadState};
 use crate::rules::Plugin;
-use crate::store::{lead_rows, EngineState, StepTx, Store, StoreError, Writes};
+use crate::store::{lead_rows, EngineState, PendingEvent, StepTx, Store, StoreError, Writes};
+use nurture_core::writes::{collect as collect_decision, Collected, Entry, Lens, TimelineKind};
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -51,13 +52,21 @@ struct Slot {
 }
 
 /// What one attempt at a step has loaded and decided so far.
-#[derive(Default)]
 struct StepState {
+    /// The engine's shared state as read (book, schedule, version).
+    book: Book,
+    agenda: Agenda,
+    tick_after: Option<String>,
+    version: i64,
     leads: HashMap<String, Slot>,
     /// Due timers by (time, arrival order); the seq of stored ones.
     timers: BTreeMap<(Timestamp, u64), (Option<i64>, Timer)>,
     order: u64,
-    w: Writes,
+    /// What the decisions leave to store.
+    out: Collected,
+    /// Events applied (or skipped as unreadable), stored timers that ran.
+    processed: Vec<i64>,
+    timers_done: Vec<i64>,
     /// Leads set aside, with the cause: their items are skipped, and the
     /// step's write puts them in quarantine.
     aside: BTreeMap<String, String>,
@@ -78,12 +87,6 @@ struct Counts {
     received: Vec<Timestamp>,
 }
 
-enum Next {
-    Event(usize),
-    Timer,
-    Tick(Timestamp, Vec<usize>),
-}
-
 /// How one attempt at a step ended, short of a database failure.
 enum Attempt {
     /// Committed, or nothing to do (0): how many items it applied.
@@ -98,6 +101,16 @@ enum Attempt {
     Refused {
         error: StoreError,
         leads: BTreeSet<String>,
+    },
+}
+
+/// How driving the agenda ended.
+enum Drove {
+    /// Items applied (ticks and unreadable events included).
+    Applied(usize),
+    Panicked {
+        lead: String,
+        cause: String,
     },
 }
 
@@ -141,7 +154,7 @@ impl Processor {
     }
 
     /// One try at a step of at most `budget` items, with the leads in
-    /// `aside` set aside.
+    /// `aside` set aside: load, drive the agenda, collect, write.
     async fn attempt(
         &self,
         now: Timestamp,
@@ -157,10 +170,56 @@ impl Processor {
             rules: &active.rules,
             plugins: counted.as_ref().map(|c| c as &dyn PluginHost),
         };
+        let (mut st, events, horizon) = self.load(now, budget, aside).await?;
+        let applied = match self
+            .drive(&eval, &active, &mut st, &events, horizon, budget)
+            .await?
+        {
+            Drove::Applied(n) => n,
+            Drove::Panicked { lead, cause } => return Ok(panicked(&lead, cause)),
+        };
+        if applied == 0 && st.aside.is_empty() {
+            // Nothing to do: nothing to write.
+            return Ok(Attempt::Done(0));
+        }
+        let set_aside = st.aside.len();
+        let (w, state, counts, aside, touched) = collect(st);
+        let written = self.write(&w, &state, now).await?;
+        match written {
+            Ok(true) => {}
+            Ok(false) => return Ok(Attempt::Moved),
+            Err(error) => {
+                return Ok(Attempt::Refused {
+                    error,
+                    leads: touched,
+                })
+            }
+        }
+        self.committed(counts, &w);
+        if !aside.is_empty() {
+            for (lead, cause) in &aside {
+                tracing::warn!(%lead, %cause, "lead set aside (quarantine); its events wait");
+            }
+            if let Ok(n) = self.store.quarantine_count().await {
+                self.metrics.leads_quarantined.set(n);
+            }
+        }
+        Ok(Attempt::Done(applied + set_aside))
+    }
+
+    /// Reads what a step works on: the engine's state, pending events, due
+    /// timers, and the leads they name. Returns the step's state, the
+    /// events, and the horizon past which due work waits.
+    async fn load(
+        &self,
+        now: Timestamp,
+        budget: i64,
+        aside: &BTreeMap<String, String>,
+    ) -> Result<(StepState, Vec<PendingEvent>, Timestamp), StoreError> {
         let EngineState {
-            mut book,
-            mut ticked_to,
-            mut tick_after,
+            book,
+            ticked_to,
+            tick_after,
             version,
         } = self.store.engine_state().await?;
         let events = self.store.pending_events(budget).await?;
@@ -177,8 +236,19 @@ impl Processor {
             now
         };
         let mut st = StepState {
+            book,
+            agenda: Agenda::new(ticked_to, tick_after.is_some()),
+            tick_after,
+            version,
+            leads: HashMap::new(),
+            timers: BTreeMap::new(),
+            order: 0,
+            out: Collected::default(),
+            processed: Vec::new(),
+            timers_done: Vec::new(),
             aside: aside.clone(),
-            ..Default::default()
+            touched: BTreeSet::new(),
+            counts: Counts::default(),
         };
         for due in self.store.due_timers(horizon, budget).await? {
             match due.timer {
@@ -191,7 +261,6 @@ impl Processor {
                 }
             }
         }
-
         // The leads this batch touches, in one query.
         let mut wanted: Vec<String> = events
             .iter()
@@ -200,20 +269,31 @@ impl Processor {
         wanted.extend(st.timers.values().map(|(_, t)| t.lead.clone()));
         wanted.sort_unstable();
         wanted.dedup();
-        self.load(&mut st, &wanted).await?;
+        self.load_leads(&mut st, &wanted).await?;
+        Ok((st, events, horizon))
+    }
+
+    /// Runs the agenda over the loaded work: at most `budget` items, in the
+    /// order `simulate` runs them (eval::Agenda).
+    async fn drive(
+        &self,
+        eval: &Evaluator<'_>,
+        active: &Active,
+        st: &mut StepState,
+        events: &[PendingEvent],
+        horizon: Timestamp,
+        budget: i64,
+    ) -> Result<Drove, StoreError> {
         let mut applied = 0usize;
         let mut unreadable = 0usize;
         let mut next_event = 0usize;
-        loop {
-            if applied >= budget as usize {
-                break;
-            }
+        while applied < budget as usize {
             // Skip events that can no longer be read (erased before applied).
             while let Some(p) = events.get(next_event) {
                 if p.event.is_ok() {
                     break;
                 }
-                st.w.processed.push(p.seq);
+                st.processed.push(p.seq);
                 unreadable += 1;
                 next_event += 1;
             }
@@ -221,220 +301,181 @@ impl Processor {
                 .get(next_event)
                 .and_then(|p| p.event.as_ref().ok())
                 .map(|e| e.at);
-            let limit = event_at.map_or(horizon, |a| a.min(horizon));
-            let timer_at = st.timers.keys().next().map(|k| k.0).filter(|a| *a <= limit);
-            let tick = ticked_to
-                .and_then(|from| eval.next_schedule(from))
-                .filter(|(a, _)| *a <= limit);
-            let next = match (timer_at, tick, event_at) {
-                // A tick left part done by the last step goes on first.
-                _ if tick_after.is_some() => match ticked_to.and_then(|f| eval.next_schedule(f)) {
-                    Some((k, rules)) => Next::Tick(k, rules),
-                    None => {
-                        // The rules changed and schedule nothing more.
-                        tick_after = None;
-                        continue;
-                    }
-                },
-                (Some(t), Some((k, _)), _) if t <= k => Next::Timer,
-                (Some(_), None, _) => Next::Timer,
-                (_, Some((k, rules)), _) => Next::Tick(k, rules),
-                (None, None, Some(_)) => Next::Event(next_event),
-                (None, None, None) => break,
+            let timer_at = st.timers.keys().next().map(|k| k.0);
+            let Some(due) = st.agenda.next(eval, event_at, timer_at, horizon) else {
+                break;
             };
-            match next {
-                Next::Event(i) => {
+            match due {
+                Due::Event => {
+                    let p = &events[next_event];
                     next_event += 1;
-                    let p = &events[i];
                     let Ok(ev) = &p.event else { continue };
-                    if ticked_to.is_none() {
-                        ticked_to = Some(ev.at);
-                    }
-                    let Some(lead) = self.take(&mut st, &ev.lead).await? else {
+                    st.agenda.event_applied(ev.at);
+                    let Some(lead) = self.take(st, &ev.lead).await? else {
                         // Set aside: the event waits, not applied.
                         continue;
                     };
-                    st.w.timeline.push((
-                        ev.lead.clone(),
+                    st.out.timeline.push(Entry::new(
+                        &ev.lead,
                         ev.at,
-                        "event",
+                        TimelineKind::Event,
                         json!({"id": ev.id, "type": ev.kind}),
                     ));
-                    let lens = Lens::of(lead.as_ref());
-                    let done = contained(&eval, || {
-                        let d = eval.on_event(lead, &mut book, ev);
-                        self.absorb(&active, &mut st, ev.at, lens, d);
-                    });
-                    if let Err(cause) = done {
-                        return Ok(panicked(&ev.lead, cause));
+                    if let Err(cause) = apply(eval, active, st, lead, Input::Event(ev)) {
+                        return Ok(Drove::Panicked {
+                            lead: ev.lead.clone(),
+                            cause,
+                        });
                     }
-                    st.w.processed.push(p.seq);
+                    st.processed.push(p.seq);
                     st.counts.events += 1;
                     st.counts.received.push(p.received_at);
                 }
-                Next::Timer => {
+                Due::Timer => {
                     let Some((_, (seq, timer))) = st.timers.pop_first() else {
                         continue;
                     };
-                    let Some(lead) = self.take(&mut st, &timer.lead).await? else {
+                    let Some(lead) = self.take(st, &timer.lead).await? else {
                         // Set aside: the timer stays stored, not run.
                         continue;
                     };
                     if let Some(seq) = seq {
-                        st.w.timers_done.push(seq);
+                        st.timers_done.push(seq);
                     }
-                    if let Some(lead) = lead {
-                        let lens = Lens::of(Some(&lead));
-                        let done = contained(&eval, || {
-                            let d = eval.on_timer(lead, &mut book, &timer);
-                            self.absorb(&active, &mut st, timer.at, lens, d);
-                        });
-                        if let Err(cause) = done {
-                            return Ok(panicked(&timer.lead, cause));
+                    if lead.is_some() {
+                        if let Err(cause) = apply(eval, active, st, lead, Input::Timer(&timer)) {
+                            return Ok(Drove::Panicked {
+                                lead: timer.lead.clone(),
+                                cause,
+                            });
                         }
                     }
                 }
-                Next::Tick(at, which) => {
-                    // Leads in id order, TICK_CHUNK stored ones per step, so a
-                    // tick over a million leads never loads them all at once.
-                    // A step halved to find a refused lead halves this too.
-                    let chunk = if budget >= BATCH { TICK_CHUNK } else { budget };
-                    let after = tick_after.take();
-                    let mut ids = self.store.lead_ids_after(after.as_deref(), chunk).await?;
-                    // A full page may have more after it: stop at its last id.
-                    let cut = (ids.len() as i64 == chunk)
-                        .then(|| ids.last().cloned())
-                        .flatten();
-                    // Leads created in this step are not stored yet.
-                    ids.extend(
-                        st.leads
-                            .iter()
-                            .filter(|(_, s)| s.now.is_some())
-                            .map(|(id, _)| id)
-                            .filter(|id| after.as_deref().is_none_or(|a| id.as_str() > a))
-                            .filter(|id| cut.as_ref().is_none_or(|c| *id <= c))
-                            .cloned(),
-                    );
-                    ids.sort_unstable();
-                    ids.dedup();
-                    // Load the ones not yet in this step, in bulk.
-                    let missing: Vec<String> = ids
-                        .iter()
-                        .filter(|id| !st.leads.contains_key(*id))
-                        .cloned()
-                        .collect();
-                    self.load(&mut st, &missing).await?;
-                    for id in ids {
-                        // Set aside leads miss the tick.
-                        let Some(Some(lead)) = self.take(&mut st, &id).await? else {
-                            continue;
-                        };
-                        let lens = Lens::of(Some(&lead));
-                        let done = contained(&eval, || {
-                            let d = eval.on_schedule(lead, &mut book, at, &which);
-                            self.absorb(&active, &mut st, at, lens, d);
-                        });
-                        if let Err(cause) = done {
-                            return Ok(panicked(&id, cause));
-                        }
+                Due::Tick { at, rules } => {
+                    if let Some(d) = self.tick(eval, active, st, at, &rules, budget).await? {
+                        return Ok(d);
                     }
-                    if let Some(cut) = cut {
-                        // Commit this part; the next step resumes after `cut`.
-                        tick_after = Some(cut);
+                    if st.agenda.resuming() {
+                        // Part done: this step commits it.
                         applied += 1;
                         break;
                     }
-                    ticked_to = Some(at);
                 }
             }
             applied += 1;
         }
-        let set_aside = st.aside.len();
-        if applied == 0 && unreadable == 0 && set_aside == 0 {
-            // Nothing to do: nothing to write.
-            return Ok(Attempt::Done(0));
+        if !st.agenda.resuming() {
+            st.tick_after = None;
         }
+        Ok(Drove::Applied(applied + unreadable))
+    }
 
-        let StepState {
-            leads,
-            timers,
-            mut w,
-            aside,
-            touched,
-            counts,
-            ..
-        } = st;
-        for slot in leads.into_values() {
-            if let Some(lead) = slot.now {
-                if slot.before.as_ref() != Some(&lead) {
-                    w.leads.push((slot.before, lead));
-                }
+    /// Runs the tick at `at` over the leads in id order, TICK_CHUNK stored
+    /// ones per step, so a tick over a million leads never loads them all at
+    /// once; a step halved to find a refused lead halves this too. The tick
+    /// is done when the last chunk is; until then it goes on first.
+    async fn tick(
+        &self,
+        eval: &Evaluator<'_>,
+        active: &Active,
+        st: &mut StepState,
+        at: Timestamp,
+        rules: &[usize],
+        budget: i64,
+    ) -> Result<Option<Drove>, StoreError> {
+        let chunk = if budget >= BATCH { TICK_CHUNK } else { budget };
+        let after = st.tick_after.take();
+        let mut ids = self.store.lead_ids_after(after.as_deref(), chunk).await?;
+        // A full page may have more after it: stop at its last id.
+        let cut = (ids.len() as i64 == chunk)
+            .then(|| ids.last().cloned())
+            .flatten();
+        // Leads created in this step are not stored yet.
+        ids.extend(
+            st.leads
+                .iter()
+                .filter(|(_, s)| s.now.is_some())
+                .map(|(id, _)| id)
+                .filter(|id| after.as_deref().is_none_or(|a| id.as_str() > a))
+                .filter(|id| cut.as_ref().is_none_or(|c| *id <= c))
+                .cloned(),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        // Load the ones not yet in this step, in bulk.
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !st.leads.contains_key(*id))
+            .cloned()
+            .collect();
+        self.load_leads(st, &missing).await?;
+        for id in ids {
+            // Set aside leads miss the tick.
+            let Some(lead @ Some(_)) = self.take(st, &id).await? else {
+                continue;
+            };
+            if let Err(cause) = apply(eval, active, st, lead, Input::Tick { at, rules }) {
+                return Ok(Some(Drove::Panicked { lead: id, cause }));
             }
         }
-        w.timers_new = timers
-            .into_values()
-            .filter(|(seq, _)| seq.is_none())
-            .map(|(_, t)| t)
-            .collect();
-        w.quarantine = aside
-            .iter()
-            .map(|(lead, cause)| (lead.clone(), storable(cause)))
-            .collect();
+        match cut {
+            // Commit this part; the next step resumes after `cut`.
+            Some(cut) => {
+                st.tick_after = Some(cut);
+                st.agenda.suspend();
+            }
+            None => st.agenda.ticked(at),
+        }
+        Ok(None)
+    }
+
+    /// Writes what a step decided in one transaction, if nothing it read
+    /// changed meanwhile (`Ok(false)`: something did, nothing was written).
+    /// `Err`: the database refused the data (a lead's); other failures
+    /// are the outer `Err`.
+    async fn write(
+        &self,
+        w: &Writes,
+        state: &EngineState,
+        now: Timestamp,
+    ) -> Result<Result<bool, StoreError>, StoreError> {
         // Checked before the write lock: a lead whose rows could not be
         // stored, or read back, is named and set aside.
-        let rows = match lead_rows(&w, now) {
+        let rows = match lead_rows(w, now) {
             Ok(rows) => rows,
-            Err(error) => {
-                return Ok(Attempt::Refused {
-                    error,
-                    leads: touched,
-                })
-            }
+            Err(error) => return Ok(Err(error)),
         };
-        let Some(mut tx) = StepTx::begin(&self.store, version).await? else {
-            return Ok(Attempt::Moved);
+        let Some(mut tx) = StepTx::begin(&self.store, state.version).await? else {
+            return Ok(Ok(false));
         };
         let written = async {
-            tx.write(&w, rows, now).await?;
-            tx.set_engine_state(&EngineState {
-                book,
-                ticked_to,
-                tick_after,
-                version,
-            })
-            .await?;
+            tx.write(w, rows, now).await?;
+            tx.set_engine_state(state).await?;
             tx.commit().await
         }
         .await;
         match written {
-            Ok(()) => {}
-            Err(error) if error.is_lead_data() => {
-                return Ok(Attempt::Refused {
-                    error,
-                    leads: touched,
-                })
-            }
-            Err(error) => return Err(error),
+            Ok(()) => Ok(Ok(true)),
+            Err(error) if error.is_lead_data() => Ok(Err(error)),
+            Err(error) => Err(error),
         }
-        self.committed(counts);
-        if !aside.is_empty() {
-            for (lead, cause) in &aside {
-                tracing::warn!(%lead, %cause, "lead set aside (quarantine); its events wait");
-            }
-            if let Ok(n) = self.store.quarantine_count().await {
-                self.metrics.leads_quarantined.set(n);
-            }
-        }
-        Ok(Attempt::Done(applied + unreadable + set_aside))
     }
 
     /// Counts what a committed step did.
-    fn committed(&self, c: Counts) {
+    fn committed(&self, c: Counts, w: &Writes) {
         let m = &self.metrics;
         m.events_processed.inc_by(c.events);
         m.rule_errors.inc_by(c.rule_errors);
         m.sla_breaches.inc_by(c.sla_breaches);
         m.emails_not_composed.inc_by(c.not_composed);
+        for e in w
+            .timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::EmailNotComposed)
+        {
+            let error = e.detail.get("error").and_then(|v| v.as_str()).unwrap_or("");
+            tracing::warn!(lead = %e.lead, %error, "email not composed");
+        }
         let done = chrono::Utc::now();
         for received in c.received {
             let secs = (done - received).num_microseconds().unwrap_or(0) as f64 / 1e6;
@@ -444,7 +485,7 @@ impl Processor {
 
     /// Loads the stored leads among `ids` not yet in this step, in bulk; a
     /// lead whose state does not read back is set aside with the reason.
-    async fn load(&self, st: &mut StepState, ids: &[String]) -> Result<(), StoreError> {
+    async fn load_leads(&self, st: &mut StepState, ids: &[String]) -> Result<(), StoreError> {
         let ids: Vec<String> = ids
             .iter()
             .filter(|id| !st.leads.contains_key(*id) && !st.aside.contains_key(*id))
@@ -485,7 +526,7 @@ impl Processor {
         id: &str,
     ) -> Result<Option<Option<LeadState>>, StoreError> {
         if !st.leads.contains_key(id) {
-            self.load(st, &[id.to_string()]).await?;
+            self.load_leads(st, &[id.to_string()]).await?;
         }
         if st.aside.contains_key(id) {
             return Ok(None);
@@ -493,81 +534,104 @@ impl Processor {
         st.touched.insert(id.to_string());
         Ok(Some(st.leads.get_mut(id).and_then(|s| s.now.take())))
     }
+}
 
-    /// Takes in one item's decision: the lead, its timeline entries, its
-    /// timers, and its messages, composed now from the lead as decided.
-    fn absorb(&self, active: &Active, st: &mut StepState, at: Timestamp, lens: Lens, d: Decision) {
-        let Decision { lead, effects } = d;
-        let id = lead.id.clone();
-        let w = &mut st.w;
-        for (at, kind, detail) in history_entries(lens, &lead) {
-            w.timeline.push((id.clone(), at, kind, detail));
+/// Applies one input to `lead`, with a panic contained, and takes in what it
+/// decided (writes::collect): the lead, its timeline entries, its timers,
+/// its messages composed from the lead as decided.
+fn apply(
+    eval: &Evaluator<'_>,
+    active: &Active,
+    st: &mut StepState,
+    lead: Option<LeadState>,
+    input: Input<'_>,
+) -> Result<(), String> {
+    let at = input.at();
+    let lens = Lens::of(lead.as_ref());
+    contained(eval, || {
+        let Some(d) = eval.apply(lead, &mut st.book, input) else {
+            return;
+        };
+        let timers = st.out.timers.len();
+        let lead = collect_decision(&active.composer, &active.rules, lens, d, at, &mut st.out);
+        for t in st.out.timers.drain(timers..) {
+            st.order += 1;
+            st.timers.insert((t.at, st.order), (None, t));
         }
-        for e in effects {
-            match e {
-                Effect::Schedule(t) => {
-                    st.order += 1;
-                    st.timers.insert((t.at, st.order), (None, t));
-                }
-                Effect::Note(note) => {
-                    if matches!(
-                        note,
-                        Note::ConditionError { .. } | Note::PluginFailed { .. }
-                    ) {
-                        st.counts.rule_errors += 1;
-                    }
-                    if matches!(note, Note::SlaBreached { .. }) {
-                        st.counts.sla_breaches += 1;
-                    }
-                    w.timeline.push((
-                        id.clone(),
-                        at,
-                        "note",
-                        serde_json::to_value(&note).unwrap_or(Value::Null),
-                    ));
-                }
-                Effect::Webhook { .. } => {
-                    let payload = serde_json::to_value(&e).unwrap_or(Value::Null);
-                    w.timeline
-                        .push((id.clone(), at, "webhook", payload.clone()));
-                    // A webhook's body is fixed now, from the lead as decided.
-                    let payload = crate::webhooks::outbox_payload(&e, &lead, at).unwrap_or(payload);
-                    w.outbox.push((id.clone(), "webhook", payload));
-                }
-                mail => {
-                    let kind = match &mail {
-                        Effect::SendEmail { .. } => "email",
-                        _ => "notification",
-                    };
-                    let mut entry = serde_json::to_value(&mail).unwrap_or(Value::Null);
-                    match active.composer.compose(&active.rules, &lead, &mail, at) {
-                        Ok(messages) => {
-                            let ids: Vec<&str> =
-                                messages.iter().map(|m| m.message_id.as_str()).collect();
-                            entry["message_ids"] = json!(ids);
-                            for m in &messages {
-                                let payload = serde_json::to_value(m).unwrap_or(Value::Null);
-                                w.outbox.push((id.clone(), kind, payload));
-                            }
-                            w.timeline.push((id.clone(), at, kind, entry));
-                        }
-                        Err(err) => {
-                            st.counts.not_composed += 1;
-                            tracing::warn!(lead = %id, error = %err, "email not composed");
-                            entry["error"] = json!(err.to_string());
-                            w.timeline
-                                .push((id.clone(), at, "email_not_composed", entry));
-                        }
-                    }
-                }
+        let id = lead.id.clone();
+        st.leads
+            .entry(id)
+            .or_insert(Slot {
+                before: None,
+                now: None,
+            })
+            .now = Some(lead);
+    })
+}
+
+/// The step's state as writes: changed leads, new timers not run, the
+/// quarantine; and the engine's state, counts, leads set aside and touched.
+fn collect(
+    st: StepState,
+) -> (
+    Writes,
+    EngineState,
+    Counts,
+    BTreeMap<String, String>,
+    BTreeSet<String>,
+) {
+    let StepState {
+        book,
+        agenda,
+        tick_after,
+        version,
+        leads,
+        timers,
+        out,
+        processed,
+        timers_done,
+        aside,
+        touched,
+        counts,
+        ..
+    } = st;
+    let counts = Counts {
+        rule_errors: out.rule_errors,
+        sla_breaches: out.sla_breaches,
+        not_composed: out.not_composed,
+        ..counts
+    };
+    let mut changed = Vec::new();
+    for slot in leads.into_values() {
+        if let Some(lead) = slot.now {
+            if slot.before.as_ref() != Some(&lead) {
+                changed.push((slot.before, lead));
             }
         }
-        let slot = st.leads.entry(id).or_insert(Slot {
-            before: None,
-            now: None,
-        });
-        slot.now = Some(lead);
     }
+    let w = Writes {
+        processed,
+        timers_done,
+        timers_new: timers
+            .into_values()
+            .filter(|(seq, _)| seq.is_none())
+            .map(|(_, t)| t)
+            .collect(),
+        leads: changed,
+        timeline: out.timeline,
+        outbox: out.outbox,
+        quarantine: aside
+            .iter()
+            .map(|(lead, cause)| (lead.clone(), storable(cause)))
+            .collect(),
+    };
+    let state = EngineState {
+        book,
+        ticked_to: agenda.ticked_to(),
+        tick_after,
+        version,
+    };
+    (w, state, counts, aside, touched)
 }
 
 fn panicked(lead: &str, cause: String) -> Attempt {
@@ -587,38 +651,6 @@ fn storable(cause: &str) -> String {
         end -= 1;
     }
     cause[..end].to_string()
-}
-
-/// How long a lead's ledger, transitions and assignments were before an item.
-#[derive(Clone, Copy, Default)]
-struct Lens(usize, usize, usize);
-
-impl Lens {
-    fn of(lead: Option<&LeadState>) -> Lens {
-        lead.map_or(Lens::default(), |l| {
-            Lens(l.ledger.len(), l.transitions.len(), l.assignments.len())
-        })
-    }
-}
-
-/// Timeline entries for what an item added to a lead's ledger, stage history
-/// and assignments.
-fn history_entries(before: Lens, after: &LeadState) -> Vec<(Timestamp, &'static str, Value)> {
-    let mut out = Vec::new();
-    for e in after.ledger.iter().skip(before.0) {
-        out.push((
-            e.at,
-            "scored",
-            json!({"rule": e.rule, "points": e.points, "event": e.event, "reason": e.reason}),
-        ));
-    }
-    for t in after.transitions.iter().skip(before.1) {
-        out.push((t.at, "stage_changed", json!({"from": t.from, "to": t.to})));
-    }
-    for a in after.assignments.iter().skip(before.2) {
-        out.push((a.at, "assigned", json!({"owner": a.owner, "rule": a.rule})));
-    }
-    out
 }
 
 /// Runs one item's evaluation, with a panic in it contained: the panic's

@@ -10,6 +10,7 @@ mod quarantine;
 mod read;
 mod routing;
 mod step;
+mod timeline;
 
 pub use outbox::{MailOutcome, MailRow};
 pub use quarantine::Quarantined;

@@ -3,8 +3,9 @@
 //! metrics, and released one at a time. The processor itself writes them, in
 //! the transaction of the step that found them (`step.rs`).
 
-use super::{from_millis, millis, Store, StoreError};
+use super::{from_millis, Store, StoreError};
 use crate::model::time::Timestamp;
+use nurture_core::writes::{Entry, TimelineKind};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -70,13 +71,8 @@ impl Store {
         if !released {
             return Ok(false);
         }
-        let sql = self
-            .sql("INSERT INTO timeline (lead, at, kind, detail) VALUES ($1, $2, 'released', '{}')");
-        sqlx::query(&sql)
-            .bind(lead.to_string())
-            .bind(millis(&now))
-            .execute(&mut *tx)
-            .await?;
+        let entry = Entry::new(lead, now, TimelineKind::Released, serde_json::json!({}));
+        self.insert_timeline(&mut tx, &[entry]).await?;
         tx.commit().await?;
         Ok(true)
     }

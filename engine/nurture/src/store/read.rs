@@ -2,6 +2,7 @@
 
 use super::{from_millis, millis, Store, StoreError};
 use crate::model::{time::Timestamp, LeadState, Stage};
+use nurture_core::writes::{Entry, TimelineKind};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -309,13 +310,8 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        let sql = self
-            .sql("INSERT INTO timeline (lead, at, kind, detail) VALUES ($1, $2, 'erased', '{}')");
-        sqlx::query(&sql)
-            .bind(id.to_string())
-            .bind(millis(&now))
-            .execute(&mut *tx)
-            .await?;
+        let entry = Entry::new(id, now, TimelineKind::Erased, serde_json::json!({}));
+        self.insert_timeline(&mut tx, &[entry]).await?;
         tx.commit().await?;
         if self.backend == super::Backend::Sqlite {
             // Old page versions stay in the write-ahead log until a checkpoint.

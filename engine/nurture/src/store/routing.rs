@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError};
 use crate::model::{time::Timestamp, FeedbackStatus, LeadState, Stage};
+use nurture_core::writes::TimelineKind;
 use serde::Serialize;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -177,14 +178,18 @@ impl Store {
                 }
             }
         }
-        let rows = sqlx::query(
-            r#"SELECT detail FROM timeline WHERE kind = 'note' AND detail LIKE '%"note":"sla_breached"%'"#,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        // SLA breaches are evaluator notes: read as notes, not matched as text.
+        let sql = self.sql("SELECT detail FROM timeline WHERE kind = $1");
+        let rows = sqlx::query(&sql)
+            .bind(TimelineKind::Note.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         for r in rows {
             let detail: String = r.try_get(0)?;
             let v: serde_json::Value = serde_json::from_str(&detail).unwrap_or_default();
+            if v.get("note").and_then(|n| n.as_str()) != Some("sla_breached") {
+                continue;
+            }
             if let Some(o) = v.get("owner").and_then(|o| o.as_str()) {
                 figures(&mut by, o).sla_breaches += 1;
             }

@@ -22,6 +22,7 @@
 use super::{from_millis, millis, Store, StoreError};
 use crate::eval::{Book, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};
+use nurture_core::writes::{Entry, Queued, TimelineKind};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
@@ -322,34 +323,20 @@ impl<'s> StepTx<'s> {
         )
         .await?;
         let quarantined = w.quarantine.iter().map(|(lead, cause)| {
-            (
+            Entry::new(
                 lead.clone(),
                 now,
-                "quarantined",
+                TimelineKind::Quarantined,
                 serde_json::json!({ "cause": cause }),
             )
         });
-        let timeline = w.timeline.iter().cloned().chain(quarantined);
-        let timeline = timeline.map(|(lead, at, kind, detail)| {
+        let timeline: Vec<Entry> = w.timeline.iter().cloned().chain(quarantined).collect();
+        self.store.insert_timeline(&mut self.tx, &timeline).await?;
+        let outbox = w.outbox.iter().map(|q| {
             vec![
-                Arg::Text(lead),
-                Arg::Int(millis(&at)),
-                Arg::Text(kind.into()),
-                Arg::Text(detail.to_string()),
-            ]
-        });
-        self.insert(
-            "INSERT INTO timeline (lead, at, kind, detail)",
-            4,
-            timeline.collect(),
-            "",
-        )
-        .await?;
-        let outbox = w.outbox.iter().map(|(lead, kind, payload)| {
-            vec![
-                Arg::Text(lead.clone()),
-                Arg::Text((*kind).into()),
-                Arg::Text(payload.to_string()),
+                Arg::Text(q.lead.clone()),
+                Arg::Text(q.kind.as_str().into()),
+                Arg::Text(q.payload.to_string()),
                 Arg::Int(now_ms),
             ]
         });
@@ -701,8 +688,8 @@ pub struct Writes {
     pub timers_new: Vec<Timer>,
     /// Leads that changed: as loaded, and as they are now.
     pub leads: Vec<(Option<LeadState>, LeadState)>,
-    pub timeline: Vec<(String, Timestamp, &'static str, serde_json::Value)>,
-    pub outbox: Vec<(String, &'static str, serde_json::Value)>,
+    pub timeline: Vec<Entry>,
+    pub outbox: Vec<Queued>,
     /// Leads set aside, with the cause: their events and due work wait.
     pub quarantine: Vec<(String, String)>,
 }

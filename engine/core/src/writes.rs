@@ -1,0 +1,307 @@
+//! What a decision leaves behind for the shell to store, as types: timeline
+//! entries ([`TimelineKind`]), outbox rows ([`OutboxKind`]) and new timers.
+//! [`collect`] turns one [`Decision`] into them, purely: emails are composed
+//! and webhook bodies fixed here, from the lead as decided, so every retry
+//! sends the same bytes.
+
+use crate::eval::{Decision, Effect, Note, Timer};
+use crate::mail::Composer;
+use crate::model::{time::Timestamp, LeadState};
+use crate::rules::Ruleset;
+use serde_json::{json, Value};
+
+/// The kinds of a lead's timeline entries, as stored and as the API shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimelineKind {
+    /// An event was applied.
+    Event,
+    /// Points from a rule (the ledger).
+    Scored,
+    StageChanged,
+    Assigned,
+    /// An evaluator note (postponed email, condition error, SLA breach…).
+    Note,
+    /// A webhook was decided (its delivery is `WebhookFailed` if it fails).
+    Webhook,
+    /// A drip email was decided and composed.
+    Email,
+    /// A notice to sales was decided and composed.
+    Notification,
+    EmailNotComposed,
+    EmailSent,
+    EmailFailed,
+    EmailCancelled,
+    WebhookFailed,
+    Quarantined,
+    Released,
+    Erased,
+}
+
+impl TimelineKind {
+    pub const ALL: [TimelineKind; 16] = [
+        TimelineKind::Event,
+        TimelineKind::Scored,
+        TimelineKind::StageChanged,
+        TimelineKind::Assigned,
+        TimelineKind::Note,
+        TimelineKind::Webhook,
+        TimelineKind::Email,
+        TimelineKind::Notification,
+        TimelineKind::EmailNotComposed,
+        TimelineKind::EmailSent,
+        TimelineKind::EmailFailed,
+        TimelineKind::EmailCancelled,
+        TimelineKind::WebhookFailed,
+        TimelineKind::Quarantined,
+        TimelineKind::Released,
+        TimelineKind::Erased,
+    ];
+
+    /// The name stored in the `timeline.kind` column and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::Event => "event",
+            TimelineKind::Scored => "scored",
+            TimelineKind::StageChanged => "stage_changed",
+            TimelineKind::Assigned => "assigned",
+            TimelineKind::Note => "note",
+            TimelineKind::Webhook => "webhook",
+            TimelineKind::Email => "email",
+            TimelineKind::Notification => "notification",
+            TimelineKind::EmailNotComposed => "email_not_composed",
+            TimelineKind::EmailSent => "email_sent",
+            TimelineKind::EmailFailed => "email_failed",
+            TimelineKind::EmailCancelled => "email_cancelled",
+            TimelineKind::WebhookFailed => "webhook_failed",
+            TimelineKind::Quarantined => "quarantined",
+            TimelineKind::Released => "released",
+            TimelineKind::Erased => "erased",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TimelineKind> {
+        TimelineKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TimelineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One timeline entry of `lead`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub lead: String,
+    pub at: Timestamp,
+    pub kind: TimelineKind,
+    pub detail: Value,
+}
+
+impl Entry {
+    pub fn new(lead: impl Into<String>, at: Timestamp, kind: TimelineKind, detail: Value) -> Entry {
+        Entry {
+            lead: lead.into(),
+            at,
+            kind,
+            detail,
+        }
+    }
+}
+
+/// What an outbox row carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxKind {
+    /// A drip email to the lead.
+    Email,
+    /// A notice to sales (a new lead, an SLA breach).
+    Notification,
+    Webhook,
+}
+
+impl OutboxKind {
+    pub const ALL: [OutboxKind; 3] = [
+        OutboxKind::Email,
+        OutboxKind::Notification,
+        OutboxKind::Webhook,
+    ];
+
+    /// The name stored in the `outbox.kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Email => "email",
+            OutboxKind::Notification => "notification",
+            OutboxKind::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxKind> {
+        OutboxKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the row is a message for the mail sender.
+    pub fn is_mail(self) -> bool {
+        matches!(self, OutboxKind::Email | OutboxKind::Notification)
+    }
+}
+
+/// A row for the outbox, as decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub lead: String,
+    pub kind: OutboxKind,
+    pub payload: Value,
+}
+
+/// How long a lead's ledger, transitions and assignments were before an
+/// input: what it added after is new, and goes on the timeline.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lens(usize, usize, usize);
+
+impl Lens {
+    pub fn of(lead: Option<&LeadState>) -> Lens {
+        lead.map_or(Lens::default(), |l| {
+            Lens(l.ledger.len(), l.transitions.len(), l.assignments.len())
+        })
+    }
+}
+
+/// What one decision leaves to store, and what to count.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub timeline: Vec<Entry>,
+    pub outbox: Vec<Queued>,
+    /// New timers, in the order decided.
+    pub timers: Vec<Timer>,
+    /// Condition errors and plugin failures.
+    pub rule_errors: u64,
+    pub sla_breaches: u64,
+    /// Emails whose template failed to render.
+    pub not_composed: u64,
+}
+
+/// Turns a decision made at `at` into what to store; `before` is the lead
+/// as it was before the input. Returns the lead as decided.
+pub fn collect(
+    composer: &Composer,
+    rules: &Ruleset,
+    before: Lens,
+    decision: Decision,
+    at: Timestamp,
+    out: &mut Collected,
+) -> LeadState {
+    let Decision { lead, effects } = decision;
+    let id = &lead.id;
+    for (at, kind, detail) in history_entries(before, &lead) {
+        out.timeline.push(Entry::new(id, at, kind, detail));
+    }
+    for e in effects {
+        match e {
+            Effect::Schedule(t) => out.timers.push(t),
+            Effect::Note(note) => {
+                if matches!(
+                    note,
+                    Note::ConditionError { .. } | Note::PluginFailed { .. }
+                ) {
+                    out.rule_errors += 1;
+                }
+                if matches!(note, Note::SlaBreached { .. }) {
+                    out.sla_breaches += 1;
+                }
+                let detail = serde_json::to_value(&note).unwrap_or(Value::Null);
+                out.timeline
+                    .push(Entry::new(id, at, TimelineKind::Note, detail));
+            }
+            Effect::Webhook { .. } => {
+                let payload = serde_json::to_value(&e).unwrap_or(Value::Null);
+                out.timeline
+                    .push(Entry::new(id, at, TimelineKind::Webhook, payload.clone()));
+                // A webhook's body is fixed now, from the lead as decided.
+                let payload = crate::webhook::outbox_payload(&e, &lead, at).unwrap_or(payload);
+                out.outbox.push(Queued {
+                    lead: id.clone(),
+                    kind: OutboxKind::Webhook,
+                    payload,
+                });
+            }
+            mail => {
+                let (kind, entry_kind) = match &mail {
+                    Effect::SendEmail { .. } => (OutboxKind::Email, TimelineKind::Email),
+                    _ => (OutboxKind::Notification, TimelineKind::Notification),
+                };
+                let mut entry = serde_json::to_value(&mail).unwrap_or(Value::Null);
+                match composer.compose(rules, &lead, &mail, at) {
+                    Ok(messages) => {
+                        let ids: Vec<&str> =
+                            messages.iter().map(|m| m.message_id.as_str()).collect();
+                        entry["message_ids"] = json!(ids);
+                        for m in &messages {
+                            out.outbox.push(Queued {
+                                lead: id.clone(),
+                                kind,
+                                payload: serde_json::to_value(m).unwrap_or(Value::Null),
+                            });
+                        }
+                        out.timeline.push(Entry::new(id, at, entry_kind, entry));
+                    }
+                    Err(err) => {
+                        out.not_composed += 1;
+                        entry["error"] = json!(err.to_string());
+                        out.timeline.push(Entry::new(
+                            id,
+                            at,
+                            TimelineKind::EmailNotComposed,
+                            entry,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    lead
+}
+
+/// Timeline entries for what an input added to a lead's ledger, stage
+/// history and assignments.
+fn history_entries(before: Lens, after: &LeadState) -> Vec<(Timestamp, TimelineKind, Value)> {
+    let mut out = Vec::new();
+    for e in after.ledger.iter().skip(before.0) {
+        out.push((
+            e.at,
+            TimelineKind::Scored,
+            json!({"rule": e.rule, "points": e.points, "event": e.event, "reason": e.reason}),
+        ));
+    }
+    for t in after.transitions.iter().skip(before.1) {
+        out.push((
+            t.at,
+            TimelineKind::StageChanged,
+            json!({"from": t.from, "to": t.to}),
+        ));
+    }
+    for a in after.assignments.iter().skip(before.2) {
+        out.push((
+            a.at,
+            TimelineKind::Assigned,
+            json!({"owner": a.owner, "rule": a.rule}),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_read_back_from_their_names() {
+        for k in TimelineKind::ALL {
+            assert_eq!(TimelineKind::parse(k.as_str()), Some(k));
+        }
+        for k in OutboxKind::ALL {
+            assert_eq!(OutboxKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(TimelineKind::parse("nope"), None);
+    }
+}
