@@ -183,9 +183,8 @@ fn leads_without_consent_get_no_marketing_email() {
     let (s, _) = post(&c, &d.url("/v1/events"), &batch);
     assert_eq!(s, StatusCode::ACCEPTED);
     wait_for_messages(&smtp, 1, 20);
-    // Everything these events decided has been applied and sent by now;
-    // give the sender a moment more to prove nothing else follows.
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Everything these events decided is applied and out: nothing follows.
+    settled(&c, &d, 20, false);
     let to: Vec<Vec<String>> = smtp.messages().into_iter().map(|m| m.to).collect();
     assert_eq!(to, vec![vec!["in@leads.example".to_string()]]);
     let unknown = timeline_kinds(&c, &d, "unknown");
@@ -222,9 +221,9 @@ fn sends_wait_while_the_smtp_server_is_down_and_each_arrives_once() {
         });
         let smtp = SmtpServer::start_on(port);
         let got = wait_for_messages(&smtp, n, 30);
-        // Retries are due at different moments; wait out the longest backoff
-        // that can still be pending and check nothing came twice.
-        std::thread::sleep(std::time::Duration::from_secs(3));
+        // Retries are due at different moments: once the outbox has nothing
+        // pending, nothing more can come, and nothing may have come twice.
+        settled(&c, &d, 30, false);
         let got = smtp.messages().len().max(got.len());
         assert_eq!(got, n, "each email exactly once");
         let ids: BTreeSet<String> = smtp

@@ -450,6 +450,18 @@ fn healthz(c: &Client, d: &Daemon) -> (StatusCode, Value) {
     get(c, &d.url("/healthz"))
 }
 
+/// Waits until the daemon has met `n` more storage errors than now.
+fn failing_on(c: &Client, d: &Daemon, n: u64) {
+    let errors = || {
+        let m = c.get(d.url("/metrics")).send().ok()?.text().ok()?;
+        Some(metric(&m, "nurture_storage_errors_total"))
+    };
+    let start = eventually(10, "the metrics", errors);
+    eventually(60, "more failed writes", || {
+        errors().filter(|e| *e >= start + n as f64).map(|_| ())
+    });
+}
+
 fn alive(d: &mut Daemon) {
     assert!(
         d.child.try_wait().unwrap().is_none(),
@@ -570,7 +582,8 @@ fn disk_full_refuses_clearly_and_recovers_when_space_returns() {
         (s == StatusCode::SERVICE_UNAVAILABLE && h["error"].as_str()?.contains("full"))
             .then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // It goes on meeting the fault (three more failed writes) and stays up.
+    failing_on(&c, &d, 3);
     alive(&mut d);
 
     // Room again, no restart: events are taken again, and every one applied.
@@ -634,7 +647,8 @@ fn read_only_sqlite_refuses_clearly_and_loses_nothing() {
         let (s, h) = healthz(&c, &d);
         (s == StatusCode::SERVICE_UNAVAILABLE).then_some(h)
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // It goes on meeting the fault (three more failed writes) and stays up.
+    failing_on(&c, &d, 3);
     alive(&mut d);
     let refused = load.refusals().len();
     let acked = load.finish();
@@ -713,7 +727,8 @@ fn read_only_postgres_refuses_clearly_and_recovers() {
         (s == StatusCode::SERVICE_UNAVAILABLE && h["error"].as_str()?.contains("read-only"))
             .then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // It goes on meeting the fault (three more failed writes) and stays up.
+    failing_on(&c, &d, 3);
     alive(&mut d);
     let at_read_only = load.acked();
 

@@ -223,6 +223,18 @@ pub fn get(c: &Client, url: &str) -> (StatusCode, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
+/// Waits until the daemon has nothing left to do: every event applied, no
+/// work due (`due_work`, with `timers`: no timer at all is waiting), and
+/// nothing decided still to go out. The signal that "nothing else follows".
+pub fn settled(c: &Client, d: &Daemon, secs: u64, timers: bool) {
+    eventually(secs, "the daemon to settle", || {
+        let h: serde_json::Value = c.get(d.url("/healthz")).send().ok()?.json().ok()?;
+        let zero = |k: &str| h[k].as_i64() == Some(0);
+        (zero("events_pending") && zero("outbox_pending") && (!timers || zero("due_work")))
+            .then_some(())
+    });
+}
+
 /// Polls until `f` gives Some, or fails after `secs`.
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

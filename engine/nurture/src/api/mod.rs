@@ -345,6 +345,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
     if let Ok(n) = quarantined {
         body["quarantined"] = json!(n);
     }
+    if let Ok(n) = state.store.outbox_pending().await {
+        body["outbox_pending"] = json!(n);
+    }
     // Not a failure of the daemon (the last good rules keep running), but
     // whoever changed the rules should see that the change did not apply.
     if let Some(why) = state.metrics.rules_error() {

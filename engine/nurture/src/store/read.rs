@@ -56,6 +56,17 @@ pub struct Funnel {
 }
 
 impl Store {
+    /// Outbox rows (emails, notices, webhooks) not yet delivered or given
+    /// up: 0 means nothing decided is still to go out.
+    pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending', 'uncertain')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
     pub async fn lead(&self, id: &str) -> Result<Option<LeadState>, StoreError> {
         let sql = self.sql("SELECT state FROM leads WHERE id = $1");
         let Some(row) = sqlx::query(&sql)
