@@ -13,18 +13,22 @@
 //!   [`eval::PluginHost`], implemented by the `nurture-plugins` crate.
 //! - [`mail`]: emails composed from templates, and signed unsubscribe links.
 //! - [`webhook`]: webhook bodies and their Standard Webhooks signatures.
+//! - [`writes`]: what a decision leaves to store (timeline, outbox, timers), typed.
+//! - [`reports`]: report arithmetic (the per-owner report).
+//! - [`view`]: how a lead is shown (`simulate`'s line, the API's detail).
 //! - [`sim`]: an in-memory world that drives the evaluator in time order:
 //!   `nurture simulate` and `nurture test` run on it.
 //! - [`ruletest`]: marketers' rule tests (`*.test.yaml`).
-//! - [`writes`]: what a decision leaves to store (timeline, outbox, timers), typed.
 
 pub mod cel;
 pub mod eval;
 pub mod mail;
 pub mod model;
+pub mod reports;
 pub mod rules;
 pub mod ruletest;
 pub mod sim;
 pub mod suggest;
+pub mod view;
 pub mod webhook;
 pub mod writes;

@@ -10,7 +10,7 @@
 //! - [`store`]: durable state in SQLite or PostgreSQL (sqlx).
 //! - [`cli`]: the `nurture` command.
 //! - re-exported: [`model`], [`cel`], [`rules`], [`eval`], [`sim`],
-//!   [`ruletest`], [`writes`] from `nurture-core`; [`plugins`] (`nurture-plugins`).
+//!   [`ruletest`], [`view`], [`writes`] from `nurture-core`; [`plugins`] (`nurture-plugins`).
 
 pub mod api;
 pub mod cli;
@@ -19,5 +19,5 @@ pub mod email;
 pub mod store;
 pub mod webhooks;
 
-pub use nurture_core::{cel, eval, model, rules, ruletest, sim, writes};
+pub use nurture_core::{cel, eval, model, rules, ruletest, sim, view, writes};
 pub use nurture_plugins as plugins;

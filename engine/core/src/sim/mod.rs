@@ -4,10 +4,9 @@
 
 mod events;
 pub mod gen;
-mod output;
 
+pub use crate::view::{lead_detail, lead_line};
 pub use events::{read_events_file, read_events_str};
-pub use output::{lead_detail, lead_line};
 
 use crate::eval::{Agenda, Book, Decision, Due, Effect, Evaluator, Input, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};

@@ -17,7 +17,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let lead = stored_lead(&s, &id).await?;
-    Ok(Json(crate::sim::lead_detail(&lead)))
+    Ok(Json(crate::view::lead_detail(&lead)))
 }
 
 #[derive(Deserialize)]

@@ -97,7 +97,7 @@ pub async fn claim(
     match lead.owner.as_deref() {
         // A retry of a claim that won.
         Some(o) if o == owner => {
-            return Ok((StatusCode::OK, Json(crate::sim::lead_detail(&lead))));
+            return Ok((StatusCode::OK, Json(crate::view::lead_detail(&lead))));
         }
         Some(_) => return Err(conflict("the lead is already claimed")),
         None => {}
@@ -142,7 +142,7 @@ pub async fn claim(
     }
     let lead = stored_lead(&s, &id).await?;
     match lead.owner.as_deref() {
-        Some(o) if o == owner => Ok((StatusCode::OK, Json(crate::sim::lead_detail(&lead)))),
+        Some(o) if o == owner => Ok((StatusCode::OK, Json(crate::view::lead_detail(&lead)))),
         Some(_) => Err(conflict("the lead is already claimed")),
         None if !lead.offered_to.contains(&owner) => {
             Err(conflict("the lead is not offered to this owner"))

@@ -12,10 +12,11 @@ mod routing;
 mod step;
 mod timeline;
 
+pub use nurture_core::reports::OwnerFigures;
 pub use outbox::{MailOutcome, MailRow};
 pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
-pub use routing::{OwnerFigures, PoolEntry};
+pub use routing::PoolEntry;
 pub use step::{
     lead_rows, parse_state, DueTimer, EngineState, LeadRows, PendingEvent, StepTx, StoredLead,
     Writes,

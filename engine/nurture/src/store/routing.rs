@@ -2,11 +2,11 @@
 //! event was applied (claims wait for it), and the per-owner report.
 
 use super::{Store, StoreError};
-use crate::model::{time::Timestamp, FeedbackStatus, LeadState, Stage};
+use crate::model::{time::Timestamp, LeadState, Stage};
+use nurture_core::reports::{OwnerFigures, OwnerReport};
 use nurture_core::writes::TimelineKind;
 use serde::Serialize;
 use sqlx::Row;
-use std::collections::BTreeMap;
 
 /// A lead waiting in the pool: enough to choose, nothing personal.
 #[derive(Debug, Serialize)]
@@ -19,23 +19,6 @@ pub struct PoolEntry {
     /// this was recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offered_at: Option<String>,
-}
-
-/// One owner's figures in the funnel report.
-#[derive(Debug, Default, Serialize)]
-pub struct OwnerFigures {
-    pub owner: String,
-    /// Assignments to this owner, reassignments and re-routes included.
-    pub assigned: i64,
-    /// Leads assigned to this owner still in `sql` (no feedback yet).
-    pub open: i64,
-    pub accepted: i64,
-    pub won: i64,
-    pub rejected: i64,
-    pub lost: i64,
-    /// Median seconds from an assignment to this owner's first feedback on it.
-    pub median_seconds_to_feedback: Option<i64>,
-    pub sla_breaches: i64,
 }
 
 /// A lead's state for a report, or `None` (logged) when it cannot be read:
@@ -135,47 +118,15 @@ impl Store {
     /// Per-owner figures from every lead ever assigned and the SLA breaches
     /// on the timelines.
     pub async fn owner_report(&self) -> Result<Vec<OwnerFigures>, StoreError> {
-        let mut by: BTreeMap<String, OwnerFigures> = BTreeMap::new();
-        let mut waits: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut report = OwnerReport::default();
         // Stored state is compact JSON: this skips leads never assigned
         // without parsing them.
         let rows = sqlx::query(r#"SELECT state FROM leads WHERE state LIKE '%"assignments":[{%'"#)
             .fetch_all(&self.pool)
             .await?;
         for r in rows {
-            let Some(lead) = readable(&r.try_get::<String, _>(0)?) else {
-                continue;
-            };
-            for a in &lead.assignments {
-                figures(&mut by, &a.owner).assigned += 1;
-            }
-            if lead.stage == Stage::Sql {
-                if let Some(o) = &lead.owner {
-                    figures(&mut by, o).open += 1;
-                }
-            }
-            let mut answered = vec![false; lead.assignments.len()];
-            for fb in &lead.feedback {
-                let Some(o) = &fb.owner else { continue };
-                let f = figures(&mut by, o);
-                match fb.status {
-                    FeedbackStatus::Accepted => f.accepted += 1,
-                    FeedbackStatus::Won => f.won += 1,
-                    FeedbackStatus::Rejected => f.rejected += 1,
-                    FeedbackStatus::Lost => f.lost += 1,
-                }
-                // The assignment this answers: the owner's latest before it.
-                if let Some(i) = lead
-                    .assignments
-                    .iter()
-                    .rposition(|a| &a.owner == o && a.at <= fb.at)
-                {
-                    if !answered[i] {
-                        answered[i] = true;
-                        let secs = (fb.at - lead.assignments[i].at).num_seconds();
-                        waits.entry(o.clone()).or_default().push(secs);
-                    }
-                }
+            if let Some(lead) = readable(&r.try_get::<String, _>(0)?) {
+                report.lead(&lead);
             }
         }
         // SLA breaches are evaluator notes: read as notes, not matched as text.
@@ -187,26 +138,8 @@ impl Store {
         for r in rows {
             let detail: String = r.try_get(0)?;
             let v: serde_json::Value = serde_json::from_str(&detail).unwrap_or_default();
-            if v.get("note").and_then(|n| n.as_str()) != Some("sla_breached") {
-                continue;
-            }
-            if let Some(o) = v.get("owner").and_then(|o| o.as_str()) {
-                figures(&mut by, o).sla_breaches += 1;
-            }
+            report.note(&v);
         }
-        for (o, mut w) in waits {
-            w.sort_unstable();
-            if let Some(f) = by.get_mut(&o) {
-                f.median_seconds_to_feedback = w.get(w.len() / 2).copied();
-            }
-        }
-        Ok(by.into_values().collect())
+        Ok(report.finish())
     }
-}
-
-fn figures<'a>(by: &'a mut BTreeMap<String, OwnerFigures>, owner: &str) -> &'a mut OwnerFigures {
-    by.entry(owner.to_string()).or_insert_with(|| OwnerFigures {
-        owner: owner.to_string(),
-        ..Default::default()
-    })
 }

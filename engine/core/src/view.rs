@@ -1,4 +1,6 @@
-//! The JSON line `simulate` prints per lead (SPEC section 4).
+//! How a lead is shown: the JSON line `simulate` prints per lead (SPEC
+//! section 4), and the detail the API answers with. One rendering, so the
+//! daemon and `simulate` show a lead the same way.
 
 use crate::model::{Assignment, EmailRecord, LeadState, LedgerEntry, Transition};
 use serde::Serialize;
