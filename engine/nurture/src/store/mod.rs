@@ -11,7 +11,7 @@ mod read;
 mod routing;
 mod step;
 
-pub use outbox::{MailOutcome, MailRow};
+pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
 pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
 pub use routing::{OwnerFigures, PoolEntry};
