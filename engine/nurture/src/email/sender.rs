@@ -10,6 +10,11 @@
 //! tell a message went out and never writes it twice; an SMTP server cannot
 //! be asked, so such a message may arrive twice, and receivers can de-duplicate
 //! it by its Message-ID. Each such resend is logged and counted.
+//!
+//! Rows are claimed, leased, renewed and settled through the outbox's lease
+//! protocol (`store/outbox.rs`); transient failures are retried on
+//! `daemon::retry::MAIL`. On stop, claimed rows not yet on the wire are
+//! released: due again at the next start, their try not counted.
 
 use super::compose::Outgoing;
 use super::transport::{SendError, Transport, CONCURRENCY};
