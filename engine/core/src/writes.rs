@@ -140,9 +140,28 @@ impl OutboxKind {
         OutboxKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Whether the row is a message for the mail sender.
-    pub fn is_mail(self) -> bool {
-        matches!(self, OutboxKind::Email | OutboxKind::Notification)
+    /// The mail sender's rows.
+    pub const MAIL: &'static [OutboxKind] = &[OutboxKind::Email, OutboxKind::Notification];
+    /// The webhook sender's rows.
+    pub const WEBHOOKS: &'static [OutboxKind] = &[OutboxKind::Webhook];
+
+    /// A lead's rows of this kind go out one at a time, in order: a row
+    /// waits while an earlier one of its lead is pending, retrying or being
+    /// sent (webhooks: receivers see a lead's events in order).
+    pub fn in_lead_order(self) -> bool {
+        matches!(self, OutboxKind::Webhook)
+    }
+
+    /// The claim gives the row its `msg_key`, what the receiver de-duplicates
+    /// on (a webhook's `webhook-id`); an email's Message-ID is in its payload.
+    pub fn keyed_by_claim(self) -> bool {
+        matches!(self, OutboxKind::Webhook)
+    }
+}
+
+impl std::fmt::Display for OutboxKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -8,12 +8,14 @@ pub mod metrics;
 pub use ingest::IngestError;
 pub mod processor;
 mod reload;
+pub mod retry;
 
 use crate::email::{Composer, Links, Secret, Transport};
 use crate::rules::Ruleset;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use anyhow::Context as _;
 use metrics::Metrics;
+use retry::Retries;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -308,35 +310,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The wait before retry `failures` of a database operation that failed:
-/// 1 s, 2 s, 4 s, 8 s, then every 10 s, so a full disk or a read-only
-/// database is neither hammered nor left unnoticed for long once it is back.
-pub(crate) fn retry_delay(failures: u32) -> Duration {
-    Duration::from_secs((1u64 << (failures.clamp(1, 5) - 1)).min(10))
-}
-
-/// The failures in a row of one background loop's database work (processing,
-/// sending, webhooks), and what each failure does: log it with its cause,
-/// count it in the metrics, and give the wait before the next try.
-#[derive(Default)]
-pub(crate) struct Retries(u32);
-
-impl Retries {
-    pub(crate) fn succeeded(&mut self) {
-        self.0 = 0;
-    }
-
-    /// `what` names the work in the log: "{what} failed; retrying: {cause}".
-    pub(crate) fn failed(&mut self, what: &str, e: &StoreError, metrics: &Metrics) -> Duration {
-        self.0 += 1;
-        let wait = retry_delay(self.0);
-        let cause = e.cause();
-        tracing::error!(error = %e, retry_in = ?wait, "{what} failed; retrying: {cause}");
-        metrics.storage_failed(cause);
-        wait
-    }
-}
-
 async fn run_processor(
     p: processor::Processor,
     metrics: Arc<Metrics>,
@@ -412,14 +385,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn storage_retries_back_off_to_ten_seconds() {
-        let secs: Vec<u64> = (1..=7).map(|n| super::retry_delay(n).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 10, 10, 10]);
     }
 }

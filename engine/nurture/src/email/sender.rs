@@ -10,14 +10,21 @@
 //! tell a message went out and never writes it twice; an SMTP server cannot
 //! be asked, so such a message may arrive twice, and receivers can de-duplicate
 //! it by its Message-ID. Each such resend is logged and counted.
+//!
+//! Rows are claimed, leased, renewed and settled through the outbox's lease
+//! protocol (`store/outbox.rs`); transient failures are retried on
+//! `daemon::retry::MAIL`. On stop, claimed rows not yet on the wire are
+//! released: due again at the next start, their try not counted.
 
 use super::compose::Outgoing;
 use super::transport::{SendError, Transport, CONCURRENCY};
 use crate::daemon::metrics::Metrics;
+use crate::daemon::retry::{Retries, MAIL, RECORD};
 use crate::model::Event;
-use crate::store::{MailOutcome, MailRow, Store};
+use crate::store::{Note, OutboxKind, OutboxRow, Outcome, Settle, Store};
+use nurture_core::writes::TimelineKind;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -39,8 +46,6 @@ const CHUNK: usize = 256;
 /// was left by a sender that died.
 const LEASE: Duration = Duration::from_secs(30);
 const RENEW: Duration = Duration::from_secs(10);
-/// Transient failures are retried for this long, then the row fails.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Sender {
     pub store: Store,
@@ -48,26 +53,26 @@ pub struct Sender {
     pub metrics: Arc<Metrics>,
 }
 
-/// The delay before try `attempts + 1`: 1 s, 2 s, 4 s, ... up to 10 minutes.
-pub fn backoff(attempts: i64) -> Duration {
-    let exp = attempts.clamp(1, 11) - 1;
-    Duration::from_secs((1u64 << exp).min(600))
+/// A finished send on its way to being recorded; the slots it holds are
+/// freed only once its outcome is committed.
+struct Done {
+    row: OutboxRow,
+    outcome: Outcome,
+    note: Option<Note>,
+    /// A hard bounce, for the core.
+    bounce: Option<Event>,
+    _slots: (Arc<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>),
 }
 
-/// A finished send on its way to being recorded; the slot it holds is
-/// freed only once its outcome is committed.
-type Done = (
-    MailRow,
-    MailOutcome,
-    Option<Event>,
-    (Arc<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>),
-);
+/// The claims in flight: `seq` → `attempts`, their leases' tokens.
+type InFlight = Arc<Mutex<HashMap<i64, i64>>>;
 
 impl Sender {
-    /// Runs until `stop`; sends under way finish and are recorded first.
+    /// Runs until `stop`; messages on the wire finish and are recorded
+    /// first, and claimed rows not yet on it are released.
     pub async fn run(self, stop: watch::Receiver<bool>) {
         if self.store.backend == crate::store::Backend::Sqlite {
-            match self.store.release_abandoned_mail().await {
+            match self.store.release_abandoned(OutboxKind::MAIL).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(
                     rows = n,
@@ -94,7 +99,7 @@ impl Sender {
         let wire = Arc::new(Semaphore::new(CONCURRENCY));
         let unrecorded = Arc::new(Semaphore::new(UNRECORDED));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let in_flight: InFlight = Arc::default();
         let recorder = tokio::spawn(record(
             self.store.clone(),
             done_rx,
@@ -103,7 +108,7 @@ impl Sender {
         ));
         let renewer = tokio::spawn(renew(self.store.clone(), in_flight.clone()));
         let mut handled = 0;
-        let mut retries = crate::daemon::Retries::default();
+        let mut retries = Retries::default();
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 break;
@@ -115,7 +120,11 @@ impl Sender {
             let room = Arc::new(room);
             let now = chrono::Utc::now();
             let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-            let rows = match self.store.claim_mail(now, lease, CHUNK as i64).await {
+            let rows = match self
+                .store
+                .claim(OutboxKind::MAIL, now, lease, CHUNK as i64)
+                .await
+            {
                 Ok(rows) => {
                     retries.succeeded();
                     rows
@@ -148,7 +157,7 @@ impl Sender {
             in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .extend(rows.iter().map(|r| r.seq));
+                .extend(rows.iter().map(|r| (r.seq, r.attempts)));
             for row in rows {
                 let permit = room.clone();
                 let wire = wire.clone();
@@ -156,14 +165,26 @@ impl Sender {
                 let transport = self.transport.clone();
                 let metrics = self.metrics.clone();
                 let done = done_tx.clone();
+                let stop = stop.clone();
                 let span = tracing::info_span!("send", lead = %row.lead, seq = row.seq);
                 tokio::spawn(
                     async move {
                         let pending = unrecorded.acquire_owned().await.ok();
                         let on_wire = wire.acquire_owned().await;
-                        let (outcome, bounce) = deliver(&transport, &metrics, &row).await;
+                        // Stopping: what is not on the wire yet waits for the next start.
+                        let (outcome, note, bounce) = if stop.is_some_and(|s| *s.borrow()) {
+                            (Outcome::Released, None, None)
+                        } else {
+                            deliver(&transport, &metrics, &row).await
+                        };
                         drop(on_wire);
-                        let _ = done.send((row, outcome, bounce, (permit, pending)));
+                        let _ = done.send(Done {
+                            row,
+                            outcome,
+                            note,
+                            bounce,
+                            _slots: (permit, pending),
+                        });
                     }
                     .instrument(span),
                 );
@@ -178,25 +199,30 @@ impl Sender {
     }
 
     async fn nothing_due(&self) -> bool {
-        matches!(self.store.mail_due(chrono::Utc::now()).await, Ok(0))
+        matches!(
+            self.store
+                .outbox_due(OutboxKind::MAIL, chrono::Utc::now())
+                .await,
+            Ok(0)
+        )
     }
 }
 
 /// Renews the leases of the sends in flight.
-async fn renew(store: Store, in_flight: Arc<Mutex<HashSet<i64>>>) {
+async fn renew(store: Store, in_flight: InFlight) {
     loop {
         tokio::time::sleep(RENEW).await;
-        let seqs: Vec<i64> = in_flight
+        let claims: Vec<(i64, i64)> = in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .copied()
+            .map(|(s, a)| (*s, *a))
             .collect();
-        if seqs.is_empty() {
+        if claims.is_empty() {
             continue;
         }
         let until = chrono::Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        if let Err(e) = store.renew_mail_lease(&seqs, until).await {
+        if let Err(e) = store.renew(&claims, until).await {
             tracing::error!(error = %e, "renewing send leases failed");
         }
     }
@@ -226,7 +252,7 @@ async fn idle(stop: &mut Option<watch::Receiver<bool>>, d: Duration) -> bool {
 async fn record(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Done>,
-    in_flight: Arc<Mutex<HashSet<i64>>>,
+    in_flight: InFlight,
     mut stop: Option<watch::Receiver<bool>>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -234,55 +260,60 @@ async fn record(
         while let Ok(more) = rx.try_recv() {
             done.push(more);
         }
-        let outcomes: Vec<(&MailRow, MailOutcome)> =
-            done.iter().map(|(r, o, _, _)| (r, o.clone())).collect();
+        let outcomes: Vec<Settle> = done
+            .iter()
+            .map(|d| Settle {
+                row: &d.row,
+                outcome: d.outcome.clone(),
+                note: d.note.clone(),
+            })
+            .collect();
         // Bounces become events for the core, in the same transaction.
-        let bounces: Vec<Event> = done.iter().filter_map(|(_, _, b, _)| b.clone()).collect();
+        let bounces: Vec<Event> = done.iter().filter_map(|d| d.bounce.clone()).collect();
         // Until it is recorded, an outcome is not final: retry the commit.
         // (The rows' leases keep other processes off them meanwhile.)
-        let mut wait = Duration::from_millis(100);
-        while let Err(e) = store
-            .settle_mail(&outcomes, &bounces, chrono::Utc::now())
-            .await
-        {
+        let mut failures = 0;
+        while let Err(e) = store.settle(&outcomes, &bounces, chrono::Utc::now()).await {
             let cause = e.cause();
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 tracing::error!(error = %e, rows = outcomes.len(), "stopping with send outcomes not recorded ({cause}); they go out again with the same Message-ID after a restart");
                 break;
             }
+            failures += 1;
+            let wait = RECORD.delay(failures);
             tracing::error!(error = %e, retry_in = ?wait, "recording send outcomes failed; retrying: {cause}");
-            if !idle(&mut stop, wait).await {
-                continue;
-            }
-            wait = (wait * 2).min(Duration::from_secs(10));
+            idle(&mut stop, wait).await;
         }
         // Slots free up now.
         let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        for (row, ..) in &done {
-            f.remove(&row.seq);
+        for d in &done {
+            f.remove(&d.row.seq);
         }
         drop(f);
         drop(done);
     }
 }
 
-/// Sends one row's message; returns its outcome and, for a hard bounce of a
-/// marketing email, the `email_bounced` event to record.
-async fn deliver(
-    transport: &Transport,
-    metrics: &Metrics,
-    row: &MailRow,
-) -> (MailOutcome, Option<Event>) {
+/// What a finished send records: its outcome, its timeline note and, for a
+/// hard bounce of a marketing email, the `email_bounced` event.
+type Delivered = (Outcome, Option<Note>, Option<Event>);
+
+/// A timeline note about a message.
+fn note(kind: TimelineKind, detail: serde_json::Value) -> Option<Note> {
+    Some(Note { kind, detail })
+}
+
+/// Sends one row's message.
+async fn deliver(transport: &Transport, metrics: &Metrics, row: &OutboxRow) -> Delivered {
     let m: Outgoing = match serde_json::from_str(&row.payload) {
         Ok(m) => m,
         Err(e) => {
             metrics.emails_failed.inc();
             let error = format!("outbox row is not a message: {e}");
+            let detail = json!({"error": error});
             return (
-                MailOutcome::Failed {
-                    detail: json!({"error": error}),
-                    error,
-                },
+                Outcome::Failed { error },
+                note(TimelineKind::EmailFailed, detail),
                 None,
             );
         }
@@ -299,10 +330,10 @@ async fn deliver(
         if let Some(reason) = reason {
             metrics.emails_cancelled.inc();
             return (
-                MailOutcome::Cancelled {
+                Outcome::Cancelled {
                     reason: reason.into(),
-                    detail,
                 },
+                note(TimelineKind::EmailCancelled, detail),
                 None,
             );
         }
@@ -312,7 +343,7 @@ async fn deliver(
         detail["uncertain"] = json!(true);
         if transport.already_sent(&m) {
             metrics.emails_sent.inc();
-            return (MailOutcome::Sent { detail }, None);
+            return (Outcome::Sent, note(TimelineKind::EmailSent, detail), None);
         }
         metrics.emails_resent.inc();
         tracing::warn!(message_id = %m.message_id, "outcome of an earlier send is unknown (crash); sending again with the same Message-ID");
@@ -321,21 +352,23 @@ async fn deliver(
         Ok(()) => {
             metrics.emails_sent.inc();
             tracing::debug!(message_id = %m.message_id, what = %m.what, "sent");
-            (MailOutcome::Sent { detail }, None)
+            (Outcome::Sent, note(TimelineKind::EmailSent, detail), None)
         }
         Err(SendError::Transient(error)) => {
-            let age = chrono::Utc::now() - row.created_at;
-            if age.to_std().unwrap_or_default() >= GIVE_UP_AFTER {
+            let now = chrono::Utc::now();
+            let Some(at) = MAIL.next_try(row.attempts, row.created_at, now) else {
                 metrics.emails_failed.inc();
                 tracing::error!(message_id = %m.message_id, %error, "giving up after 24 hours of retries");
                 let detail = json!({"message_id": m.message_id, "what": m.what, "error": error, "gave_up": true});
-                return (MailOutcome::Failed { error, detail }, None);
-            }
+                return (
+                    Outcome::Failed { error },
+                    note(TimelineKind::EmailFailed, detail),
+                    None,
+                );
+            };
             metrics.emails_retried.inc();
-            let at = chrono::Utc::now()
-                + chrono::Duration::from_std(backoff(row.attempts)).unwrap_or_default();
             tracing::info!(message_id = %m.message_id, %error, attempts = row.attempts, "send failed; will retry");
-            (MailOutcome::Retry { at, error }, None)
+            (Outcome::Retry { at, error }, None, None)
         }
         Err(SendError::Permanent { message, bounce }) => {
             metrics.emails_failed.inc();
@@ -354,21 +387,10 @@ async fn deliver(
                 traits: Default::default(),
             });
             (
-                MailOutcome::Failed {
-                    error: message,
-                    detail,
-                },
+                Outcome::Failed { error: message },
+                note(TimelineKind::EmailFailed, detail),
                 event,
             )
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn backoff_doubles_from_a_second_to_ten_minutes() {
-        let secs: Vec<u64> = (1..=12).map(|a| super::backoff(a).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
     }
 }

@@ -13,7 +13,7 @@ mod step;
 mod timeline;
 
 pub use nurture_core::reports::OwnerFigures;
-pub use outbox::{MailOutcome, MailRow};
+pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
 pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
 pub use routing::PoolEntry;
