@@ -13,6 +13,7 @@
 
 use super::compose::Outgoing;
 use super::transport::{SendError, Transport, CONCURRENCY};
+use crate::clock::Clock;
 use crate::daemon::metrics::Metrics;
 use crate::model::Event;
 use crate::store::{MailOutcome, MailRow, Store};
@@ -46,6 +47,8 @@ pub struct Sender {
     pub store: Store,
     pub transport: Arc<Transport>,
     pub metrics: Arc<Metrics>,
+    /// The time claims, leases, retries and bounces are taken at.
+    pub clock: Clock,
 }
 
 /// The delay before try `attempts + 1`: 1 s, 2 s, 4 s, ... up to 10 minutes.
@@ -97,13 +100,18 @@ impl Sender {
         let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let recorder = tokio::spawn(record(
             self.store.clone(),
+            self.clock.clone(),
             done_rx,
             in_flight.clone(),
             stop.clone(),
         ));
-        let renewer = tokio::spawn(renew(self.store.clone(), in_flight.clone()));
+        let renewer = tokio::spawn(renew(
+            self.store.clone(),
+            self.clock.clone(),
+            in_flight.clone(),
+        ));
         let mut handled = 0;
-        let mut retries = crate::daemon::Retries::default();
+        let mut retries = crate::daemon::retry::Retries::default();
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 break;
@@ -113,7 +121,7 @@ impl Sender {
             };
             // The chunk's room is freed when its last row is recorded.
             let room = Arc::new(room);
-            let now = chrono::Utc::now();
+            let now = self.clock.now();
             let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
             let rows = match self.store.claim_mail(now, lease, CHUNK as i64).await {
                 Ok(rows) => {
@@ -155,13 +163,14 @@ impl Sender {
                 let unrecorded = unrecorded.clone();
                 let transport = self.transport.clone();
                 let metrics = self.metrics.clone();
+                let clock = self.clock.clone();
                 let done = done_tx.clone();
                 let span = tracing::info_span!("send", lead = %row.lead, seq = row.seq);
                 tokio::spawn(
                     async move {
                         let pending = unrecorded.acquire_owned().await.ok();
                         let on_wire = wire.acquire_owned().await;
-                        let (outcome, bounce) = deliver(&transport, &metrics, &row).await;
+                        let (outcome, bounce) = deliver(&transport, &metrics, &clock, &row).await;
                         drop(on_wire);
                         let _ = done.send((row, outcome, bounce, (permit, pending)));
                     }
@@ -178,12 +187,12 @@ impl Sender {
     }
 
     async fn nothing_due(&self) -> bool {
-        matches!(self.store.mail_due(chrono::Utc::now()).await, Ok(0))
+        matches!(self.store.mail_due(self.clock.now()).await, Ok(0))
     }
 }
 
 /// Renews the leases of the sends in flight.
-async fn renew(store: Store, in_flight: Arc<Mutex<HashSet<i64>>>) {
+async fn renew(store: Store, clock: Clock, in_flight: Arc<Mutex<HashSet<i64>>>) {
     loop {
         tokio::time::sleep(RENEW).await;
         let seqs: Vec<i64> = in_flight
@@ -195,7 +204,7 @@ async fn renew(store: Store, in_flight: Arc<Mutex<HashSet<i64>>>) {
         if seqs.is_empty() {
             continue;
         }
-        let until = chrono::Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let until = clock.now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
         if let Err(e) = store.renew_mail_lease(&seqs, until).await {
             tracing::error!(error = %e, "renewing send leases failed");
         }
@@ -225,6 +234,7 @@ async fn idle(stop: &mut Option<watch::Receiver<bool>>, d: Duration) -> bool {
 /// (or when their lease runs out), as after a crash.
 async fn record(
     store: Store,
+    clock: Clock,
     mut rx: mpsc::UnboundedReceiver<Done>,
     in_flight: Arc<Mutex<HashSet<i64>>>,
     mut stop: Option<watch::Receiver<bool>>,
@@ -241,10 +251,7 @@ async fn record(
         // Until it is recorded, an outcome is not final: retry the commit.
         // (The rows' leases keep other processes off them meanwhile.)
         let mut wait = Duration::from_millis(100);
-        while let Err(e) = store
-            .settle_mail(&outcomes, &bounces, chrono::Utc::now())
-            .await
-        {
+        while let Err(e) = store.settle_mail(&outcomes, &bounces, clock.now()).await {
             let cause = e.cause();
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 tracing::error!(error = %e, rows = outcomes.len(), "stopping with send outcomes not recorded ({cause}); they go out again with the same Message-ID after a restart");
@@ -271,6 +278,7 @@ async fn record(
 async fn deliver(
     transport: &Transport,
     metrics: &Metrics,
+    clock: &Clock,
     row: &MailRow,
 ) -> (MailOutcome, Option<Event>) {
     let m: Outgoing = match serde_json::from_str(&row.payload) {
@@ -324,7 +332,7 @@ async fn deliver(
             (MailOutcome::Sent { detail }, None)
         }
         Err(SendError::Transient(error)) => {
-            let age = chrono::Utc::now() - row.created_at;
+            let age = clock.now() - row.created_at;
             if age.to_std().unwrap_or_default() >= GIVE_UP_AFTER {
                 metrics.emails_failed.inc();
                 tracing::error!(message_id = %m.message_id, %error, "giving up after 24 hours of retries");
@@ -332,8 +340,8 @@ async fn deliver(
                 return (MailOutcome::Failed { error, detail }, None);
             }
             metrics.emails_retried.inc();
-            let at = chrono::Utc::now()
-                + chrono::Duration::from_std(backoff(row.attempts)).unwrap_or_default();
+            let at =
+                clock.now() + chrono::Duration::from_std(backoff(row.attempts)).unwrap_or_default();
             tracing::info!(message_id = %m.message_id, %error, attempts = row.attempts, "send failed; will retry");
             (MailOutcome::Retry { at, error }, None)
         }
@@ -345,7 +353,7 @@ async fn deliver(
                 id: format!("bounce:{}", m.message_id),
                 lead: row.lead.clone(),
                 kind: crate::eval::BOUNCED.to_string(),
-                at: chrono::Utc::now(),
+                at: clock.now(),
                 properties:
                     json!({"bounce": "hard", "message_id": m.message_id, "reason": message})
                         .as_object()

@@ -5,12 +5,14 @@
 //! `?1` (its numbered form). Times are stored as epoch milliseconds, JSON as
 //! text, so both databases read the same rows.
 
+pub mod group_commit;
 mod outbox;
 mod quarantine;
 mod read;
 mod routing;
 mod step;
 
+pub use group_commit::{IngestError, Ingestor, WriteObserver};
 pub use outbox::{MailOutcome, MailRow};
 pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};

@@ -9,8 +9,9 @@
 //! processes from taking the same row; SQLite has one writer.
 
 use super::{sign, signing_key, WebhookError};
+use crate::clock::Clock;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::RulesHandle;
+use crate::daemon::rules::RulesHandle;
 use crate::store::{millis, Backend, Store, StoreError};
 use chrono::Duration;
 use serde_json::{json, Value};
@@ -66,6 +67,7 @@ pub async fn run(
     store: Store,
     rules: RulesHandle,
     metrics: Arc<Metrics>,
+    clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) {
     let client = match reqwest::Client::builder()
@@ -79,12 +81,12 @@ pub async fn run(
             return;
         }
     };
-    let mut retries = crate::daemon::Retries::default();
+    let mut retries = crate::daemon::retry::Retries::default();
     loop {
         if *stop.borrow() {
             return;
         }
-        let taken = match take(&store, chrono::Utc::now()).await {
+        let taken = match take(&store, clock.now()).await {
             Ok(t) => {
                 retries.succeeded();
                 t
@@ -107,6 +109,7 @@ pub async fn run(
                     store.clone(),
                     rules.clone(),
                     metrics.clone(),
+                    clock.clone(),
                     client.clone(),
                     t,
                 )
@@ -166,11 +169,12 @@ async fn deliver_one(
     store: Store,
     rules: RulesHandle,
     metrics: Arc<Metrics>,
+    clock: Clock,
     client: reqwest::Client,
     t: Taken,
 ) {
-    let (webhook, kind, result) = attempt(&rules, &client, &t).await;
-    let now = chrono::Utc::now();
+    let (webhook, kind, result) = attempt(&rules, &clock, &client, &t).await;
+    let now = clock.now();
     let outcome = match &result {
         Ok(()) => {
             metrics.webhooks_delivered.inc();
@@ -207,6 +211,7 @@ async fn deliver_one(
 /// One POST. Returns the webhook's name and type for the logs.
 async fn attempt(
     rules: &RulesHandle,
+    clock: &Clock,
     client: &reqwest::Client,
     t: &Taken,
 ) -> (String, String, Result<(), WebhookError>) {
@@ -240,7 +245,7 @@ async fn attempt(
             .ok_or_else(|| WebhookError::Unknown(name.clone()))?;
         let key = signing_key(target.secret.as_deref())?;
         // Signed per attempt: receivers reject stale timestamps.
-        let ts = chrono::Utc::now().timestamp();
+        let ts = clock.now().timestamp();
         let mut req = client
             .post(&target.url)
             .header("content-type", "application/json")
