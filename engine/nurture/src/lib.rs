@@ -14,6 +14,8 @@
 //! - re-exported: [`model`], [`cel`], [`rules`], [`eval`], [`sim`],
 //!   [`ruletest`] from `nurture-core`; [`plugins`] (`nurture-plugins`).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod api;
 pub mod cli;
 pub mod clock;
