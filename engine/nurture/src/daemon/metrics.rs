@@ -8,7 +8,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
-pub use super::health::Health;
+use super::health::Health;
 
 pub struct Metrics {
     registry: Registry,
