@@ -20,6 +20,8 @@
 //!   `nurture simulate` and `nurture test` run on it.
 //! - [`ruletest`]: marketers' rule tests (`*.test.yaml`).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod cel;
 pub mod eval;
 pub mod mail;

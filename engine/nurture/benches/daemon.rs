@@ -11,7 +11,7 @@
 //!    sent while a background load of 1,000 events/s runs; p50 and p99 from
 //!    sending the event to reading the new stage back.
 
-use nurture::daemon::{run, ServeConfig};
+use nurture::serve::{run, ServeConfig};
 use nurture::sim::gen;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -74,6 +74,7 @@ async fn bench_backend(name: &str, url: String) {
         secret: None,
         log_json: false,
         stall_after: std::time::Duration::from_secs(30),
+        clock: nurture::clock::Clock::system(),
     };
     let server = tokio::spawn(run(
         cfg,

@@ -70,6 +70,7 @@ fn main() {
                 Transport::new(Some(&format!("smtp://127.0.0.1:{port}")), dir.path()).unwrap(),
             ),
             metrics: Arc::new(Metrics::default()),
+            clock: nurture::clock::Clock::system(),
         };
         // The transport alone: the same messages, 16 at a time, no database.
         let transport = sender.transport.clone();

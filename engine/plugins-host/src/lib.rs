@@ -19,6 +19,8 @@
 //! bounds), `call.rs` (one call), `cache.rs` (compiled components on disk),
 //! `check.rs` (`nurture check`).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use nurture_core::{eval, model, rules};
 
 mod cache;

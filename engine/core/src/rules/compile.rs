@@ -212,171 +212,26 @@ impl Ruleset {
 }
 
 /// Compiles what was loaded, adding every problem found to its diagnostics.
+/// Sections are compiled in this order, each by its own method, so their
+/// diagnostics come in the same order (then sorted into file order).
 pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     let cel = CelEnv::default();
     let mut c = Compiler {
         l: &mut l,
         cel: &cel,
     };
-
-    let scoring_items = std::mem::take(&mut c.l.scoring);
-    c.unique(&scoring_items, "scoring rule", |r| &r.name);
-    let scoring: Vec<ScoringRule> = scoring_items
-        .iter()
-        .filter_map(|it| c.scoring(it))
-        .collect();
-
-    let fit_items = std::mem::take(&mut c.l.fit);
-    c.unique(&fit_items, "fit rule", |r| &r.name);
-    let fit: Vec<FitRule> = fit_items
-        .iter()
-        .filter_map(|it| {
-            let condition = c.cel(&it.loc.key("if"), &it.value.condition, &it.value.name)?;
-            Some(FitRule {
-                name: it.value.name.clone(),
-                condition,
-                points: it.value.points,
-            })
-        })
-        .collect();
-
-    let plugin_items = std::mem::take(&mut c.l.plugins);
-    c.unique(&plugin_items, "plugin", |r| &r.name);
-    let plugins = plugin_items.iter().filter_map(|it| c.plugin(it)).collect();
-
-    let mut stages = Vec::new();
-    for (stage, item) in std::mem::take(&mut c.l.stages) {
-        if let Some(cond) = c.cel(&item.loc, &item.value, &format!("stages.{stage}")) {
-            stages.push((stage, cond));
-        }
-    }
-    stages.sort_by_key(|s| std::cmp::Reverse(s.0));
-
-    let template_items = std::mem::take(&mut c.l.templates);
-    c.unique(&template_items, "template", |t| &t.name);
-    let mut templates = BTreeMap::new();
-    for it in &template_items {
-        c.template(&it.loc.key("subject"), &it.value.subject);
-        c.template(&it.loc.key("text"), &it.value.text);
-        if let Some(html) = &it.value.html {
-            c.template(&it.loc.key("html"), html);
-        }
-        templates
-            .entry(it.value.name.clone())
-            .or_insert_with(|| it.value.clone());
-    }
-
-    let campaign_items = std::mem::take(&mut c.l.campaigns);
-    c.unique(&campaign_items, "campaign", |x| &x.name);
-    let campaigns: Vec<Campaign> = campaign_items
-        .iter()
-        .filter_map(|it| c.campaign(it, &templates))
-        .collect();
-
-    let owner_items = std::mem::take(&mut c.l.owners);
-    c.unique(&owner_items, "owner", |o| &o.id);
-    let mut owners: Vec<Owner> = Vec::new();
-    for it in &owner_items {
-        let o = &it.value;
-        if !o.email.contains('@') {
-            c.l.error(
-                &it.loc.key("email"),
-                format!("owner `{}`: {:?} is not an email address", o.id, o.email),
-            );
-        }
-        if o.weight == Some(0) {
-            c.l.error(&it.loc.key("weight"), "weight must be at least 1");
-        }
-        if owners.iter().any(|x| x.id == o.id) {
-            continue;
-        }
-        owners.push(Owner {
-            id: o.id.clone(),
-            email: o.email.clone(),
-            capacity: o.capacity,
-            weight: o.weight.unwrap_or(1),
-        });
-    }
-
-    let rule_items = std::mem::take(&mut c.l.route_rules);
-    c.unique(&rule_items, "routing rule", |r| &r.name);
-    let route_rules: Vec<RouteRule> = rule_items
-        .iter()
-        .filter_map(|it| c.route_rule(it, &owners))
-        .collect();
-
-    let sla = c.l.sla.take().map(|it| {
-        if let Some(n) = &it.value.notify {
-            if !n.contains('@') {
-                c.l.error(
-                    &it.loc.key("notify"),
-                    format!("{n:?} is not an email address"),
-                );
-            }
-        }
-        Sla {
-            accept_within: it.value.accept_within.0,
-            notify: it.value.notify.clone(),
-            on_breach: it.value.on_breach.unwrap_or(OnBreach::Notify),
-        }
-    });
+    let scoring = c.scoring_rules();
+    let fit = c.fit_rules();
+    let plugins = c.plugins();
+    let stages = c.stages();
+    let templates = c.templates();
+    let campaigns = c.campaigns(&templates);
+    let owners = c.owners();
+    let route_rules = c.route_rules(&owners);
+    let sla = c.sla();
     let recycle_score = c.l.recycle_score.take().map(|i| i.value).unwrap_or(0);
-
-    let webhook_items = std::mem::take(&mut c.l.webhooks);
-    c.unique(&webhook_items, "webhook", |w| &w.name);
-    let webhooks = webhook_items
-        .iter()
-        .map(|it| {
-            let w = &it.value;
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                c.l.error(
-                    &it.loc.key("url"),
-                    format!(
-                        "webhook `{}`: url must start with http:// or https://",
-                        w.name
-                    ),
-                );
-            }
-            if w.on.is_empty() {
-                c.l.error(
-                    &it.loc.key("on"),
-                    format!("webhook `{}`: list at least one event", w.name),
-                );
-            }
-            WebhookTarget {
-                name: w.name.clone(),
-                url: w.url.clone(),
-                on: w.on.clone(),
-                secret: w.secret.clone(),
-            }
-        })
-        .collect();
-
-    let settings = match c.l.email.take() {
-        None => Settings::default(),
-        Some(it) => {
-            let e = &it.value;
-            if !e.from.contains('@') {
-                c.l.error(
-                    &it.loc.key("from"),
-                    format!("{:?} is not an email address", e.from),
-                );
-            }
-            if let Some(cap) = &e.frequency_cap {
-                if cap.max == 0 {
-                    c.l.error(
-                        &it.loc.key("frequency_cap").key("max"),
-                        "max must be at least 1",
-                    );
-                }
-            }
-            Settings {
-                from: Some(e.from.clone()),
-                require_consent: e.require_consent.unwrap_or(true),
-                frequency_cap: e.frequency_cap.as_ref().map(|f| (f.max, f.per.0)),
-            }
-        }
-    };
+    let webhooks = c.webhooks();
+    let settings = c.settings();
 
     if !l.diagnostics.is_empty() {
         // Shapes are checked before references: put it all in file order.
@@ -386,46 +241,12 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
         return Err(Diagnostics(l.diagnostics));
     }
 
-    let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut any_type = Vec::new();
-    let mut scheduled = Vec::new();
-    for (i, r) in scoring.iter().enumerate() {
-        match &r.trigger {
-            Trigger::Schedule(_) => scheduled.push(i),
-            Trigger::Events(types) if types.iter().any(|t| t == "*") => any_type.push(i),
-            Trigger::Events(types) => {
-                for t in types {
-                    by_type.entry(t.clone()).or_default().push(i);
-                }
-            }
-        }
-    }
-    // A type's list holds its own rules and the `*` rules, in file order.
-    for list in by_type.values_mut() {
-        list.extend(&any_type);
-        list.sort_unstable();
-        list.dedup();
-    }
-
+    let (by_type, any_type, scheduled) = index_triggers(&scoring);
     // A fresh number per compiled ruleset: condition slots are only
     // meaningful within one compilation.
     static COMPILATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let fingerprint = COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let settle_conditions = fit
-        .iter()
-        .map(|r: &FitRule| &r.condition)
-        .chain(stages.iter().map(|(_, c)| c))
-        .chain(campaigns.iter().flat_map(|c: &Campaign| {
-            std::iter::once(&c.enroll)
-                .chain(c.exit.iter())
-                .chain(c.steps.iter().filter_map(|s| s.condition.as_ref()))
-        }))
-        .chain(
-            route_rules
-                .iter()
-                .filter_map(|r: &RouteRule| r.condition.as_ref()),
-        );
-    let settle_reads_now = settle_conditions.into_iter().any(|c| c.deps.now);
+    let settle_reads_now = settle_reads_now(&fit, &stages, &campaigns, &route_rules);
 
     Ok(Ruleset {
         fingerprint,
@@ -450,12 +271,262 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     })
 }
 
+/// Scoring rules by the event type that triggers them (with the `*` rules),
+/// the `*` rules, and the scheduled ones.
+fn index_triggers(
+    scoring: &[ScoringRule],
+) -> (HashMap<String, Vec<usize>>, Vec<usize>, Vec<usize>) {
+    let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut any_type = Vec::new();
+    let mut scheduled = Vec::new();
+    for (i, r) in scoring.iter().enumerate() {
+        match &r.trigger {
+            Trigger::Schedule(_) => scheduled.push(i),
+            Trigger::Events(types) if types.iter().any(|t| t == "*") => any_type.push(i),
+            Trigger::Events(types) => {
+                for t in types {
+                    by_type.entry(t.clone()).or_default().push(i);
+                }
+            }
+        }
+    }
+    // A type's list holds its own rules and the `*` rules, in file order.
+    for list in by_type.values_mut() {
+        list.extend(&any_type);
+        list.sort_unstable();
+        list.dedup();
+    }
+    (by_type, any_type, scheduled)
+}
+
+/// Whether a condition evaluated while a lead settles reads `now`.
+fn settle_reads_now(
+    fit: &[FitRule],
+    stages: &[(Stage, Condition)],
+    campaigns: &[Campaign],
+    route_rules: &[RouteRule],
+) -> bool {
+    let settle_conditions = fit
+        .iter()
+        .map(|r: &FitRule| &r.condition)
+        .chain(stages.iter().map(|(_, c)| c))
+        .chain(campaigns.iter().flat_map(|c: &Campaign| {
+            std::iter::once(&c.enroll)
+                .chain(c.exit.iter())
+                .chain(c.steps.iter().filter_map(|s| s.condition.as_ref()))
+        }))
+        .chain(
+            route_rules
+                .iter()
+                .filter_map(|r: &RouteRule| r.condition.as_ref()),
+        );
+    settle_conditions.into_iter().any(|c| c.deps.now)
+}
+
 struct Compiler<'a> {
     l: &'a mut Loaded,
     cel: &'a CelEnv,
 }
 
 impl Compiler<'_> {
+    /// `scoring:`
+    fn scoring_rules(&mut self) -> Vec<ScoringRule> {
+        let scoring_items = std::mem::take(&mut self.l.scoring);
+        self.unique(&scoring_items, "scoring rule", |r| &r.name);
+        scoring_items
+            .iter()
+            .filter_map(|it| self.scoring(it))
+            .collect()
+    }
+
+    /// `fit:`
+    fn fit_rules(&mut self) -> Vec<FitRule> {
+        let fit_items = std::mem::take(&mut self.l.fit);
+        self.unique(&fit_items, "fit rule", |r| &r.name);
+        fit_items
+            .iter()
+            .filter_map(|it| {
+                let condition = self.cel(&it.loc.key("if"), &it.value.condition, &it.value.name)?;
+                Some(FitRule {
+                    name: it.value.name.clone(),
+                    condition,
+                    points: it.value.points,
+                })
+            })
+            .collect()
+    }
+
+    /// `plugins:`
+    fn plugins(&mut self) -> Vec<Plugin> {
+        let plugin_items = std::mem::take(&mut self.l.plugins);
+        self.unique(&plugin_items, "plugin", |r| &r.name);
+        plugin_items
+            .iter()
+            .filter_map(|it| self.plugin(it))
+            .collect()
+    }
+
+    /// `stages:`, highest first.
+    fn stages(&mut self) -> Vec<(Stage, Condition)> {
+        let mut stages = Vec::new();
+        for (stage, item) in std::mem::take(&mut self.l.stages) {
+            if let Some(cond) = self.cel(&item.loc, &item.value, &format!("stages.{stage}")) {
+                stages.push((stage, cond));
+            }
+        }
+        stages.sort_by_key(|s| std::cmp::Reverse(s.0));
+        stages
+    }
+
+    /// `templates:`, each checked; the first of a name is kept.
+    fn templates(&mut self) -> BTreeMap<String, config::Template> {
+        let template_items = std::mem::take(&mut self.l.templates);
+        self.unique(&template_items, "template", |t| &t.name);
+        let mut templates = BTreeMap::new();
+        for it in &template_items {
+            self.template(&it.loc.key("subject"), &it.value.subject);
+            self.template(&it.loc.key("text"), &it.value.text);
+            if let Some(html) = &it.value.html {
+                self.template(&it.loc.key("html"), html);
+            }
+            templates
+                .entry(it.value.name.clone())
+                .or_insert_with(|| it.value.clone());
+        }
+        templates
+    }
+
+    /// `campaigns:`, their steps' templates resolved.
+    fn campaigns(&mut self, templates: &BTreeMap<String, config::Template>) -> Vec<Campaign> {
+        let campaign_items = std::mem::take(&mut self.l.campaigns);
+        self.unique(&campaign_items, "campaign", |x| &x.name);
+        campaign_items
+            .iter()
+            .filter_map(|it| self.campaign(it, templates))
+            .collect()
+    }
+
+    /// `owners:`; the first of an id is kept.
+    fn owners(&mut self) -> Vec<Owner> {
+        let owner_items = std::mem::take(&mut self.l.owners);
+        self.unique(&owner_items, "owner", |o| &o.id);
+        let mut owners: Vec<Owner> = Vec::new();
+        for it in &owner_items {
+            let o = &it.value;
+            if !o.email.contains('@') {
+                self.l.error(
+                    &it.loc.key("email"),
+                    format!("owner `{}`: {:?} is not an email address", o.id, o.email),
+                );
+            }
+            if o.weight == Some(0) {
+                self.l
+                    .error(&it.loc.key("weight"), "weight must be at least 1");
+            }
+            if owners.iter().any(|x| x.id == o.id) {
+                continue;
+            }
+            owners.push(Owner {
+                id: o.id.clone(),
+                email: o.email.clone(),
+                capacity: o.capacity,
+                weight: o.weight.unwrap_or(1),
+            });
+        }
+        owners
+    }
+
+    /// `routing.rules:`, their owners resolved.
+    fn route_rules(&mut self, owners: &[Owner]) -> Vec<RouteRule> {
+        let rule_items = std::mem::take(&mut self.l.route_rules);
+        self.unique(&rule_items, "routing rule", |r| &r.name);
+        rule_items
+            .iter()
+            .filter_map(|it| self.route_rule(it, owners))
+            .collect()
+    }
+
+    /// `routing.sla:`
+    fn sla(&mut self) -> Option<Sla> {
+        self.l.sla.take().map(|it| {
+            if let Some(n) = &it.value.notify {
+                if !n.contains('@') {
+                    self.l.error(
+                        &it.loc.key("notify"),
+                        format!("{n:?} is not an email address"),
+                    );
+                }
+            }
+            Sla {
+                accept_within: it.value.accept_within.0,
+                notify: it.value.notify.clone(),
+                on_breach: it.value.on_breach.unwrap_or(OnBreach::Notify),
+            }
+        })
+    }
+
+    /// `webhooks:`
+    fn webhooks(&mut self) -> Vec<WebhookTarget> {
+        let webhook_items = std::mem::take(&mut self.l.webhooks);
+        self.unique(&webhook_items, "webhook", |w| &w.name);
+        webhook_items
+            .iter()
+            .map(|it| {
+                let w = &it.value;
+                if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                    self.l.error(
+                        &it.loc.key("url"),
+                        format!(
+                            "webhook `{}`: url must start with http:// or https://",
+                            w.name
+                        ),
+                    );
+                }
+                if w.on.is_empty() {
+                    self.l.error(
+                        &it.loc.key("on"),
+                        format!("webhook `{}`: list at least one event", w.name),
+                    );
+                }
+                WebhookTarget {
+                    name: w.name.clone(),
+                    url: w.url.clone(),
+                    on: w.on.clone(),
+                    secret: w.secret.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// `email:` settings.
+    fn settings(&mut self) -> Settings {
+        match self.l.email.take() {
+            None => Settings::default(),
+            Some(it) => {
+                let e = &it.value;
+                if !e.from.contains('@') {
+                    self.l.error(
+                        &it.loc.key("from"),
+                        format!("{:?} is not an email address", e.from),
+                    );
+                }
+                if let Some(cap) = &e.frequency_cap {
+                    if cap.max == 0 {
+                        self.l.error(
+                            &it.loc.key("frequency_cap").key("max"),
+                            "max must be at least 1",
+                        );
+                    }
+                }
+                Settings {
+                    from: Some(e.from.clone()),
+                    require_consent: e.require_consent.unwrap_or(true),
+                    frequency_cap: e.frequency_cap.as_ref().map(|f| (f.max, f.per.0)),
+                }
+            }
+        }
+    }
+
     fn cel(&mut self, loc: &Loc, source: &str, label: &str) -> Option<Condition> {
         match self.cel.compile(source) {
             Ok(c) => Some(c.labeled(label)),

@@ -1,10 +1,11 @@
 //! `POST /v1/events`: one event or `{"batch": [...]}`. All items are checked
 //! before any is stored; the answer is 202 once they are durable.
 
+use super::AppState;
 use super::{parse_body, ApiError};
-use crate::daemon::{AppState, IngestError};
 use crate::model::time::Timestamp;
 use crate::model::Event;
+use crate::store::IngestError;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,7 +16,7 @@ pub async fn events(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let events = parse_events(&body, now)?;
     accept(&state, events, now).await
 }

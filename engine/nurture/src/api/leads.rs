@@ -2,8 +2,8 @@
 //! feedback.
 
 use super::ingest::accept;
+use super::AppState;
 use super::{request_event_id, stored_lead, ApiError};
-use crate::daemon::AppState;
 use crate::model::{Event, FeedbackStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -105,7 +105,7 @@ pub async fn erase(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if s.store.erase_lead(&id, chrono::Utc::now()).await? {
+    if s.store.erase_lead(&id, s.clock.now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("lead"))
@@ -133,7 +133,7 @@ pub async fn feedback(
         }
     }
     stored_lead(&s, &id).await?;
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     let event_id = request_event_id(&v, &format!("feedback:{id}"), now);
     let mut props = serde_json::Map::new();
     for field in ["status", "reason", "owner"] {

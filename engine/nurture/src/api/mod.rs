@@ -7,13 +7,14 @@ mod leads;
 mod quarantine;
 mod routing;
 mod segment;
+mod state;
 mod unsubscribe;
 
 /// The request parsers, pure: what a body becomes before anything is stored.
 pub use ingest::parse_events;
 pub use segment::{parse_batch as parse_segment_batch, parse_call as parse_segment_call};
+pub use state::AppState;
 
-use crate::daemon::AppState;
 use access::{Holder, Origins};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -292,11 +293,11 @@ async fn auth_ingest(
 /// writes again. 200 `degraded` while leads are in quarantine or the
 /// processor is not advancing: the daemon serves, but work waits.
 async fn healthz(State(state): State<AppState>) -> Response {
-    let write_error = match state.metrics.storage_error() {
+    let write_error = match state.health.storage_error() {
         None => None,
         Some(_) => match state.store.probe_write().await {
             Ok(()) => {
-                state.metrics.storage_ok();
+                state.health.storage_ok();
                 None
             }
             Err(e) => {
@@ -317,12 +318,12 @@ async fn healthz(State(state): State<AppState>) -> Response {
                     if n == 1 { "its" } else { "their" }
                 ));
             }
-            let stalled = state.metrics.since_processor_advanced();
-            if stalled >= state.stall_after {
+            let stalled = state.health.since_processor_advanced();
+            if stalled >= state.health.stall_after() {
                 degraded.push(format!(
                     "the processor has not advanced for {} s (no step committed; more than --stall-after {} s)",
                     stalled.as_secs(),
-                    state.stall_after.as_secs_f64()
+                    state.health.stall_after().as_secs_f64()
                 ));
             }
             let mut body = json!({"status": if degraded.is_empty() { "ok" } else { "degraded" },
@@ -350,7 +351,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
     // Not a failure of the daemon (the last good rules keep running), but
     // whoever changed the rules should see that the change did not apply.
-    if let Some(why) = state.metrics.rules_error() {
+    if let Some(why) = state.health.rules_error() {
         body["rules_rejected"] = json!(why);
     }
     (status, Json(body)).into_response()

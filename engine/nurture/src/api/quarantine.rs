@@ -4,7 +4,7 @@
 //! same from the command line.
 
 use super::ApiError;
-use crate::daemon::AppState;
+use super::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -19,7 +19,7 @@ pub async fn retry(
     Path(lead): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     // No lead id holds a NUL, and PostgreSQL would refuse the query.
-    if lead.contains('\0') || !s.store.release(&lead, chrono::Utc::now()).await? {
+    if lead.contains('\0') || !s.store.release(&lead, s.clock.now()).await? {
         return Err(ApiError::not_found("lead in quarantine"));
     }
     s.wake.notify_one();

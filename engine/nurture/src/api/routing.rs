@@ -6,8 +6,8 @@
 //! in arrival order, so of many concurrent claims exactly one wins.
 
 use super::ingest::accept;
+use super::AppState;
 use super::{parse_body, request_event_id, stored_lead, ApiError};
-use crate::daemon::AppState;
 use crate::model::Event;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -53,9 +53,7 @@ async fn overdue(s: &AppState, owner: &str) -> Result<Vec<String>, ApiError> {
     else {
         return Ok(Vec::new());
     };
-    Ok(s.store
-        .overdue_leads(owner, within, chrono::Utc::now())
-        .await?)
+    Ok(s.store.overdue_leads(owner, within, s.clock.now()).await?)
 }
 
 /// `GET /v1/pool?owner=ID`: leads offered to the owner, summaries only.
@@ -118,7 +116,7 @@ pub async fn claim(
         return Err(e);
     }
 
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     let event_id = request_event_id(&v, &format!("claim:{id}:{owner}"), now);
     let ev =
         json!({"id": event_id, "lead": id, "type": "sales_claim", "properties": {"owner": owner}});

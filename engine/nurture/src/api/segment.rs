@@ -3,8 +3,8 @@
 //! `track`'s `event` → type, `page` → `page_viewed`).
 
 use super::ingest::accept;
+use super::AppState;
 use super::{parse_body, ApiError};
-use crate::daemon::AppState;
 use crate::model::time::Timestamp;
 use crate::model::Event;
 use axum::body::Bytes;
@@ -36,13 +36,13 @@ pub async fn batch(
     State(s): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     let events = parse_batch(&body, now)?;
     accept(&s, events, now).await
 }
 
 async fn one(s: &AppState, kind: &str, body: &[u8]) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     let e = parse_call(kind, body, now)?;
     accept(s, vec![e], now).await
 }

@@ -5,7 +5,7 @@
 //! the lead's campaigns, and the timeline shows it.
 
 use super::ingest::accept;
-use crate::daemon::AppState;
+use super::AppState;
 use crate::email::TokenKind;
 use crate::model::Event;
 use axum::extract::{Path, State};
@@ -56,7 +56,7 @@ pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String
             return refused();
         }
     };
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let mut traits = Map::new();
     traits.insert("consent".into(), json!("opted_out"));
     let event = Event {

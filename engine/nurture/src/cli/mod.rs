@@ -359,8 +359,8 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(a: ServeArgs) -> ExitCode {
-    crate::daemon::init_logging(a.log_json);
-    let cfg = crate::daemon::ServeConfig {
+    crate::serve::init_logging(a.log_json);
+    let cfg = crate::serve::ServeConfig {
         database_url: a.database_url,
         rules: a.rules,
         listen: a.listen,
@@ -374,10 +374,11 @@ fn serve(a: ServeArgs) -> ExitCode {
         secret: a.secret,
         log_json: a.log_json,
         stall_after: a.stall_after.0.to_std().unwrap_or(Duration::from_secs(30)),
+        clock: crate::clock::Clock::system(),
     };
     let result = runtime()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(crate::daemon::serve(cfg)));
+        .and_then(|rt| rt.block_on(crate::serve::serve(cfg)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

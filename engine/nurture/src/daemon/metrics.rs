@@ -1,9 +1,14 @@
-//! Prometheus metrics, named once here.
+//! Prometheus metrics, named once here. What `/healthz` reads lives in
+//! [`Health`]; the events that count and change health at once
+//! (`storage_failed`, `rules_rejected`, ...) go through here to both.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+use super::health::Health;
 
 pub struct Metrics {
     registry: Registry,
@@ -40,17 +45,19 @@ pub struct Metrics {
     /// Steps done again because what they read changed before they could
     /// write (another process, an erasure, a release from quarantine).
     pub steps_redone: Counter,
-    /// When the processor last committed a step or found nothing to do
-    /// (epoch ms): `/healthz` says it is not advancing when this gets old.
-    last_progress: std::sync::atomic::AtomicI64,
-    /// Why the last write failed, until a write succeeds again (`/healthz`).
-    storage_error: Reason,
-    /// Why the last rules change was rejected, until one is taken (`/healthz`).
-    rules_error: Reason,
+    /// What `/healthz` reads, told of failures as they are counted.
+    health: Arc<Health>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(Arc::new(Health::default()))
+    }
+}
+
+impl Metrics {
+    /// The metrics, reporting failures and reloads to `health` as well.
+    pub fn new(health: Arc<Health>) -> Self {
         let mut registry = Registry::with_prefix("nurture");
         let m = Metrics {
             events_ingested: Counter::default(),
@@ -76,9 +83,7 @@ impl Default for Metrics {
             leads_quarantined: Gauge::default(),
             plugin_calls_in_flight: Gauge::default(),
             steps_redone: Counter::default(),
-            last_progress: chrono::Utc::now().timestamp_millis().into(),
-            storage_error: Default::default(),
-            rules_error: Default::default(),
+            health,
             registry: Registry::default(),
         };
         registry.register(
@@ -178,61 +183,35 @@ impl Default for Metrics {
         );
         Metrics { registry, ..m }
     }
-}
 
-impl Metrics {
+    /// Where failures and reloads are reported for `/healthz`.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// A write failed: counted, and `/healthz` reports the cause until a
     /// write succeeds.
     pub fn storage_failed(&self, cause: String) {
         self.storage_errors.inc();
-        self.storage_error.set(cause);
+        self.health.storage_failed(cause);
     }
 
     /// A write was committed: the database takes writes.
     pub fn storage_ok(&self) {
-        if self.storage_error.clear() {
-            tracing::info!("database writes succeed again");
-        }
-    }
-
-    /// Why the last write failed, if none succeeded since.
-    pub fn storage_error(&self) -> Option<String> {
-        self.storage_error.get()
+        self.health.storage_ok();
     }
 
     /// A rules change was rejected (the rules in force keep running):
     /// counted, and `/healthz` reports why until a change is taken.
     pub fn rules_rejected(&self, why: String) {
         self.rules_rejected.inc();
-        self.rules_error.set(why);
+        self.health.rules_rejected(why);
     }
 
     /// New rules are in force.
     pub fn rules_reloaded(&self) {
         self.rules_reloaded.inc();
-        self.rules_error.clear();
-    }
-
-    /// Why the last rules change was rejected, if none was taken since.
-    pub fn rules_error(&self) -> Option<String> {
-        self.rules_error.get()
-    }
-
-    /// The processor committed a step, or found nothing to do.
-    pub fn processor_advanced(&self) {
-        self.last_progress.store(
-            chrono::Utc::now().timestamp_millis(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    /// How long since the processor last advanced.
-    pub fn since_processor_advanced(&self) -> std::time::Duration {
-        let last = self
-            .last_progress
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let ms = chrono::Utc::now().timestamp_millis().saturating_sub(last);
-        std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        self.health.rules_reloaded();
     }
 
     pub fn encode(&self) -> String {
@@ -242,25 +221,12 @@ impl Metrics {
     }
 }
 
-/// Why something last went wrong, until it goes right again (`/healthz`).
-#[derive(Default)]
-struct Reason(std::sync::Mutex<Option<String>>);
-
-impl Reason {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+/// Group commit (store/group_commit.rs) reports its writes here.
+impl crate::store::WriteObserver for Metrics {
+    fn written(&self) {
+        self.storage_ok();
     }
-
-    fn set(&self, why: String) {
-        *self.lock() = Some(why);
-    }
-
-    /// Whether there was a reason to clear.
-    fn clear(&self) -> bool {
-        self.lock().take().is_some()
-    }
-
-    fn get(&self) -> Option<String> {
-        self.lock().clone()
+    fn failed(&self, cause: String) {
+        self.storage_failed(cause);
     }
 }

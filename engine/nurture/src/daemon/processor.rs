@@ -17,7 +17,8 @@
 //! fails whole and is retried (docs/daemon.md, Failures).
 
 use super::metrics::Metrics;
-use super::{Active, RulesHandle};
+use super::rules::{Active, RulesHandle};
+use crate::clock::Clock;
 use crate::eval::{Agenda, Book, Due, Evaluator, Input, PluginEffect, PluginHost, Timer};
 use crate::model::{bounds, time::Timestamp, Event, LeadState};
 use crate::rules::Plugin;
@@ -43,6 +44,8 @@ pub struct Processor {
     pub store: Store,
     pub rules: RulesHandle,
     pub metrics: Arc<Metrics>,
+    /// When a step's decision counts as committed (processing latency).
+    pub clock: Clock,
 }
 
 /// A lead as loaded and as it is now, within one step.
@@ -476,7 +479,7 @@ impl Processor {
             let error = e.detail.get("error").and_then(|v| v.as_str()).unwrap_or("");
             tracing::warn!(lead = %e.lead, %error, "email not composed");
         }
-        let done = chrono::Utc::now();
+        let done = self.clock.now();
         for received in c.received {
             let secs = (done - received).num_microseconds().unwrap_or(0) as f64 / 1e6;
             m.processing_latency.observe(secs.max(0.0));

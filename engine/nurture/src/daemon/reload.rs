@@ -3,7 +3,7 @@
 //! rules in force keep running.
 
 use super::metrics::Metrics;
-use super::{Active, RulesHandle};
+use super::rules::{Active, RulesHandle};
 use crate::rules::{collect_yaml, Ruleset};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -18,6 +18,7 @@
 
 use super::compose::Outgoing;
 use super::transport::{SendError, Transport, CONCURRENCY};
+use crate::clock::Clock;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::retry::{Retries, MAIL, RECORD};
 use crate::model::Event;
@@ -51,6 +52,7 @@ pub struct Sender {
     pub store: Store,
     pub transport: Arc<Transport>,
     pub metrics: Arc<Metrics>,
+    pub clock: Clock,
 }
 
 /// A finished send on its way to being recorded; the slots it holds are
@@ -102,11 +104,16 @@ impl Sender {
         let in_flight: InFlight = Arc::default();
         let recorder = tokio::spawn(record(
             self.store.clone(),
+            self.clock.clone(),
             done_rx,
             in_flight.clone(),
             stop.clone(),
         ));
-        let renewer = tokio::spawn(renew(self.store.clone(), in_flight.clone()));
+        let renewer = tokio::spawn(renew(
+            self.store.clone(),
+            self.clock.clone(),
+            in_flight.clone(),
+        ));
         let mut handled = 0;
         let mut retries = Retries::default();
         loop {
@@ -118,7 +125,7 @@ impl Sender {
             };
             // The chunk's room is freed when its last row is recorded.
             let room = Arc::new(room);
-            let now = chrono::Utc::now();
+            let now = self.clock.now();
             let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
             let rows = match self
                 .store
@@ -164,6 +171,7 @@ impl Sender {
                 let unrecorded = unrecorded.clone();
                 let transport = self.transport.clone();
                 let metrics = self.metrics.clone();
+                let clock = self.clock.clone();
                 let done = done_tx.clone();
                 let stop = stop.clone();
                 let span = tracing::info_span!("send", lead = %row.lead, seq = row.seq);
@@ -175,7 +183,7 @@ impl Sender {
                         let (outcome, note, bounce) = if stop.is_some_and(|s| *s.borrow()) {
                             (Outcome::Released, None, None)
                         } else {
-                            deliver(&transport, &metrics, &row).await
+                            deliver(&transport, &metrics, &clock, &row).await
                         };
                         drop(on_wire);
                         let _ = done.send(Done {
@@ -201,7 +209,7 @@ impl Sender {
     async fn nothing_due(&self) -> bool {
         matches!(
             self.store
-                .outbox_due(OutboxKind::MAIL, chrono::Utc::now())
+                .outbox_due(OutboxKind::MAIL, self.clock.now())
                 .await,
             Ok(0)
         )
@@ -209,7 +217,7 @@ impl Sender {
 }
 
 /// Renews the leases of the sends in flight.
-async fn renew(store: Store, in_flight: InFlight) {
+async fn renew(store: Store, clock: Clock, in_flight: InFlight) {
     loop {
         tokio::time::sleep(RENEW).await;
         let claims: Vec<(i64, i64)> = in_flight
@@ -221,7 +229,7 @@ async fn renew(store: Store, in_flight: InFlight) {
         if claims.is_empty() {
             continue;
         }
-        let until = chrono::Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let until = clock.now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
         if let Err(e) = store.renew(&claims, until).await {
             tracing::error!(error = %e, "renewing send leases failed");
         }
@@ -251,6 +259,7 @@ async fn idle(stop: &mut Option<watch::Receiver<bool>>, d: Duration) -> bool {
 /// (or when their lease runs out), as after a crash.
 async fn record(
     store: Store,
+    clock: Clock,
     mut rx: mpsc::UnboundedReceiver<Done>,
     in_flight: InFlight,
     mut stop: Option<watch::Receiver<bool>>,
@@ -273,7 +282,7 @@ async fn record(
         // Until it is recorded, an outcome is not final: retry the commit.
         // (The rows' leases keep other processes off them meanwhile.)
         let mut failures = 0;
-        while let Err(e) = store.settle(&outcomes, &bounces, chrono::Utc::now()).await {
+        while let Err(e) = store.settle(&outcomes, &bounces, clock.now()).await {
             let cause = e.cause();
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 tracing::error!(error = %e, rows = outcomes.len(), "stopping with send outcomes not recorded ({cause}); they go out again with the same Message-ID after a restart");
@@ -304,7 +313,12 @@ fn note(kind: TimelineKind, detail: serde_json::Value) -> Option<Note> {
 }
 
 /// Sends one row's message.
-async fn deliver(transport: &Transport, metrics: &Metrics, row: &OutboxRow) -> Delivered {
+async fn deliver(
+    transport: &Transport,
+    metrics: &Metrics,
+    clock: &Clock,
+    row: &OutboxRow,
+) -> Delivered {
     let m: Outgoing = match serde_json::from_str(&row.payload) {
         Ok(m) => m,
         Err(e) => {
@@ -355,7 +369,7 @@ async fn deliver(transport: &Transport, metrics: &Metrics, row: &OutboxRow) -> D
             (Outcome::Sent, note(TimelineKind::EmailSent, detail), None)
         }
         Err(SendError::Transient(error)) => {
-            let now = chrono::Utc::now();
+            let now = clock.now();
             let Some(at) = MAIL.next_try(row.attempts, row.created_at, now) else {
                 metrics.emails_failed.inc();
                 tracing::error!(message_id = %m.message_id, %error, "giving up after 24 hours of retries");
@@ -378,7 +392,7 @@ async fn deliver(transport: &Transport, metrics: &Metrics, row: &OutboxRow) -> D
                 id: format!("bounce:{}", m.message_id),
                 lead: row.lead.clone(),
                 kind: crate::eval::BOUNCED.to_string(),
-                at: chrono::Utc::now(),
+                at: clock.now(),
                 properties:
                     json!({"bounce": "hard", "message_id": m.message_id, "reason": message})
                         .as_object()

@@ -5,6 +5,7 @@
 //! `?1` (its numbered form). Times are stored as epoch milliseconds, JSON as
 //! text, so both databases read the same rows.
 
+pub mod group_commit;
 mod outbox;
 mod quarantine;
 mod read;
@@ -12,6 +13,7 @@ mod routing;
 mod step;
 mod timeline;
 
+pub use group_commit::{IngestError, Ingestor, WriteObserver};
 pub use nurture_core::reports::OwnerFigures;
 pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
 pub use quarantine::Quarantined;

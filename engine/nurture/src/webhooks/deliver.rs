@@ -10,9 +10,10 @@
 //! This file holds only the HTTP request and its signature.
 
 use super::{sign, signing_key, WebhookError};
+use crate::clock::Clock;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::retry::{Retries, WEBHOOKS};
-use crate::daemon::RulesHandle;
+use crate::daemon::rules::RulesHandle;
 use crate::store::{Note, OutboxKind, OutboxRow, Outcome, Settle, Store};
 use nurture_core::writes::TimelineKind;
 use serde_json::{json, Value};
@@ -34,6 +35,7 @@ pub async fn run(
     store: Store,
     rules: RulesHandle,
     metrics: Arc<Metrics>,
+    clock: Clock,
     mut stop: watch::Receiver<bool>,
 ) {
     let client = match reqwest::Client::builder()
@@ -62,7 +64,7 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        let now = chrono::Utc::now();
+        let now = clock.now();
         let taken = match store
             .claim(OutboxKind::WEBHOOKS, now, now + LEASE, BATCH)
             .await
@@ -90,6 +92,7 @@ pub async fn run(
                     store.clone(),
                     rules.clone(),
                     metrics.clone(),
+                    clock.clone(),
                     client.clone(),
                     t,
                 )
@@ -111,11 +114,12 @@ async fn deliver_one(
     store: Store,
     rules: RulesHandle,
     metrics: Arc<Metrics>,
+    clock: Clock,
     client: reqwest::Client,
     t: OutboxRow,
 ) {
-    let (webhook, kind, result) = attempt(&rules, &client, &t).await;
-    let now = chrono::Utc::now();
+    let (webhook, kind, result) = attempt(&rules, &clock, &client, &t).await;
+    let now = clock.now();
     let (outcome, note) = match &result {
         Ok(()) => {
             metrics.webhooks_delivered.inc();
@@ -163,6 +167,7 @@ async fn deliver_one(
 /// One POST. Returns the webhook's name and type for the logs.
 async fn attempt(
     rules: &RulesHandle,
+    clock: &Clock,
     client: &reqwest::Client,
     t: &OutboxRow,
 ) -> (String, String, Result<(), WebhookError>) {
@@ -196,7 +201,7 @@ async fn attempt(
             .ok_or_else(|| WebhookError::Unknown(name.clone()))?;
         let key = signing_key(target.secret.as_deref())?;
         // Signed per attempt: receivers reject stale timestamps.
-        let ts = chrono::Utc::now().timestamp();
+        let ts = clock.now().timestamp();
         let msg_key = t.msg_key.as_deref().unwrap_or_default();
         let mut req = client
             .post(&target.url)

@@ -7,10 +7,12 @@
 //! each half tried again, down to the request at fault, which alone is
 //! refused (400). A database that takes no writes (full, read-only, gone)
 //! fails every request of the group with 503, without splitting.
+//!
+//! How each write went is told to a [`WriteObserver`] (the daemon's metrics
+//! and health), so the store needs nothing from above it.
 
-use super::metrics::Metrics;
+use super::{Store, StoreError};
 use crate::model::{time::Timestamp, Event};
-use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,6 +31,14 @@ pub enum IngestError {
     Unavailable(String),
 }
 
+/// Told how each group's write went.
+pub trait WriteObserver: Send + Sync + 'static {
+    /// A group was committed: the database takes writes.
+    fn written(&self);
+    /// The database took no writes, for `cause` ("database or disk is full").
+    fn failed(&self, cause: String);
+}
+
 struct Job {
     events: Vec<Event>,
     received_at: Timestamp,
@@ -42,9 +52,9 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Starts the committer task.
-    pub fn start(store: Store, metrics: Arc<Metrics>) -> Ingestor {
+    pub fn start(store: Store, observer: Arc<dyn WriteObserver>) -> Ingestor {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(committer(store, metrics, rx));
+        tokio::spawn(committer(store, observer, rx));
         Ingestor { tx }
     }
 
@@ -69,7 +79,7 @@ impl Ingestor {
     }
 }
 
-async fn committer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Job>) {
+async fn committer(store: Store, observer: Arc<dyn WriteObserver>, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut size = first.events.len();
         let mut jobs = vec![first];
@@ -83,14 +93,14 @@ async fn committer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<J
                 Err(_) => break,
             }
         }
-        commit(&store, &metrics, jobs).await;
+        commit(&store, observer.as_ref(), jobs).await;
     }
 }
 
 /// Writes the jobs' events and answers each job. A group the database
 /// refuses for its data is split and retried, so only the job at fault is
 /// refused: with k bad jobs among n, about 2·k·log2(n) more transactions.
-async fn commit(store: &Store, metrics: &Metrics, jobs: Vec<Job>) {
+async fn commit(store: &Store, observer: &dyn WriteObserver, jobs: Vec<Job>) {
     // Groups still to write, the next on top; each half keeps arrival order.
     let mut todo = vec![jobs];
     while let Some(mut group) = todo.pop() {
@@ -100,7 +110,7 @@ async fn commit(store: &Store, metrics: &Metrics, jobs: Vec<Job>) {
             .collect();
         let e = match store.insert_event_groups(&events).await {
             Ok(counts) => {
-                metrics.storage_ok();
+                observer.written();
                 for (job, n) in group.into_iter().zip(counts) {
                     let _ = job.reply.send(Ok(n));
                 }
@@ -113,7 +123,7 @@ async fn commit(store: &Store, metrics: &Metrics, jobs: Vec<Job>) {
             // gets the cause and retries.
             let cause = e.cause();
             tracing::error!(error = %e, "storing events failed; refused with 503: {cause}");
-            metrics.storage_failed(cause.clone());
+            observer.failed(cause.clone());
             let err = IngestError::Unavailable(cause);
             for job in group.into_iter().chain(todo.drain(..).flatten()) {
                 let _ = job.reply.send(Err(err.clone()));
@@ -143,6 +153,18 @@ mod tests {
     use super::*;
     use crate::model::time;
     use serde_json::json;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Counts the failed writes it is told of.
+    #[derive(Default)]
+    struct Failures(AtomicU64);
+
+    impl WriteObserver for Failures {
+        fn written(&self) {}
+        fn failed(&self, _: String) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 
     fn event(id: &str, lead: &str) -> Event {
         Event::from_json(
@@ -204,7 +226,7 @@ mod tests {
             jobs.push(j);
             answers.push(a);
         }
-        commit(&store, &Metrics::default(), jobs).await;
+        commit(&store, &Failures::default(), jobs).await;
         let mut got = Vec::new();
         for a in answers {
             got.push(a.await.unwrap());
@@ -238,8 +260,8 @@ mod tests {
             jobs.push(j);
             answers.push(a);
         }
-        let metrics = Metrics::default();
-        commit(&store, &metrics, jobs).await;
+        let failures = Failures::default();
+        commit(&store, &failures, jobs).await;
         for a in answers {
             let got = a.await.unwrap();
             assert!(
@@ -247,6 +269,10 @@ mod tests {
                 "{got:?}"
             );
         }
-        assert_eq!(metrics.storage_errors.get(), 1, "one try, not one per job");
+        assert_eq!(
+            failures.0.load(Ordering::Relaxed),
+            1,
+            "one try, not one per job"
+        );
     }
 }

@@ -1,0 +1,33 @@
+//! What the HTTP handlers share: the store, the rules in force, metrics and
+//! health, the group-commit ingestor, credentials and the clock. Built by
+//! the composition root (`serve.rs`), which hands it to [`super::router`].
+
+use super::access::Access;
+use crate::clock::Clock;
+use crate::daemon::health::Health;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::rules::RulesHandle;
+use crate::email::Secret;
+use crate::store::{Ingestor, Store};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub rules: RulesHandle,
+    pub metrics: Arc<Metrics>,
+    /// What `/healthz` reads (the same the metrics report to).
+    pub health: Arc<Health>,
+    /// Wakes the processor when events arrive.
+    pub wake: Arc<Notify>,
+    /// Writes accepted events, grouping concurrent requests.
+    pub ingest: Ingestor,
+    /// The API token, write keys and allowed origins.
+    pub access: Arc<Access>,
+    /// Verifies unsubscribe tokens.
+    pub secret: Secret,
+    /// When requests arrive: the time events are received at.
+    pub clock: Clock,
+}

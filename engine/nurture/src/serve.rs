@@ -1,0 +1,250 @@
+//! The composition root of `nurture serve`: builds the services (store,
+//! rules, processor, outbox workers, reload loop, HTTP API), spawns them,
+//! and stops them cleanly on SIGTERM. Nothing imports this but `cli`, which
+//! calls [`serve`]; the services themselves live in `daemon/`, `email/`,
+//! `webhooks/`, `api/` and `store/`, and know nothing of each other's wiring.
+
+use crate::api::access::{Access, Origins};
+use crate::api::AppState;
+use crate::clock::Clock;
+use crate::daemon::health::Health;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::processor::Processor;
+use crate::daemon::rules::{Active, RulesHandle};
+use crate::daemon::{gauges, reload, worker};
+use crate::email::{Links, Secret, Transport};
+use crate::rules::Ruleset;
+use crate::store::{Ingestor, Store};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Everything `serve` is told.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub database_url: String,
+    pub rules: PathBuf,
+    pub listen: String,
+    pub api_token: Option<String>,
+    /// Write keys for the ingest routes (`--write-key`, `NURTURE_WRITE_KEYS`).
+    pub write_keys: Vec<String>,
+    /// More write keys, one a line, re-read when the file changes.
+    pub write_keys_file: Option<PathBuf>,
+    /// Browser origins allowed to send events (CORS); `*` for any.
+    pub cors_origins: Vec<String>,
+    pub smtp_url: Option<String>,
+    pub outbox: PathBuf,
+    pub public_url: Option<String>,
+    pub secret: Option<String>,
+    pub log_json: bool,
+    /// `/healthz` says `degraded` when the processor has neither committed
+    /// a step nor found nothing to do for this long (`--stall-after`).
+    pub stall_after: Duration,
+    /// What time it is for the daemon: the system clock unless a test
+    /// puts in its own.
+    pub clock: Clock,
+}
+
+/// Where links in emails point and the key that signs them: `--public-url`
+/// (default: the listen address) and `--secret` (default: a random key made
+/// once and kept in the database, so links stay valid across restarts).
+async fn links(cfg: &ServeConfig, store: &Store, local: SocketAddr) -> anyhow::Result<Links> {
+    let base_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"))
+        .trim_end_matches('/')
+        .to_string();
+    let secret = match &cfg.secret {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ => {
+            let generated = random_hex(32).context("generating the link-signing secret")?;
+            store
+                .setting_or_init("link_secret", &generated)
+                .await
+                .context("storing the link-signing secret")?
+        }
+    };
+    Ok(Links {
+        base_url,
+        secret: Secret::new(secret.into_bytes()),
+    })
+}
+
+/// The credentials and origins `serve` was given, every one checked.
+fn access(cfg: &ServeConfig) -> anyhow::Result<Access> {
+    let origins = Origins::parse(&cfg.cors_origins)?;
+    Access::new(
+        cfg.api_token.clone(),
+        &cfg.write_keys,
+        cfg.write_keys_file.clone(),
+        origins,
+    )
+    .map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("write keys:\n{}", lines.join("\n"))
+    })
+}
+
+fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NURTURE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let addr: SocketAddr = tokio::net::lookup_host(&cfg.listen)
+        .await
+        .with_context(|| format!("--listen {}", cfg.listen))?
+        .next()
+        .with_context(|| format!("--listen {}: no address", cfg.listen))?;
+    if cfg.api_token.is_none() && !addr.ip().is_loopback() {
+        anyhow::bail!("--listen {addr}: without --api-token (NURTURE_API_TOKEN) Nurture only listens on loopback");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    run(cfg, listener, shutdown_signal(), |local| {
+        // On stdout so scripts (and tests) can find the port when it was 0.
+        println!("nurture listening on http://{local}");
+    })
+    .await
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes, then finishes
+/// in-flight work. `ready` is called once requests are being served.
+pub async fn run(
+    cfg: ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let rules = Ruleset::load(&cfg.rules)
+        .map_err(|d| anyhow::anyhow!("rules in {} have errors:\n{d}", cfg.rules.display()))?;
+    let access = Arc::new(access(&cfg)?);
+    tracing::info!(access = %access.describe(), "credentials");
+    tracing::info!(rules = %cfg.rules.display(), summary = %rules.summary(), "rules loaded");
+    let store = Store::connect(&cfg.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", cfg.database_url))?;
+    store.migrate().await.context("running migrations")?;
+    let local = listener.local_addr()?;
+    let links = links(&cfg, &store, local).await?;
+    let transport = Transport::new(cfg.smtp_url.as_deref(), &cfg.outbox)?;
+    tracing::info!(transport = %transport.describe(), public_url = %links.base_url, "email");
+
+    let links_for_rules = links.clone();
+    let active =
+        tokio::task::spawn_blocking(move || Active::new(rules, &links_for_rules)).await??;
+    let handle = RulesHandle::new(active);
+    let health = Arc::new(Health::new(cfg.clock.clone(), cfg.stall_after));
+    let metrics = Arc::new(Metrics::new(health.clone()));
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let processor = Processor {
+        store: store.clone(),
+        rules: handle.clone(),
+        metrics: metrics.clone(),
+        clock: cfg.clock.clone(),
+    };
+    let proc_task = tokio::spawn(worker::run(
+        processor,
+        metrics.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
+    let reload_task = tokio::spawn(reload::watch(
+        cfg.rules.clone(),
+        handle.clone(),
+        links.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+    let sender = crate::email::sender::Sender {
+        store: store.clone(),
+        transport: Arc::new(transport),
+        metrics: metrics.clone(),
+        clock: cfg.clock.clone(),
+    };
+    let sender_task = tokio::spawn(sender.run(stop_rx.clone()));
+    let webhook_task = tokio::spawn(crate::webhooks::deliver::run(
+        store.clone(),
+        handle.clone(),
+        metrics.clone(),
+        cfg.clock.clone(),
+        stop_rx.clone(),
+    ));
+    let keys_task = tokio::spawn(crate::api::access::watch(access.clone(), stop_rx.clone()));
+    let gauge_task = tokio::spawn(gauges::run(store.clone(), metrics.clone(), stop_rx.clone()));
+
+    let ingest = Ingestor::start(store.clone(), metrics.clone());
+    let state = AppState {
+        store,
+        rules: handle,
+        metrics,
+        health,
+        wake,
+        ingest,
+        access,
+        secret: links.secret.clone(),
+        clock: cfg.clock.clone(),
+    };
+    let app = crate::api::router(state);
+    tracing::info!(%local, "listening");
+    ready(local);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+
+    tracing::info!("shutting down: finishing in-flight work");
+    let _ = stop_tx.send(true);
+    let _ = proc_task.await;
+    let _ = reload_task.await;
+    let _ = sender_task.await;
+    let _ = gauge_task.await;
+    let _ = keys_task.await;
+    let _ = webhook_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
