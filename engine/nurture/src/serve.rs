@@ -43,6 +43,8 @@ pub struct ServeConfig {
     /// `/healthz` says `degraded` when the processor has neither committed
     /// a step nor found nothing to do for this long (`--stall-after`).
     pub stall_after: Duration,
+    /// Most events a processing step grows to under a backlog (`--max-batch`).
+    pub max_batch: i64,
     /// What time it is for the daemon: the system clock unless a test
     /// puts in its own.
     pub clock: Clock,
@@ -166,6 +168,7 @@ pub async fn run(
         rules: handle.clone(),
         metrics: metrics.clone(),
         clock: cfg.clock.clone(),
+        max_batch: cfg.max_batch,
     };
     let proc_task = tokio::spawn(worker::run(
         processor,

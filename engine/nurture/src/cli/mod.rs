@@ -158,6 +158,10 @@ struct ServeArgs {
     /// step committed, while there is work) for this long.
     #[arg(long, env = "NURTURE_STALL_AFTER", default_value = "30s")]
     stall_after: crate::rules::config::DurationSpec,
+    /// Most events one processing step grows to while a backlog waits
+    /// (steps start at 100 and double while they come back full).
+    #[arg(long, env = "NURTURE_MAX_BATCH", default_value_t = crate::daemon::processor::MAX_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    max_batch: i64,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +378,7 @@ fn serve(a: ServeArgs) -> ExitCode {
         secret: a.secret,
         log_json: a.log_json,
         stall_after: a.stall_after.0.to_std().unwrap_or(Duration::from_secs(30)),
+        max_batch: a.max_batch,
         clock: crate::clock::Clock::system(),
     };
     let result = runtime()

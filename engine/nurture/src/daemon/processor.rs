@@ -36,6 +36,12 @@ use std::sync::Arc;
 /// docs/benchmarks.md) and processing throughput did not measurably fall.
 pub const BATCH: i64 = 100;
 
+/// Most events a step grows to while a backlog waits: each full step doubles
+/// the next one's size up to this, and a step that finds less resets it to
+/// [`BATCH`], so latency stays low when traffic is light while a backlog is
+/// worked off in fewer, larger transactions.
+pub const MAX_BATCH: i64 = 1_600;
+
 /// Most stored leads one step runs a `schedule` tick over; a longer tick goes
 /// on in the following steps, before anything else (docs/daemon.md).
 pub const TICK_CHUNK: i64 = 1_000;
@@ -46,6 +52,8 @@ pub struct Processor {
     pub metrics: Arc<Metrics>,
     /// When a step's decision counts as committed (processing latency).
     pub clock: Clock,
+    /// Most events a step grows to under a backlog (the worker's loop).
+    pub max_batch: i64,
 }
 
 /// A lead as loaded and as it is now, within one step.
@@ -122,7 +130,12 @@ impl Processor {
     /// returns how many items it applied (0: nothing to do). Leads found
     /// poisonous on the way are put in quarantine by the same commit.
     pub async fn step(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mut budget = BATCH;
+        self.step_up_to(now, BATCH).await
+    }
+
+    /// A step of at most `batch` items (the worker grows it with the backlog).
+    pub async fn step_up_to(&self, now: Timestamp, batch: i64) -> Result<usize, StoreError> {
+        let mut budget = batch.max(1);
         let mut aside = BTreeMap::new();
         loop {
             match self.attempt(now, budget, &aside).await? {

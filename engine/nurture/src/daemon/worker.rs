@@ -2,7 +2,7 @@
 //! or due work when idle, and backs off while the database fails.
 
 use super::metrics::Metrics;
-use super::processor::Processor;
+use super::processor::{Processor, BATCH};
 use super::retry::Retries;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,18 +16,27 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut retries = Retries::default();
+    // The step's size: doubled while steps come back full (a backlog), reset
+    // once one does not.
+    let mut batch = BATCH.min(p.max_batch.max(1));
     loop {
         if *stop.borrow() {
             return;
         }
-        match p.step(p.clock.now()).await {
+        match p.step_up_to(p.clock.now(), batch).await {
             Ok(n) if n > 0 => {
+                batch = if n as i64 >= batch {
+                    (batch * 2).min(p.max_batch.max(1))
+                } else {
+                    BATCH.min(p.max_batch.max(1))
+                };
                 retries.succeeded();
                 metrics.storage_ok();
                 metrics.health().processor_advanced();
                 continue;
             }
             Ok(_) => {
+                batch = BATCH.min(p.max_batch.max(1));
                 retries.succeeded();
                 metrics.health().processor_advanced();
             }
