@@ -1260,3 +1260,185 @@ fn a_write_key_removed_from_its_file_is_revoked_without_a_restart() {
     });
     d.stop();
 }
+
+/// Reads from `s` until the server closes it, or fails after `secs`.
+fn closed_by_server(s: &mut std::net::TcpStream, secs: u64) -> bool {
+    use std::io::Read as _;
+    let start = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < Duration::from_secs(secs) {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn slow_header_and_idle_connections_are_closed_by_the_server() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--header-timeout", "1s"],
+    );
+    let addr = d.base.trim_start_matches("http://").to_string();
+    // Headers begun, never finished.
+    let mut slow: Vec<_> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    for s in &mut slow {
+        assert!(closed_by_server(s, 60), "a slow-header socket stayed open");
+    }
+    // A keep-alive connection, idle after its response.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        closed_by_server(&mut idle, 60),
+        "an idle keep-alive socket stayed open"
+    );
+    // The daemon still serves.
+    assert_eq!(get(&client(), &d.url("/healthz")).0, StatusCode::OK);
+    d.stop();
+}
+
+#[test]
+fn sigterm_closes_a_half_sent_request_after_the_shutdown_timeout() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--shutdown-timeout", "1s", "--header-timeout", "10m"],
+    );
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .unwrap();
+    // The daemon has accepted it: a full request on another connection is served.
+    assert_eq!(get(&client(), &d.url("/healthz")).0, StatusCode::OK);
+    let pid = d.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = eventually(60, "serve exits after SIGTERM", || {
+        d.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "serve exited with {status}");
+    assert!(closed_by_server(&mut s, 10));
+}
+
+#[test]
+fn every_error_is_json_also_413_404_and_405() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&sqlite_url(dir.path()), &test_rules(), None);
+    let c = client();
+    // 10 MB declared: refused before the body is sent (the client would
+    // otherwise see the connection closed while it still writes).
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(body).expect("a JSON body");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("1048576"),
+        "{v}"
+    );
+    // Over the limit without a declared length (chunked): JSON as well, when
+    // the client reads the answer before the server closes on its writes.
+    let big = "x".repeat(2 << 20);
+    let r = c
+        .post(d.url("/v1/events"))
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(big)))
+        .send();
+    if let Ok(r) = r {
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let v: Value = r.json().expect("a JSON body");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let (s, v) = get(&c, &d.url("/nowhere"));
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(v["error"]["message"].is_string(), "{v}");
+    let r = c.get(d.url("/v1/events")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers().contains_key("allow"));
+    let v: Value = r.json().expect("a JSON body");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    d.stop();
+}
+
+#[test]
+fn failed_authentications_get_429_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("s3cret"),
+        &["--auth-failures-per-minute", "5"],
+    );
+    let c = client();
+    for _ in 0..5 {
+        let r = c
+            .get(d.url("/v1/leads"))
+            .bearer_auth("guess")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    for token in ["guess", "s3cret"] {
+        let r = c.get(d.url("/v1/leads")).bearer_auth(token).send().unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["error"]["field"], json!("Authorization"));
+    }
+    // Ingest routes share the limit; probes are not limited.
+    let r = c
+        .post(d.url("/v1/events"))
+        .bearer_auth("guess")
+        .json(&json!({"id": "a", "lead": "u", "type": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get(&c, &d.url("/healthz")).0, StatusCode::OK);
+    d.stop();
+}

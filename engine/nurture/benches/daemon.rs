@@ -74,6 +74,7 @@ async fn bench_backend(name: &str, url: String) {
         secret: None,
         log_json: false,
         stall_after: std::time::Duration::from_secs(30),
+        http: Default::default(),
         clock: nurture::clock::Clock::system(),
     };
     let server = tokio::spawn(run(

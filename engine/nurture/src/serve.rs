@@ -5,6 +5,8 @@
 //! `webhooks/`, `api/` and `store/`, and know nothing of each other's wiring.
 
 use crate::api::access::{Access, Origins};
+use crate::api::limit::AuthFailures;
+use crate::api::server::{self, HttpSettings};
 use crate::api::AppState;
 use crate::clock::Clock;
 use crate::daemon::health::Health;
@@ -43,6 +45,8 @@ pub struct ServeConfig {
     /// `/healthz` says `degraded` when the processor has neither committed
     /// a step nor found nothing to do for this long (`--stall-after`).
     pub stall_after: Duration,
+    /// The HTTP server's timeouts and limits.
+    pub http: HttpSettings,
     /// What time it is for the daemon: the system clock unless a test
     /// puts in its own.
     pub clock: Clock,
@@ -119,6 +123,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("--listen {}: no address", cfg.listen))?;
     if cfg.api_token.is_none() && !addr.ip().is_loopback() {
         anyhow::bail!("--listen {addr}: without --api-token (NURTURE_API_TOKEN) Nurture only listens on loopback");
+    }
+    match server::raise_nofile_limit() {
+        Some((before, after)) if after > before => {
+            tracing::info!(
+                from = before,
+                to = after,
+                "raised the open-files limit (RLIMIT_NOFILE)"
+            )
+        }
+        Some((_, now)) => tracing::debug!(limit = now, "open-files limit (RLIMIT_NOFILE)"),
+        None => {}
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -206,15 +221,14 @@ pub async fn run(
         wake,
         ingest,
         access,
+        auth_failures: Arc::new(AuthFailures::new(cfg.http.auth_failures_per_minute)),
         secret: links.secret.clone(),
         clock: cfg.clock.clone(),
     };
     let app = crate::api::router(state);
     tracing::info!(%local, "listening");
     ready(local);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    server::serve(listener, app, cfg.http, shutdown).await;
 
     tracing::info!("shutting down: finishing in-flight work");
     let _ = stop_tx.send(true);

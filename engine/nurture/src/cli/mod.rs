@@ -158,6 +158,22 @@ struct ServeArgs {
     /// step committed, while there is work) for this long.
     #[arg(long, env = "NURTURE_STALL_AFTER", default_value = "30s")]
     stall_after: crate::rules::config::DurationSpec,
+    /// Close a connection that has not sent a whole request head for this
+    /// long: a new one, one sending headers slowly, or a keep-alive
+    /// connection idle after its last response.
+    #[arg(long, env = "NURTURE_HEADER_TIMEOUT", default_value = "30s")]
+    header_timeout: crate::rules::config::DurationSpec,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "NURTURE_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// On SIGTERM, how long requests in progress may take before their
+    /// connections are closed.
+    #[arg(long, env = "NURTURE_SHUTDOWN_TIMEOUT", default_value = "10s")]
+    shutdown_timeout: crate::rules::config::DurationSpec,
+    /// Failed authentications per minute from one address before it gets
+    /// 429 with Retry-After (0: no limit).
+    #[arg(long, env = "NURTURE_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    auth_failures_per_minute: u32,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +390,20 @@ fn serve(a: ServeArgs) -> ExitCode {
         secret: a.secret,
         log_json: a.log_json,
         stall_after: a.stall_after.0.to_std().unwrap_or(Duration::from_secs(30)),
+        http: crate::api::server::HttpSettings {
+            header_timeout: a
+                .header_timeout
+                .0
+                .to_std()
+                .unwrap_or(Duration::from_secs(30)),
+            max_connections: a.max_connections,
+            shutdown_timeout: a
+                .shutdown_timeout
+                .0
+                .to_std()
+                .unwrap_or(Duration::from_secs(10)),
+            auth_failures_per_minute: a.auth_failures_per_minute,
+        },
         clock: crate::clock::Clock::system(),
     };
     let result = runtime()
