@@ -1442,3 +1442,64 @@ fn failed_authentications_get_429_past_the_limit() {
     assert_eq!(get(&c, &d.url("/healthz")).0, StatusCode::OK);
     d.stop();
 }
+
+/// What a run of the binary printed, stdout and stderr together.
+fn printed(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("NURTURE_API_TOKEN")
+        .env_remove("NURTURE_SMTP_URL")
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn database_passwords_are_never_printed() {
+    let rules = test_rules();
+    let bad = "mysql://nurture:hunter2@db.example/x";
+    for args in [
+        vec!["migrate", "--database-url", bad],
+        vec!["doctor", "--database-url", bad],
+        vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--database-url",
+            bad,
+        ],
+    ] {
+        let out = printed(&args);
+        assert!(!out.contains("hunter2"), "{args:?}: {out}");
+        assert!(
+            out.contains("mysql://nurture:***@db.example/x"),
+            "{args:?}: {out}"
+        );
+    }
+    let Some(pg) = postgres_url("redaction") else {
+        return skip(
+            "database_passwords_are_never_printed on PostgreSQL",
+            NO_POSTGRES,
+        );
+    };
+    // The test server trusts any password: give it one to hide.
+    let (scheme, rest) = pg.split_once("://").unwrap();
+    let with_password = match rest.split_once('@') {
+        Some((user, host)) => format!(
+            "{scheme}://{}:hunter2@{host}",
+            user.split(':').next().unwrap()
+        ),
+        None => format!("{scheme}://postgres:hunter2@{rest}"),
+    };
+    for cmd in ["migrate", "doctor"] {
+        let out = printed(&[cmd, "--database-url", &with_password]);
+        assert!(!out.contains("hunter2"), "{cmd}: {out}");
+        assert!(out.contains(":***@"), "{cmd}: {out}");
+    }
+}

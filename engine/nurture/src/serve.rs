@@ -160,7 +160,7 @@ pub async fn run(
     tracing::info!(rules = %cfg.rules.display(), summary = %rules.summary(), "rules loaded");
     let store = Store::connect(&cfg.database_url)
         .await
-        .with_context(|| format!("connecting to {}", cfg.database_url))?;
+        .with_context(|| format!("connecting to {}", crate::redact::url(&cfg.database_url)))?;
     store.migrate().await.context("running migrations")?;
     let local = listener.local_addr()?;
     let links = links(&cfg, &store, local).await?;

@@ -412,7 +412,7 @@ fn serve(a: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nurture serve: {e:#}");
+            eprintln!("nurture serve: {}", crate::redact::text(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -428,11 +428,14 @@ fn migrate(url: &str) -> ExitCode {
     });
     match result {
         Ok(()) => {
-            println!("{url}: schema up to date");
+            println!("{}: schema up to date", crate::redact::url(url));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("nurture migrate: {e:#}");
+            eprintln!(
+                "nurture migrate: {}",
+                crate::redact::text(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -459,7 +462,7 @@ fn doctor(url: &str, retry: Option<&str>) -> ExitCode {
                 None => {
                     let leads = store.quarantined().await?;
                     if leads.is_empty() {
-                        println!("{url}: no leads in quarantine");
+                        println!("{}: no leads in quarantine", crate::redact::url(url));
                         return Ok(ExitCode::SUCCESS);
                     }
                     println!("{} lead{} in quarantine:", leads.len(), if leads.len() == 1 { "" } else { "s" });
@@ -480,7 +483,7 @@ fn doctor(url: &str, retry: Option<&str>) -> ExitCode {
         })
     });
     result.unwrap_or_else(|e| {
-        eprintln!("nurture doctor: {e:#}");
+        eprintln!("nurture doctor: {}", crate::redact::text(&format!("{e:#}")));
         ExitCode::from(2)
     })
 }
