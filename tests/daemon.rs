@@ -1503,3 +1503,91 @@ fn database_passwords_are_never_printed() {
         assert!(out.contains(":***@"), "{cmd}: {out}");
     }
 }
+
+#[test]
+fn an_empty_api_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let rules = test_rules();
+    let serve = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+            .arg("--rules")
+            .arg(&rules)
+            .env_remove("NURTURE_API_TOKEN");
+        if let Some(v) = env {
+            cmd.env("NURTURE_API_TOKEN", v);
+        }
+        if let Some(f) = flag {
+            cmd.args(["--api-token", f]);
+        }
+        // Refused before it listens: it exits on its own.
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = serve(Some(""), None);
+    assert!(!ok);
+    assert!(err.contains("NURTURE_API_TOKEN is set but empty"), "{err}");
+    let (ok, err) = serve(None, Some(" "));
+    assert!(!ok);
+    assert!(err.contains("--api-token is empty"), "{err}");
+}
+
+#[test]
+fn log_json_takes_1_and_the_start_line_names_version_database_email_and_auth() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let db = sqlite_url(dir.path());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .arg("--rules")
+        .arg(test_rules())
+        .args([
+            "--smtp-url",
+            "smtp://mailer:hunter2@127.0.0.1:1?tls=required",
+        ])
+        .env_remove("NURTURE_API_TOKEN")
+        .env_remove("NURTURE_SMTP_URL")
+        .env("NURTURE_API_TOKEN", "s3cret")
+        .env("NURTURE_LOG_JSON", "1")
+        .env("NURTURE_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("nurture listening on "), "{line}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let start = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "listening")
+        .unwrap_or_else(|| panic!("no start line in {text}"));
+    let f = &start["fields"];
+    assert_eq!(f["version"], json!(env!("CARGO_PKG_VERSION")));
+    assert_eq!(f["database"], json!(db));
+    assert_eq!(
+        f["email"],
+        json!("smtp 127.0.0.1:1 (starttls required, with login)")
+    );
+    assert!(
+        f["auth"].as_str().unwrap().starts_with("API token set"),
+        "{f}"
+    );
+}

@@ -166,6 +166,7 @@ pub async fn run(
     let links = links(&cfg, &store, local).await?;
     let transport = Transport::new(cfg.smtp_url.as_deref(), &cfg.outbox)?;
     tracing::info!(transport = %transport.describe(), public_url = %links.base_url, "email");
+    let email = transport.describe();
 
     let links_for_rules = links.clone();
     let active =
@@ -212,6 +213,7 @@ pub async fn run(
     let keys_task = tokio::spawn(crate::api::access::watch(access.clone(), stop_rx.clone()));
     let gauge_task = tokio::spawn(gauges::run(store.clone(), metrics.clone(), stop_rx.clone()));
 
+    let auth = access.describe();
     let ingest = Ingestor::start(store.clone(), metrics.clone());
     let state = AppState {
         store,
@@ -226,7 +228,15 @@ pub async fn run(
         clock: cfg.clock.clone(),
     };
     let app = crate::api::router(state);
-    tracing::info!(%local, "listening");
+    // One line saying what this daemon is and runs against.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %local,
+        database = %crate::redact::url(&cfg.database_url),
+        %email,
+        %auth,
+        "listening"
+    );
     ready(local);
     server::serve(listener, app, cfg.http, shutdown).await;
 

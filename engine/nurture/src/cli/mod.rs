@@ -151,8 +151,14 @@ struct ServeArgs {
     /// Secret that signs unsubscribe tokens.
     #[arg(long, env = "NURTURE_SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "NURTURE_LOG_JSON")]
+    /// Log as JSON lines instead of text (the variable takes 1/0, yes/no,
+    /// true/false, on/off).
+    #[arg(
+        long,
+        env = "NURTURE_LOG_JSON",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     log_json: bool,
     /// /healthz says "degraded" when the processor has not advanced (no
     /// step committed, while there is work) for this long.
@@ -374,13 +380,35 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// An API token that is set but empty (`NURTURE_API_TOKEN=`, which clap
+/// takes as unset, or `--api-token ""`) would silently mean "no auth":
+/// refused, saying how to mean it.
+fn empty_api_token(given: Option<&str>) -> Option<&'static str> {
+    let env_empty = std::env::var_os("NURTURE_API_TOKEN")
+        .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+    match given {
+        Some(t) if !t.trim().is_empty() => None,
+        Some(_) if env_empty => Some("NURTURE_API_TOKEN is set but empty"),
+        Some(_) => Some("--api-token is empty"),
+        None if env_empty => Some("NURTURE_API_TOKEN is set but empty"),
+        None => None,
+    }
+}
+
 fn serve(a: ServeArgs) -> ExitCode {
     crate::serve::init_logging(a.log_json);
+    if let Some(what) = empty_api_token(a.api_token.as_deref()) {
+        eprintln!(
+            "nurture serve: {what}: give a token, or leave it out entirely (unset the \
+             variable) to run without one, on loopback only"
+        );
+        return ExitCode::FAILURE;
+    }
     let cfg = crate::serve::ServeConfig {
         database_url: a.database_url,
         rules: a.rules,
         listen: a.listen,
-        api_token: a.api_token.filter(|t| !t.is_empty()),
+        api_token: a.api_token,
         write_keys: a.write_keys,
         write_keys_file: a.write_keys_file,
         cors_origins: a.cors_origins,
