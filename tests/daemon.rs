@@ -1591,3 +1591,105 @@ fn log_json_takes_1_and_the_start_line_names_version_database_email_and_auth() {
         "{f}"
     );
 }
+
+#[test]
+fn connections_past_the_cap_wait_until_one_closes() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--max-connections", "2", "--header-timeout", "10m"],
+    );
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let mut held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    let quick = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Both slots are taken: this one is not served (it waits in the backlog).
+    assert!(quick.get(d.url("/healthz")).send().is_err());
+    held.pop();
+    eventually(60, "served once a slot is free", || {
+        quick
+            .get(d.url("/healthz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == StatusCode::OK)
+    });
+    drop(held);
+    d.stop();
+}
+
+#[test]
+fn a_full_fd_table_is_reported_as_such() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let db = sqlite_url(dir.path());
+    // A hard limit the daemon cannot raise.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\"", BIN])
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .arg("--rules")
+        .arg(test_rules())
+        .arg("--outbox")
+        .arg(dir.path().join("outbox"))
+        .args(["--header-timeout", "10m"])
+        .env_remove("NURTURE_API_TOKEN")
+        .env_remove("NURTURE_SMTP_URL")
+        .env("NURTURE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("nurture listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    let mut held: Vec<_> = (0..100)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    let said = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    eventually(60, "the accept loop names the full fd table", || {
+        said("cannot accept connections: the file-descriptor table is full").then_some(())
+    });
+    eventually(60, "the reload loop names the full fd table", || {
+        said("cannot read the rules directory: the file-descriptor table is full").then_some(())
+    });
+    assert!(!said("no *.yaml rules files here"));
+    held.clear();
+    let c = client();
+    eventually(60, "served again once descriptors are free", || {
+        c.get(format!("http://{addr}/healthz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == StatusCode::OK)
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "serve exited with {status}: {text}");
+}
