@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 /// Everything `serve` is told.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub database_url: String,
     pub rules: PathBuf,
@@ -50,6 +50,32 @@ pub struct ServeConfig {
     /// What time it is for the daemon: the system clock unless a test
     /// puts in its own.
     pub clock: Clock,
+}
+
+/// Secrets shown as `***`: a config printed while debugging leaks nothing.
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("ServeConfig")
+            .field("database_url", &crate::redact::url(&self.database_url))
+            .field("rules", &self.rules)
+            .field("listen", &self.listen)
+            .field("api_token", &hidden(&self.api_token))
+            .field("write_keys", &self.write_keys.len())
+            .field("write_keys_file", &self.write_keys_file)
+            .field("cors_origins", &self.cors_origins)
+            .field(
+                "smtp_url",
+                &self.smtp_url.as_deref().map(crate::redact::url),
+            )
+            .field("outbox", &self.outbox)
+            .field("public_url", &self.public_url)
+            .field("secret", &hidden(&self.secret))
+            .field("log_json", &self.log_json)
+            .field("stall_after", &self.stall_after)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where links in emails point and the key that signs them: `--public-url`
@@ -270,5 +296,34 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let cfg = ServeConfig {
+            database_url: "postgres://app:hunter2@db/n".into(),
+            rules: "rules".into(),
+            listen: "127.0.0.1:0".into(),
+            api_token: Some("tok-hunter2".into()),
+            write_keys: vec!["wk-hunter2".into()],
+            write_keys_file: None,
+            cors_origins: Vec::new(),
+            smtp_url: Some("smtp://m:hunter2@mail".into()),
+            outbox: "outbox".into(),
+            public_url: None,
+            secret: Some("sec-hunter2".into()),
+            log_json: false,
+            stall_after: Duration::from_secs(30),
+            http: HttpSettings::default(),
+            clock: Clock::system(),
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db/n"), "{shown}");
     }
 }
