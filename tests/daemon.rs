@@ -1260,3 +1260,436 @@ fn a_write_key_removed_from_its_file_is_revoked_without_a_restart() {
     });
     d.stop();
 }
+
+/// Reads from `s` until the server closes it, or fails after `secs`.
+fn closed_by_server(s: &mut std::net::TcpStream, secs: u64) -> bool {
+    use std::io::Read as _;
+    let start = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < Duration::from_secs(secs) {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn slow_header_and_idle_connections_are_closed_by_the_server() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--header-timeout", "1s"],
+    );
+    let addr = d.base.trim_start_matches("http://").to_string();
+    // Headers begun, never finished.
+    let mut slow: Vec<_> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    for s in &mut slow {
+        assert!(closed_by_server(s, 60), "a slow-header socket stayed open");
+    }
+    // A keep-alive connection, idle after its response.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        closed_by_server(&mut idle, 60),
+        "an idle keep-alive socket stayed open"
+    );
+    // The daemon still serves.
+    assert_eq!(get(&client(), &d.url("/healthz")).0, StatusCode::OK);
+    d.stop();
+}
+
+#[test]
+fn sigterm_closes_a_half_sent_request_after_the_shutdown_timeout() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--shutdown-timeout", "1s", "--header-timeout", "10m"],
+    );
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .unwrap();
+    // The daemon has accepted it: a full request on another connection is served.
+    assert_eq!(get(&client(), &d.url("/healthz")).0, StatusCode::OK);
+    let pid = d.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = eventually(60, "serve exits after SIGTERM", || {
+        d.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "serve exited with {status}");
+    assert!(closed_by_server(&mut s, 10));
+}
+
+#[test]
+fn every_error_is_json_also_413_404_and_405() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&sqlite_url(dir.path()), &test_rules(), None);
+    let c = client();
+    // 10 MB declared: refused before the body is sent (the client would
+    // otherwise see the connection closed while it still writes).
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(body).expect("a JSON body");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("1048576"),
+        "{v}"
+    );
+    // Over the limit without a declared length (chunked): JSON as well, when
+    // the client reads the answer before the server closes on its writes.
+    let big = "x".repeat(2 << 20);
+    let r = c
+        .post(d.url("/v1/events"))
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(big)))
+        .send();
+    if let Ok(r) = r {
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let v: Value = r.json().expect("a JSON body");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let (s, v) = get(&c, &d.url("/nowhere"));
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(v["error"]["message"].is_string(), "{v}");
+    let r = c.get(d.url("/v1/events")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers().contains_key("allow"));
+    let v: Value = r.json().expect("a JSON body");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    d.stop();
+}
+
+#[test]
+fn failed_authentications_get_429_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("s3cret"),
+        &["--auth-failures-per-minute", "5"],
+    );
+    let c = client();
+    for _ in 0..5 {
+        let r = c
+            .get(d.url("/v1/leads"))
+            .bearer_auth("guess")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    for token in ["guess", "s3cret"] {
+        let r = c.get(d.url("/v1/leads")).bearer_auth(token).send().unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["error"]["field"], json!("Authorization"));
+    }
+    // Ingest routes share the limit; probes are not limited.
+    let r = c
+        .post(d.url("/v1/events"))
+        .bearer_auth("guess")
+        .json(&json!({"id": "a", "lead": "u", "type": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get(&c, &d.url("/healthz")).0, StatusCode::OK);
+    d.stop();
+}
+
+/// What a run of the binary printed, stdout and stderr together.
+fn printed(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("NURTURE_API_TOKEN")
+        .env_remove("NURTURE_SMTP_URL")
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn database_passwords_are_never_printed() {
+    let rules = test_rules();
+    let bad = "mysql://nurture:hunter2@db.example/x";
+    for args in [
+        vec!["migrate", "--database-url", bad],
+        vec!["doctor", "--database-url", bad],
+        vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--database-url",
+            bad,
+        ],
+    ] {
+        let out = printed(&args);
+        assert!(!out.contains("hunter2"), "{args:?}: {out}");
+        assert!(
+            out.contains("mysql://nurture:***@db.example/x"),
+            "{args:?}: {out}"
+        );
+    }
+    let Some(pg) = postgres_url("redaction") else {
+        return skip(
+            "database_passwords_are_never_printed on PostgreSQL",
+            NO_POSTGRES,
+        );
+    };
+    // The test server trusts any password: give it one to hide.
+    let (scheme, rest) = pg.split_once("://").unwrap();
+    let with_password = match rest.split_once('@') {
+        Some((user, host)) => format!(
+            "{scheme}://{}:hunter2@{host}",
+            user.split(':').next().unwrap()
+        ),
+        None => format!("{scheme}://postgres:hunter2@{rest}"),
+    };
+    for cmd in ["migrate", "doctor"] {
+        let out = printed(&[cmd, "--database-url", &with_password]);
+        assert!(!out.contains("hunter2"), "{cmd}: {out}");
+        assert!(out.contains(":***@"), "{cmd}: {out}");
+    }
+}
+
+#[test]
+fn an_empty_api_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let rules = test_rules();
+    let serve = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+            .arg("--rules")
+            .arg(&rules)
+            .env_remove("NURTURE_API_TOKEN");
+        if let Some(v) = env {
+            cmd.env("NURTURE_API_TOKEN", v);
+        }
+        if let Some(f) = flag {
+            cmd.args(["--api-token", f]);
+        }
+        // Refused before it listens: it exits on its own.
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = serve(Some(""), None);
+    assert!(!ok);
+    assert!(err.contains("NURTURE_API_TOKEN is set but empty"), "{err}");
+    let (ok, err) = serve(None, Some(" "));
+    assert!(!ok);
+    assert!(err.contains("--api-token is empty"), "{err}");
+}
+
+#[test]
+fn log_json_takes_1_and_the_start_line_names_version_database_email_and_auth() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let db = sqlite_url(dir.path());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .arg("--rules")
+        .arg(test_rules())
+        .args([
+            "--smtp-url",
+            "smtp://mailer:hunter2@127.0.0.1:1?tls=required",
+        ])
+        .env_remove("NURTURE_API_TOKEN")
+        .env_remove("NURTURE_SMTP_URL")
+        .env("NURTURE_API_TOKEN", "s3cret")
+        .env("NURTURE_LOG_JSON", "1")
+        .env("NURTURE_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("nurture listening on "), "{line}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let start = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "listening")
+        .unwrap_or_else(|| panic!("no start line in {text}"));
+    let f = &start["fields"];
+    assert_eq!(f["version"], json!(env!("CARGO_PKG_VERSION")));
+    assert_eq!(f["database"], json!(db));
+    assert_eq!(
+        f["email"],
+        json!("smtp 127.0.0.1:1 (starttls required, with login)")
+    );
+    assert!(
+        f["auth"].as_str().unwrap().starts_with("API token set"),
+        "{f}"
+    );
+}
+
+#[test]
+fn connections_past_the_cap_wait_until_one_closes() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        None,
+        &["--max-connections", "2", "--header-timeout", "10m"],
+    );
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let mut held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    let quick = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Both slots are taken: this one is not served (it waits in the backlog).
+    assert!(quick.get(d.url("/healthz")).send().is_err());
+    held.pop();
+    eventually(60, "served once a slot is free", || {
+        quick
+            .get(d.url("/healthz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == StatusCode::OK)
+    });
+    drop(held);
+    d.stop();
+}
+
+#[test]
+fn a_full_fd_table_is_reported_as_such() {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let db = sqlite_url(dir.path());
+    // A hard limit the daemon cannot raise.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\"", BIN])
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .arg("--rules")
+        .arg(test_rules())
+        .arg("--outbox")
+        .arg(dir.path().join("outbox"))
+        .args(["--header-timeout", "10m"])
+        .env_remove("NURTURE_API_TOKEN")
+        .env_remove("NURTURE_SMTP_URL")
+        .env("NURTURE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("nurture listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    let mut held: Vec<_> = (0..100)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    let said = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    eventually(60, "the accept loop names the full fd table", || {
+        said("cannot accept connections: the file-descriptor table is full").then_some(())
+    });
+    eventually(60, "the reload loop names the full fd table", || {
+        said("cannot read the rules directory: the file-descriptor table is full").then_some(())
+    });
+    assert!(!said("no *.yaml rules files here"));
+    held.clear();
+    let c = client();
+    eventually(60, "served again once descriptors are free", || {
+        c.get(format!("http://{addr}/healthz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == StatusCode::OK)
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "serve exited with {status}: {text}");
+}

@@ -75,6 +75,7 @@ async fn bench_backend(name: &str, url: String) {
         log_json: false,
         stall_after: std::time::Duration::from_secs(30),
         max_batch: nurture::daemon::processor::MAX_BATCH,
+        http: Default::default(),
         clock: nurture::clock::Clock::system(),
     };
     let server = tokio::spawn(run(

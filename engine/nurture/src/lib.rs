@@ -21,6 +21,7 @@ pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod email;
+pub mod redact;
 pub mod serve;
 pub mod store;
 pub mod webhooks;

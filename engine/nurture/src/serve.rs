@@ -5,6 +5,8 @@
 //! `webhooks/`, `api/` and `store/`, and know nothing of each other's wiring.
 
 use crate::api::access::{Access, Origins};
+use crate::api::limit::AuthFailures;
+use crate::api::server::{self, HttpSettings};
 use crate::api::AppState;
 use crate::clock::Clock;
 use crate::daemon::health::Health;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 /// Everything `serve` is told.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub database_url: String,
     pub rules: PathBuf,
@@ -45,9 +47,38 @@ pub struct ServeConfig {
     pub stall_after: Duration,
     /// Most events a processing step grows to under a backlog (`--max-batch`).
     pub max_batch: i64,
+    /// The HTTP server's timeouts and limits.
+    pub http: HttpSettings,
     /// What time it is for the daemon: the system clock unless a test
     /// puts in its own.
     pub clock: Clock,
+}
+
+/// Secrets shown as `***`: a config printed while debugging leaks nothing.
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("ServeConfig")
+            .field("database_url", &crate::redact::url(&self.database_url))
+            .field("rules", &self.rules)
+            .field("listen", &self.listen)
+            .field("api_token", &hidden(&self.api_token))
+            .field("write_keys", &self.write_keys.len())
+            .field("write_keys_file", &self.write_keys_file)
+            .field("cors_origins", &self.cors_origins)
+            .field(
+                "smtp_url",
+                &self.smtp_url.as_deref().map(crate::redact::url),
+            )
+            .field("outbox", &self.outbox)
+            .field("public_url", &self.public_url)
+            .field("secret", &hidden(&self.secret))
+            .field("log_json", &self.log_json)
+            .field("stall_after", &self.stall_after)
+            .field("max_batch", &self.max_batch)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where links in emails point and the key that signs them: `--public-url`
@@ -122,6 +153,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if cfg.api_token.is_none() && !addr.ip().is_loopback() {
         anyhow::bail!("--listen {addr}: without --api-token (NURTURE_API_TOKEN) Nurture only listens on loopback");
     }
+    match server::raise_nofile_limit() {
+        Some((before, after)) if after > before => {
+            tracing::info!(
+                from = before,
+                to = after,
+                "raised the open-files limit (RLIMIT_NOFILE)"
+            )
+        }
+        Some((_, now)) => tracing::debug!(limit = now, "open-files limit (RLIMIT_NOFILE)"),
+        None => {}
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -147,12 +189,13 @@ pub async fn run(
     tracing::info!(rules = %cfg.rules.display(), summary = %rules.summary(), "rules loaded");
     let store = Store::connect(&cfg.database_url)
         .await
-        .with_context(|| format!("connecting to {}", cfg.database_url))?;
+        .with_context(|| format!("connecting to {}", crate::redact::url(&cfg.database_url)))?;
     store.migrate().await.context("running migrations")?;
     let local = listener.local_addr()?;
     let links = links(&cfg, &store, local).await?;
     let transport = Transport::new(cfg.smtp_url.as_deref(), &cfg.outbox)?;
     tracing::info!(transport = %transport.describe(), public_url = %links.base_url, "email");
+    let email = transport.describe();
 
     let links_for_rules = links.clone();
     let active =
@@ -200,6 +243,7 @@ pub async fn run(
     let keys_task = tokio::spawn(crate::api::access::watch(access.clone(), stop_rx.clone()));
     let gauge_task = tokio::spawn(gauges::run(store.clone(), metrics.clone(), stop_rx.clone()));
 
+    let auth = access.describe();
     let ingest = Ingestor::start(store.clone(), metrics.clone());
     let state = AppState {
         store,
@@ -209,15 +253,22 @@ pub async fn run(
         wake,
         ingest,
         access,
+        auth_failures: Arc::new(AuthFailures::new(cfg.http.auth_failures_per_minute)),
         secret: links.secret.clone(),
         clock: cfg.clock.clone(),
     };
     let app = crate::api::router(state);
-    tracing::info!(%local, "listening");
+    // One line saying what this daemon is and runs against.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %local,
+        database = %crate::redact::url(&cfg.database_url),
+        %email,
+        %auth,
+        "listening"
+    );
     ready(local);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    server::serve(listener, app, cfg.http, shutdown).await;
 
     tracing::info!("shutting down: finishing in-flight work");
     let _ = stop_tx.send(true);
@@ -249,5 +300,35 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let cfg = ServeConfig {
+            database_url: "postgres://app:hunter2@db/n".into(),
+            rules: "rules".into(),
+            listen: "127.0.0.1:0".into(),
+            api_token: Some("tok-hunter2".into()),
+            write_keys: vec!["wk-hunter2".into()],
+            write_keys_file: None,
+            cors_origins: Vec::new(),
+            smtp_url: Some("smtp://m:hunter2@mail".into()),
+            outbox: "outbox".into(),
+            public_url: None,
+            secret: Some("sec-hunter2".into()),
+            log_json: false,
+            stall_after: Duration::from_secs(30),
+            max_batch: 100,
+            http: HttpSettings::default(),
+            clock: Clock::system(),
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db/n"), "{shown}");
     }
 }

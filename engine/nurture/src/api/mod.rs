@@ -4,9 +4,11 @@
 pub mod access;
 mod ingest;
 mod leads;
+pub mod limit;
 mod quarantine;
 mod routing;
 mod segment;
+pub mod server;
 mod state;
 mod unsubscribe;
 
@@ -70,8 +72,83 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_declared_large_bodies))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// A body whose `Content-Length` is over the limit is refused before a byte
+/// of it is read (the limit itself also holds for bodies without one).
+async fn refuse_declared_large_bodies(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > BODY_LIMIT as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {BODY_LIMIT} bytes ({n} declared)"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// Every error is the JSON error, also those axum and its extractors make
+/// (413 from the body limit, 405, 415, a bad query string): their text
+/// becomes the message, their headers (`Allow`, ...) stay.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body over {BODY_LIMIT} bytes")
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        String::from_utf8_lossy(&text).trim().to_string()
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let json = ApiError::new(status, message).into_response();
+    let (jparts, jbody) = json.into_parts();
+    parts.headers.extend(jparts.headers);
+    Response::from_parts(parts, jbody)
+}
+
+/// The client's address, when the request came through [`server::serve`].
+fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions().get::<server::Peer>().map(|p| p.0.ip())
+}
+
+/// 429 for an address that has failed to authenticate too often.
+fn too_many_failures(retry_after: u64) -> Response {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed authentications from this address; retry in {retry_after} s"),
+    );
+    e.field = Some("Authorization".into());
+    let mut res = e.into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+    res
 }
 
 /// CORS for the ingest routes: preflight answered for the allowed origins,
@@ -205,6 +282,10 @@ async fn auth_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let ip = peer_ip(&req);
+    if let Some(wait) = ip.and_then(|ip| state.auth_failures.blocked(ip)) {
+        return Ok(too_many_failures(wait));
+    }
     let holder = header_credential(&req).and_then(|c| state.access.holder(&c));
     match holder {
         Some(Holder::Writer(name)) => Err(forbidden(format!(
@@ -213,7 +294,12 @@ async fn auth_admin(
         ))),
         Some(Holder::Admin) => Ok(next.run(req).await),
         None if !state.access.admin_required() => Ok(next.run(req).await),
-        None => Err(unauthorized("API token (Authorization: Bearer TOKEN)")),
+        None => {
+            if let Some(ip) = ip {
+                state.auth_failures.failed(ip);
+            }
+            Err(unauthorized("API token (Authorization: Bearer TOKEN)"))
+        }
     }
 }
 
@@ -245,6 +331,10 @@ async fn auth_ingest(
     next: Next,
     key_in_body: bool,
 ) -> Result<Response, ApiError> {
+    let ip = peer_ip(&req);
+    if let Some(wait) = ip.and_then(|ip| state.auth_failures.blocked(ip)) {
+        return Ok(too_many_failures(wait));
+    }
     let origin = req.headers().get(header::ORIGIN).cloned();
     if let Some(o) = &origin {
         if !state.access.origins.allows(o) {
@@ -280,9 +370,14 @@ async fn auth_ingest(
         )),
         Some(_) => Ok(next.run(req).await),
         None if !state.access.ingest_required() => Ok(next.run(req).await),
-        None => Err(unauthorized(
-            "write key (Authorization: Basic base64(KEY:), Bearer KEY, or Segment's writeKey)",
-        )),
+        None => {
+            if let Some(ip) = ip {
+                state.auth_failures.failed(ip);
+            }
+            Err(unauthorized(
+                "write key (Authorization: Basic base64(KEY:), Bearer KEY, or Segment's writeKey)",
+            ))
+        }
     }
 }
 

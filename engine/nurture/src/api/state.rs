@@ -1,8 +1,10 @@
 //! What the HTTP handlers share: the store, the rules in force, metrics and
-//! health, the group-commit ingestor, credentials and the clock. Built by
+//! health, the group-commit ingestor, credentials, the limit on failed
+//! authentications and the clock. Built by
 //! the composition root (`serve.rs`), which hands it to [`super::router`].
 
 use super::access::Access;
+use super::limit::AuthFailures;
 use crate::clock::Clock;
 use crate::daemon::health::Health;
 use crate::daemon::metrics::Metrics;
@@ -26,6 +28,8 @@ pub struct AppState {
     pub ingest: Ingestor,
     /// The API token, write keys and allowed origins.
     pub access: Arc<Access>,
+    /// Failed authentications per client address (429 past the limit).
+    pub auth_failures: Arc<AuthFailures>,
     /// Verifies unsubscribe tokens.
     pub secret: Secret,
     /// When requests arrive: the time events are received at.

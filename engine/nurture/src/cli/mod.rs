@@ -151,8 +151,14 @@ struct ServeArgs {
     /// Secret that signs unsubscribe tokens.
     #[arg(long, env = "NURTURE_SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "NURTURE_LOG_JSON")]
+    /// Log as JSON lines instead of text (the variable takes 1/0, yes/no,
+    /// true/false, on/off).
+    #[arg(
+        long,
+        env = "NURTURE_LOG_JSON",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     log_json: bool,
     /// /healthz says "degraded" when the processor has not advanced (no
     /// step committed, while there is work) for this long.
@@ -162,6 +168,22 @@ struct ServeArgs {
     /// (steps start at 100 and double while they come back full).
     #[arg(long, env = "NURTURE_MAX_BATCH", default_value_t = crate::daemon::processor::MAX_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     max_batch: i64,
+    /// Close a connection that has not sent a whole request head for this
+    /// long: a new one, one sending headers slowly, or a keep-alive
+    /// connection idle after its last response.
+    #[arg(long, env = "NURTURE_HEADER_TIMEOUT", default_value = "30s")]
+    header_timeout: crate::rules::config::DurationSpec,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "NURTURE_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// On SIGTERM, how long requests in progress may take before their
+    /// connections are closed.
+    #[arg(long, env = "NURTURE_SHUTDOWN_TIMEOUT", default_value = "10s")]
+    shutdown_timeout: crate::rules::config::DurationSpec,
+    /// Failed authentications per minute from one address before it gets
+    /// 429 with Retry-After (0: no limit).
+    #[arg(long, env = "NURTURE_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    auth_failures_per_minute: u32,
 }
 
 #[derive(Subcommand)]
@@ -362,13 +384,35 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// An API token that is set but empty (`NURTURE_API_TOKEN=`, which clap
+/// takes as unset, or `--api-token ""`) would silently mean "no auth":
+/// refused, saying how to mean it.
+fn empty_api_token(given: Option<&str>) -> Option<&'static str> {
+    let env_empty = std::env::var_os("NURTURE_API_TOKEN")
+        .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+    match given {
+        Some(t) if !t.trim().is_empty() => None,
+        Some(_) if env_empty => Some("NURTURE_API_TOKEN is set but empty"),
+        Some(_) => Some("--api-token is empty"),
+        None if env_empty => Some("NURTURE_API_TOKEN is set but empty"),
+        None => None,
+    }
+}
+
 fn serve(a: ServeArgs) -> ExitCode {
     crate::serve::init_logging(a.log_json);
+    if let Some(what) = empty_api_token(a.api_token.as_deref()) {
+        eprintln!(
+            "nurture serve: {what}: give a token, or leave it out entirely (unset the \
+             variable) to run without one, on loopback only"
+        );
+        return ExitCode::FAILURE;
+    }
     let cfg = crate::serve::ServeConfig {
         database_url: a.database_url,
         rules: a.rules,
         listen: a.listen,
-        api_token: a.api_token.filter(|t| !t.is_empty()),
+        api_token: a.api_token,
         write_keys: a.write_keys,
         write_keys_file: a.write_keys_file,
         cors_origins: a.cors_origins,
@@ -379,6 +423,20 @@ fn serve(a: ServeArgs) -> ExitCode {
         log_json: a.log_json,
         stall_after: a.stall_after.0.to_std().unwrap_or(Duration::from_secs(30)),
         max_batch: a.max_batch,
+        http: crate::api::server::HttpSettings {
+            header_timeout: a
+                .header_timeout
+                .0
+                .to_std()
+                .unwrap_or(Duration::from_secs(30)),
+            max_connections: a.max_connections,
+            shutdown_timeout: a
+                .shutdown_timeout
+                .0
+                .to_std()
+                .unwrap_or(Duration::from_secs(10)),
+            auth_failures_per_minute: a.auth_failures_per_minute,
+        },
         clock: crate::clock::Clock::system(),
     };
     let result = runtime()
@@ -387,7 +445,7 @@ fn serve(a: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nurture serve: {e:#}");
+            eprintln!("nurture serve: {}", crate::redact::text(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -403,11 +461,14 @@ fn migrate(url: &str) -> ExitCode {
     });
     match result {
         Ok(()) => {
-            println!("{url}: schema up to date");
+            println!("{}: schema up to date", crate::redact::url(url));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("nurture migrate: {e:#}");
+            eprintln!(
+                "nurture migrate: {}",
+                crate::redact::text(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -434,7 +495,7 @@ fn doctor(url: &str, retry: Option<&str>) -> ExitCode {
                 None => {
                     let leads = store.quarantined().await?;
                     if leads.is_empty() {
-                        println!("{url}: no leads in quarantine");
+                        println!("{}: no leads in quarantine", crate::redact::url(url));
                         return Ok(ExitCode::SUCCESS);
                     }
                     println!("{} lead{} in quarantine:", leads.len(), if leads.len() == 1 { "" } else { "s" });
@@ -455,7 +516,7 @@ fn doctor(url: &str, retry: Option<&str>) -> ExitCode {
         })
     });
     result.unwrap_or_else(|e| {
-        eprintln!("nurture doctor: {e:#}");
+        eprintln!("nurture doctor: {}", crate::redact::text(&format!("{e:#}")));
         ExitCode::from(2)
     })
 }

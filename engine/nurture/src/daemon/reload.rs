@@ -38,6 +38,7 @@ pub async fn watch(
     let mut seen = fingerprint(&dir);
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut fd_exhausted = false;
     loop {
         #[cfg(unix)]
         let hup_fut = async {
@@ -71,6 +72,23 @@ pub async fn watch(
             }
             now = later;
         }
+        // Out of file descriptors, the loader would find no files and say
+        // so: say the real cause instead, once, and try again next time.
+        if let Err(e) = std::fs::read_dir(&dir) {
+            if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                if !fd_exhausted {
+                    fd_exhausted = true;
+                    tracing::error!(
+                        error = %e,
+                        "cannot read the rules directory: the file-descriptor table is full \
+                         (raise `ulimit -n` / LimitNOFILE, or lower --max-connections); \
+                         the previous rules keep running"
+                    );
+                }
+                continue;
+            }
+        }
+        fd_exhausted = false;
         seen = now;
         let d = dir.clone();
         let links = links.clone();

@@ -48,6 +48,24 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Where mail goes, for the start-up log: host, port and TLS, never the
+    /// credentials (only whether there are some).
+    pub fn describe(&self) -> String {
+        let s = &self.settings;
+        let tls = match s.tls {
+            Tls::None => "plain",
+            Tls::StartTls { required: true } => "starttls required",
+            Tls::StartTls { required: false } => "starttls opportunistic",
+            Tls::Implicit => "tls",
+        };
+        let login = if s.credentials.is_some() {
+            ", with login"
+        } else {
+            ""
+        };
+        format!("smtp {}:{} ({tls}{login})", s.host, s.port)
+    }
+
     /// `smtp://[user:pass@]host[:port][/ehlo-name][?tls=required|opportunistic]`
     /// or `smtps://...` (lettre's URL format; port 587 and 465 by default).
     pub fn from_url(url: &str, size: usize, timeout: Duration) -> Result<Pool, ConfigError> {

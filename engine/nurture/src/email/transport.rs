@@ -61,7 +61,7 @@ impl Transport {
 
     pub fn describe(&self) -> String {
         match self {
-            Transport::Smtp(_) => "smtp".into(),
+            Transport::Smtp(pool) => pool.describe(),
             Transport::Files(dir) => format!("files in {}", dir.display()),
         }
     }

@@ -181,7 +181,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
         } else {
-            return Err(StoreError::Url(url.to_string()));
+            return Err(StoreError::Url(crate::redact::url(url)));
         };
         let (pool, writer) = match backend {
             Backend::Sqlite => {

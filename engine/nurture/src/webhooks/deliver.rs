@@ -231,5 +231,6 @@ fn http_error(e: reqwest::Error) -> WebhookError {
         msg.push_str(&c.to_string());
         cause = c.source();
     }
-    WebhookError::Http(msg)
+    // reqwest names the URL, which may carry credentials.
+    WebhookError::Http(crate::redact::text(&msg))
 }
