@@ -63,6 +63,11 @@ impl FeedbackStatus {
     }
 }
 
+/// Event types the engine acts on without a rule (`identify` by convention
+/// carries traits, which every event may): `nurture check --events` does not
+/// ask a rule to read them.
+pub const BUILT_IN_TYPES: [&str; 3] = ["identify", "sales_feedback", "sales_claim"];
+
 const KNOWN_FIELDS: [&str; 6] = ["id", "lead", "type", "at", "properties", "traits"];
 
 impl Event {
