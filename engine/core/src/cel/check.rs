@@ -11,7 +11,7 @@ use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::Program;
 
 /// The fields a condition can read on `lead` (see `views::LeadView`).
-pub const LEAD_FIELDS: [&str; 10] = [
+pub const LEAD_FIELDS: [&str; 11] = [
     "id",
     "email",
     "score",
@@ -22,6 +22,7 @@ pub const LEAD_FIELDS: [&str; 10] = [
     "attributes",
     "created_at",
     "last_activity_at",
+    "recycled_count",
 ];
 
 /// The fields a condition can read on `event` (see `views::EventView`).
@@ -250,7 +251,7 @@ mod tests {
         for ok in [
             "lead.attributes.anything > 1",
             "event.properties.whatever == 'x' && event.traits.y == 1",
-            "lead.last_activity_at < now",
+            "lead.recycled_count > 0 && lead.last_activity_at < now",
             "[1].exists(lead, lead.nothing == 1)",
             "'lead.scores' == lead.email",
         ] {

@@ -61,6 +61,8 @@ pub mod fields {
     pub const ATTRIBUTES: u16 = 1 << 7;
     pub const CREATED_AT: u16 = 1 << 8;
     pub const LAST_ACTIVITY_AT: u16 = 1 << 9;
+    /// Changes with a recycle, which touches every field.
+    pub const RECYCLED_COUNT: u16 = 1 << 10;
     pub const ALL: u16 = u16::MAX;
 
     pub fn by_name(name: &str) -> u16 {
@@ -75,6 +77,7 @@ pub mod fields {
             "attributes" => ATTRIBUTES,
             "created_at" => CREATED_AT,
             "last_activity_at" => LAST_ACTIVITY_AT,
+            "recycled_count" => RECYCLED_COUNT,
             _ => ALL,
         }
     }
