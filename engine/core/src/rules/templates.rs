@@ -156,8 +156,13 @@ fn filters_and_tests(source: &str) -> Vec<(usize, Kind, &str)> {
             continue;
         }
         let close = if open == "{{" { "}}" } else { "%}" };
-        let raw =
-            open == "{%" && word_at(skip_ws(i + 2).min(b.len())).trim_start_matches('-') == "raw";
+        let raw = open == "{%" && {
+            let mut at = skip_ws(i + 2);
+            if b.get(at) == Some(&b'-') {
+                at = skip_ws(at + 1);
+            }
+            word_at(at.min(b.len())) == "raw"
+        };
         i += 2;
         while i < b.len() && !source[i..].starts_with(close) {
             match b[i] {
@@ -245,6 +250,7 @@ mod tests {
             "{% for x in range(3) %}{{ loop.index }}{% endfor %}",
             "{% if lead.score is not none and step is odd %}{{ campaign|upper }}{% endif %}",
             "{% raw %}{{ x|nothing }}{% endraw %}{{ unsubscribe_url }}",
+            "{%- raw %}{{ x|nothing }}{% endraw -%}",
             "{% set name = lead.attributes.first_name %}{{ name }}",
         ] {
             assert_eq!(problems(ok), Vec::new(), "{ok}");
