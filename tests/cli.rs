@@ -320,6 +320,16 @@ fn yaml_syntax_error() {
 }
 
 #[test]
+fn a_quote_that_ends_a_condition_early_says_how_to_write_it() {
+    assert_one_error(
+        "scoring:\n  - name: a\n    on: x\n    if: 'event.properties.path == '/pricing''\n    points: 1\n",
+        4,
+        36,
+        "YAML syntax: did not find expected key; the `'` before this ends the quoted value: inside '...' write a quote as `''`",
+    );
+}
+
+#[test]
 fn repeated_key_is_reported_where_it_repeats() {
     assert_one_error(
         "stages:\n  mql: lead.score > 1\n  mql: lead.score > 2\n",

@@ -247,10 +247,12 @@ pub fn parse_yaml(display: &str, text: &str) -> Result<(Yaml, SourceMap), Diagno
             if message.contains("duplicate entry") {
                 pos = SourceMap::build(text).duplicate_key_pos().unwrap_or(pos);
             }
+            let pos = within(text, pos);
+            let hint = early_quote_hint(text, pos, &message);
             Diagnostic {
                 file: display.to_string(),
-                pos: within(text, pos),
-                message: format!("YAML syntax: {message}"),
+                pos,
+                message: format!("YAML syntax: {message}{hint}"),
             }
         })?
     };
@@ -266,6 +268,24 @@ pub fn load_text(path: &Path, text: &str) -> Loaded {
     let parsed = parse_yaml(&path.display().to_string(), text);
     add_file(&mut loaded, path, parsed);
     loaded
+}
+
+/// YAML's `did not find expected key` right after a quote: the quote ended
+/// the value early (`if: 'lead.stage == 'mql''`). Says how to write it.
+fn early_quote_hint(text: &str, pos: Pos, message: &str) -> &'static str {
+    if !message.starts_with("did not find expected") {
+        return "";
+    }
+    let line = text
+        .split('\n')
+        .nth(pos.line.saturating_sub(1))
+        .unwrap_or("");
+    let before: Vec<char> = line.chars().take(pos.col.saturating_sub(1)).collect();
+    match before.last() {
+        Some('\'') => "; the `'` before this ends the quoted value: inside '...' write a quote as `''` (`'lead.stage == ''mql'''`), or quote the value with \"...\"",
+        Some('"') => "; the `\"` before this ends the quoted value: inside \"...\" write a quote as `\\\"`, or quote the value with '...'",
+        _ => "",
+    }
 }
 
 fn strip_location(msg: &str) -> String {
@@ -893,6 +913,23 @@ mod tests {
 
     /// Found by fuzzing: an empty value at the very end of a file was placed
     /// on the line after it.
+    #[test]
+    fn a_quote_that_ends_a_value_early_says_how_to_write_it() {
+        let Err(d) = parse_yaml("r.yaml", "stages:\n  mql: 'lead.stage == 'mql''\n") else {
+            panic!("no syntax error");
+        };
+        assert_eq!((d.pos.line, d.pos.col), (2, 24));
+        assert!(d.message.contains("write a quote as `''`"), "{}", d.message);
+        let Err(d) = parse_yaml("r.yaml", "stages:\n  mql: \"lead.stage == \"mql\"\"\n") else {
+            panic!("no syntax error");
+        };
+        assert!(
+            d.message.contains("quote the value with '...'"),
+            "{}",
+            d.message
+        );
+    }
+
     #[test]
     fn type_errors_say_what_to_write() {
         let text = "scoring:\n  - name: a\n    on: [x]\n    points: \"25\"\n    limit: 3\n  - name: b\n    on: [x]\n    points: 1\n    limit: {times: x}\ncampaigns:\n  - name: d\n    enroll: 'true'\n    steps:\n      - after: 3\n        template: t\n";
