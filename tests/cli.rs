@@ -320,6 +320,16 @@ fn yaml_syntax_error() {
 }
 
 #[test]
+fn a_quote_that_ends_a_condition_early_says_how_to_write_it() {
+    assert_one_error(
+        "scoring:\n  - name: a\n    on: x\n    if: 'event.properties.path == '/pricing''\n    points: 1\n",
+        4,
+        36,
+        "YAML syntax: did not find expected key; the `'` before this ends the quoted value: inside '...' write a quote as `''`",
+    );
+}
+
+#[test]
 fn repeated_key_is_reported_where_it_repeats() {
     assert_one_error(
         "stages:\n  mql: lead.score > 1\n  mql: lead.score > 2\n",
@@ -355,7 +365,28 @@ fn wrong_type() {
         "scoring:\n  - name: pricing\n    on: page_viewed\n    points: \"ten\"\n",
         4,
         13,
-        "scoring[0].points: invalid type: string \"ten\"",
+        "scoring[0].points: expected a whole number, e.g. 25, found the text \"ten\"",
+    );
+}
+
+#[test]
+fn a_number_in_quotes_or_a_bare_limit_says_what_to_write() {
+    let s = Scratch::new(&[(
+        "a.yaml",
+        "scoring:\n  - name: pricing\n    on: page_viewed\n    points: \"25\"\n    limit: 3\n",
+    )]);
+    assert_errors(
+        &s,
+        &[
+            (
+                s.at("a.yaml", 4, 13),
+                "scoring[0].points: expected a whole number, e.g. 25, found the text \"25\" (write it without quotes)",
+            ),
+            (
+                s.at("a.yaml", 5, 12),
+                "scoring[0].limit: expected a limit: `times` (how many) and optional `per` (a duration), e.g. `{ times: 3, per: 7d }`, found the number 3",
+            ),
+        ],
     );
 }
 
@@ -416,6 +447,124 @@ fn unknown_variable_in_cel() {
         25,
         "unknown variable `leads` (did you mean `lead`?)",
     );
+}
+
+/// What passed `check` and then read nothing at run time (issue 17): every
+/// one is an error, all in one pass, each at its place.
+#[test]
+fn misspelt_fields_bad_durations_and_unknown_filters_fail_check() {
+    let s = Scratch::new(&[(
+        "a.yaml",
+        "scoring:
+  - name: decay
+    schedule: '0 3 * * *'
+    if: 'now - lead.last_activity_at > duration(\"21d\")'
+    points: -5
+  - name: pricing
+    on: page_viewed
+    if: event.propertis.path == '/pricing'
+    points: 5
+fit:
+  - name: big
+    if: lead.attribute.employees >= 1000
+    points: 10
+stages:
+  mql: lead.scores >= 60
+templates:
+  - name: hi
+    subject: 'Hi {{ lead.attributes.first_name | titlecase }}'
+    text: |
+      Hello {{ lead.emial }},
+      {{ unsubscribe_url }}
+",
+    )]);
+    assert_errors(
+        &s,
+        &[
+            (
+                s.at("a.yaml", 4, 49),
+                "scoring[0].if: CEL: duration(\"21d\") cannot be read: CEL durations count in h, m, s, ms, us and ns (no days or weeks); write \"504h\"",
+            ),
+            (
+                s.at("a.yaml", 8, 15),
+                "scoring[1].if: CEL: `event` has no field `propertis` (did you mean `event.properties`?)",
+            ),
+            (
+                s.at("a.yaml", 12, 14),
+                "fit[0].if: CEL: `lead` has no field `attribute` (did you mean `lead.attributes`?)",
+            ),
+            (
+                s.at("a.yaml", 15, 13),
+                "stages.mql: CEL: `lead` has no field `scores` (did you mean `lead.score`?)",
+            ),
+            (
+                s.at("a.yaml", 18, 50),
+                "templates[0].subject: template: unknown filter `titlecase`",
+            ),
+            (
+                s.at("a.yaml", 20, 21),
+                "templates[0].text: template: `lead` has no field `emial` (did you mean `lead.email`?)",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn sql_and_javascript_operators_in_cel_get_the_fix() {
+    let s = Scratch::new(&[(
+        "a.yaml",
+        "stages:\n  mql: lead.score >= 60 AND lead.fit >= 10\n  sql: lead.stage = 'mql'\n  customer: lead.stage === 'sql'\n",
+    )]);
+    assert_errors(
+        &s,
+        &[
+            (
+                s.at("a.yaml", 2, 25),
+                "stages.mql: CEL: CEL uses `&&`, not `AND`",
+            ),
+            (
+                s.at("a.yaml", 3, 19),
+                "stages.sql: CEL: CEL compares with `==`",
+            ),
+            (
+                s.at("a.yaml", 4, 26),
+                "stages.customer: CEL: CEL compares with `==`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn check_with_events_warns_about_rules_that_never_fire_and_unread_types() {
+    let s = Scratch::new(&[(
+        "a.yaml",
+        "scoring:\n  - name: webinar\n    on: webinar_atended\n    points: 5\n  - name: pricing\n    on: [page_viewed, demo_requested]\n    points: 1\n",
+    )]);
+    let events = s.tmp.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"id":"e1","lead":"u1","type":"identify","at":"2026-01-05T10:00:00Z"}"#,
+            "\n",
+            r#"{"id":"e2","lead":"u1","type":"page_viewed","at":"2026-01-05T10:01:00Z"}"#,
+            "\n",
+            r#"{"id":"e3","lead":"u1","type":"webinar_attended","at":"2026-01-05T10:02:00Z"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let ev = events.display().to_string();
+    let run = nurture(&["check", &s.rules_arg(), "--events", &ev]);
+    assert_eq!(run.code, Some(0), "warnings do not fail check:\n{run:#?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "{} warning: scoring rule `webinar` never fires: no event in {ev} has type `webinar_atended` (did you mean `webinar_attended`?)\n\
+             {ev}:3:1: warning: no rule reads event type `webinar_attended` (did you mean `webinar_atended`?) (1 event)\n",
+            s.at("a.yaml", 3, 9)
+        )
+    );
+    assert!(run.stdout.contains(" ok: "), "{}", run.stdout);
 }
 
 #[test]
@@ -637,7 +786,7 @@ scoring:
             (s.at("a.yaml", 12, 5), "scoring[0]: missing key `name`"),
             (
                 s.at("a.yaml", 13, 13),
-                "scoring[0].points: invalid type: string \"lots\", expected i64",
+                "scoring[0].points: expected a whole number, e.g. 25, found the text \"lots\"",
             ),
             (s.at("a.yaml", 14, 21), "times must be at least 1"),
             // Not also "needs `on` or `schedule`": the schedule is there, bad.

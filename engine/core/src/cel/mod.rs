@@ -5,7 +5,10 @@
 //! does not pay for converting it, and a lead is converted again only after
 //! it changed.
 
+mod check;
 mod views;
+
+pub use check::{EVENT_FIELDS, LEAD_FIELDS};
 
 use crate::model::{time::Timestamp, Event, LeadState};
 use cel::common::types::CelTimestamp;
@@ -58,6 +61,8 @@ pub mod fields {
     pub const ATTRIBUTES: u16 = 1 << 7;
     pub const CREATED_AT: u16 = 1 << 8;
     pub const LAST_ACTIVITY_AT: u16 = 1 << 9;
+    /// Changes with a recycle, which touches every field.
+    pub const RECYCLED_COUNT: u16 = 1 << 10;
     pub const ALL: u16 = u16::MAX;
 
     pub fn by_name(name: &str) -> u16 {
@@ -72,6 +77,7 @@ pub mod fields {
             "attributes" => ATTRIBUTES,
             "created_at" => CREATED_AT,
             "last_activity_at" => LAST_ACTIVITY_AT,
+            "recycled_count" => RECYCLED_COUNT,
             _ => ALL,
         }
     }
@@ -190,14 +196,20 @@ impl CelEnv {
             }]);
         }
         let program = self.env.compile(source).map_err(|errs| {
-            errs.errors
-                .iter()
-                .map(|e| CelError {
-                    line: e.pos.0.max(1) as usize,
-                    col: e.pos.1.max(1) as usize,
-                    message: tidy_parse_message(&e.msg),
-                })
-                .collect::<Vec<_>>()
+            let mut out: Vec<CelError> = Vec::new();
+            for e in &errs.errors {
+                let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize);
+                let message = tidy_parse_message(&e.msg);
+                // `=` leaves the parser expecting the end where the value is:
+                // the hint on `=` says it all.
+                if message.contains("extraneous input")
+                    && out.iter().any(|p| p.message.contains("compares with `==`"))
+                {
+                    continue;
+                }
+                out.push(CelError { line, col, message });
+            }
+            out
         })?;
         // Comprehensions (`exists`, `all`, ...) bind their own variables, which
         // `references` lists too; only check plain expressions.
@@ -226,6 +238,10 @@ impl CelEnv {
                 }]);
             }
         }
+        let problems = check::check(&program, source);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let deps = Deps::of(source);
         let slot = (!deps.now && !deps.event).then(|| self.slots.fetch_add(1, Ordering::Relaxed));
         Ok(Condition {
@@ -243,6 +259,22 @@ impl CelEnv {
 }
 
 fn tidy_parse_message(msg: &str) -> String {
+    // Habits from SQL and JavaScript, said in the words of the fix.
+    let token = msg
+        .split_once("input '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(t, _)| t);
+    match token {
+        Some("AND" | "and") => return "CEL uses `&&`, not `AND`".into(),
+        Some("OR" | "or") => return "CEL uses `||`, not `OR`".into(),
+        Some("NOT" | "not") => return "CEL uses `!`, not `NOT`".into(),
+        _ => {}
+    }
+    if let Some(rest) = msg.split_once("token recognition error at: '") {
+        if rest.1.starts_with('=') {
+            return "CEL compares with `==` (and `!=`); `=` and `===` are not CEL".into();
+        }
+    }
     // ANTLR's expectation lists are long and mostly noise for marketers.
     match msg.split_once(" expecting {") {
         Some((head, _)) => head.to_string(),
@@ -502,5 +534,26 @@ mod tests {
             e[0].message
         );
         assert!(env.compile("[1, 2].exists(x, x > 1)").is_ok());
+    }
+
+    #[test]
+    fn sql_and_javascript_habits_get_the_fix() {
+        let env = CelEnv::default();
+        let first = |src: &str| {
+            let e = env.compile(src).unwrap_err();
+            (e.len(), e[0].col, e[0].message.clone())
+        };
+        assert_eq!(
+            first("lead.score >= 60 AND lead.fit > 1"),
+            (1, 18, "CEL uses `&&`, not `AND`".into())
+        );
+        assert_eq!(
+            first("lead.score > 1 OR lead.fit > 1").2,
+            "CEL uses `||`, not `OR`"
+        );
+        let (n, col, msg) = first("lead.stage = 'mql'");
+        assert_eq!((n, col), (1, 12));
+        assert!(msg.contains("CEL compares with `==`"), "{msg}");
+        assert!(first("lead.stage === 'mql'").2.contains("`==`"));
     }
 }

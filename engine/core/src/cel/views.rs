@@ -104,6 +104,8 @@ impl Indexer for LeadView<'_> {
             "attributes" => CowVal::owned(ObjectView(&l.attributes)),
             "created_at" => timestamp(&l.created_at),
             "last_activity_at" => timestamp(&l.last_activity_at),
+            // How often sales recycled the lead: its nurture cycle.
+            "recycled_count" => CowVal::owned(CelInt::from(i64::from(l.cycle))),
             other => return Err(ExecutionError::no_such_key(other)),
         })
     }

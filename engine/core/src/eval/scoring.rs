@@ -3,7 +3,7 @@
 
 use super::{Note, PluginEffect, Run};
 use crate::cel as cond;
-use crate::model::{bounds, Consent, Event, LedgerEntry};
+use crate::model::{bounds, Consent, Event, LedgerEntry, SUBSCRIBED, UNSUBSCRIBED};
 use crate::rules::config::WebhookEvent;
 use serde_json::Value;
 
@@ -12,7 +12,7 @@ pub const BOUNCED: &str = "email_bounced";
 
 impl Run<'_, '_> {
     /// Traits merge into attributes (`null` deletes); `email` and `consent`
-    /// also set those fields.
+    /// also set those fields; `unsubscribed` / `subscribed` events set consent.
     pub(super) fn merge_traits(&mut self, ev: &Event) {
         let before = self.lead.consent;
         for (k, v) in &ev.traits {
@@ -41,6 +41,16 @@ impl Run<'_, '_> {
                 _ => {}
             }
         }
+        // Consent events set consent whatever their traits say, as the
+        // unsubscribe link does; a client can send them too.
+        let consent_event = match ev.kind.as_str() {
+            UNSUBSCRIBED => Some(Consent::OptedOut),
+            SUBSCRIBED => Some(Consent::OptedIn),
+            _ => None,
+        };
+        if let Some(c) = consent_event {
+            self.lead.consent = c;
+        }
         // A hard bounce (the SMTP server refused the address for good)
         // suppresses marketing mail to this address.
         if ev.kind == BOUNCED && ev.properties.get("bounce").and_then(Value::as_str) != Some("soft")
@@ -57,6 +67,9 @@ impl Run<'_, '_> {
         let mut changed = cond::fields::LAST_ACTIVITY_AT;
         if !ev.traits.is_empty() {
             changed |= cond::fields::ATTRIBUTES | cond::fields::EMAIL | cond::fields::CONSENT;
+        }
+        if consent_event.is_some() {
+            changed |= cond::fields::CONSENT;
         }
         self.touched(changed);
     }

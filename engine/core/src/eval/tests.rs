@@ -1,7 +1,7 @@
 //! One test per semantic point of SPEC section 3, on small rulesets.
 
 use super::*;
-use crate::model::{time, EnrollmentStatus, Stage};
+use crate::model::{time, EnrollmentStatus, Stage, SUBSCRIBED, UNSUBSCRIBED};
 use crate::rules::Ruleset;
 use crate::sim::World;
 use serde_json::{json, Value};
@@ -336,6 +336,47 @@ fn no_marketing_email_without_consent() {
     assert_eq!(w.leads["u"].enrollments[0].status, EnrollmentStatus::Exited);
 }
 
+/// Issue 17 point 4: a client's `unsubscribed` event does what the link
+/// does; `subscribed` (with how consent was given) opts in.
+#[test]
+fn consent_events_set_consent_as_the_link_does() {
+    let r = drip(
+        "steps:\n      - { after: 0d, template: t1 }\n      - { after: 2d, template: t2 }",
+        "",
+    );
+    let w = run(
+        &r,
+        vec![
+            identify("1", "2026-01-05T10:00:00Z", "unknown"),
+            ev(
+                "2",
+                "u",
+                SUBSCRIBED,
+                "2026-01-06T10:00:00Z",
+                json!({"properties": {"source": "signup_form"}}),
+            ),
+            // Traits cannot contradict the event's type.
+            ev(
+                "3",
+                "u",
+                UNSUBSCRIBED,
+                "2026-01-07T10:00:00Z",
+                json!({"traits": {"consent": "opted_in"}}),
+            ),
+        ],
+        Some("2026-03-01T00:00:00Z"),
+    );
+    let l = &w.leads["u"];
+    assert_eq!(l.consent, crate::model::Consent::OptedOut);
+    // Sent on the opt-in; the second step was due after the opt-out.
+    assert_eq!(sent(&w), vec![("t1".into(), "2026-01-06T10:00:00Z".into())]);
+    assert_eq!(l.enrollments[0].status, EnrollmentStatus::Exited);
+    // An opt-in without its proof is refused when the event is read.
+    let bad = json!({"id": "4", "lead": "u", "type": SUBSCRIBED, "at": "2026-01-08T10:00:00Z"});
+    let e = Event::from_json(&bad, None).unwrap_err();
+    assert_eq!(e.field, "properties.source");
+}
+
 #[test]
 fn frequency_cap_postpones_to_the_first_moment_it_allows() {
     let r = drip(
@@ -601,6 +642,32 @@ fn feedback_in_time_stops_the_sla() {
         .any(|(_, _, e)| matches!(e, Effect::Note(Note::SlaBreached { .. }))));
 }
 
+/// Issue 17: a rule can tell a recycled lead (`lead.recycled_count`).
+#[test]
+fn rules_see_how_often_a_lead_was_recycled() {
+    let r = rules(
+        "scoring:\n  - { name: hot, on: hot, points: 100 }\n  - { name: second_chance, on: page_viewed, if: 'lead.recycled_count >= 1', points: 7 }\nstages:\n  sql: 'lead.score >= 100'\nrouting:\n  owners: [{ id: a, email: a@x.io }]\n  rules: [{ name: r, owners: [a], strategy: round_robin }]\n",
+    );
+    let w = run(
+        &r,
+        vec![
+            ev("1", "u", "page_viewed", "2026-01-05T10:00:00Z", json!({})),
+            ev("2", "u", "hot", "2026-01-05T11:00:00Z", json!({})),
+            ev(
+                "3",
+                "u",
+                "sales_feedback",
+                "2026-01-06T11:00:00Z",
+                json!({"properties": {"status": "rejected"}}),
+            ),
+            ev("4", "u", "page_viewed", "2026-01-06T12:00:00Z", json!({})),
+        ],
+        None,
+    );
+    let names: Vec<_> = points(&w, "u").into_iter().map(|(r, _)| r).collect();
+    assert_eq!(names, vec!["hot", "recycle", "second_chance"]);
+}
+
 #[test]
 fn rejected_leads_are_recycled_and_nurtured_again() {
     let yaml = format!(
@@ -638,6 +705,7 @@ fn rejected_leads_are_recycled_and_nurtured_again() {
     assert_eq!(w.book.open_count("a"), 0);
     // Nurtured again: a second enrollment, in the new cycle, sent its welcome.
     assert_eq!(l.enrollments.len(), 2);
+    assert_eq!(l.cycle, 1);
     assert_eq!(l.enrollments[1].cycle, 1);
     assert_eq!(sent(&w).len(), 2);
     let hooks: Vec<_> = l.transitions.iter().map(|t| (t.from, t.to)).collect();

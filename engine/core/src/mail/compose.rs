@@ -443,8 +443,24 @@ settings:
     }
 
     #[test]
+    fn check_knows_the_fields_templates_see() {
+        let view = lead_view(&lead());
+        let mut keys: Vec<&str> = view
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut known = crate::rules::templates::LEAD_FIELDS.to_vec();
+        keys.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(keys, known);
+    }
+
+    #[test]
     fn a_lead_without_address_or_a_failing_template_is_an_error() {
-        let r = rules(&RULES.replace("{{ lead.email }}", "{{ lead.email | no_such_filter }}"));
+        // `check` refuses unknown filters; text plus a number fails only when rendered.
+        let r = rules(&RULES.replace("{{ lead.email }}", "{{ lead.email + 1 }}"));
         let c = composer(&r);
         let effect = Effect::SendEmail {
             campaign: "c".into(),

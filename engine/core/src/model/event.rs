@@ -63,6 +63,24 @@ impl FeedbackStatus {
     }
 }
 
+/// Sets consent to `opted_out`, as the unsubscribe link does (which sends it).
+pub const UNSUBSCRIBED: &str = "unsubscribed";
+
+/// Sets consent to `opted_in`; `properties.source` says how it was given.
+pub const SUBSCRIBED: &str = "subscribed";
+
+/// Event types the engine acts on without a rule (`identify` by convention
+/// carries traits, which every event may; `email_bounced` is the sender's):
+/// `nurture check --events` does not ask a rule to read them.
+pub const BUILT_IN_TYPES: [&str; 6] = [
+    "identify",
+    "sales_feedback",
+    "sales_claim",
+    UNSUBSCRIBED,
+    SUBSCRIBED,
+    "email_bounced",
+];
+
 const KNOWN_FIELDS: [&str; 6] = ["id", "lead", "type", "at", "properties", "traits"];
 
 impl Event {
@@ -123,6 +141,14 @@ impl Event {
             return Err(err(
                 "properties.owner",
                 "must name the owner who claims the lead",
+            ));
+        }
+        // Consent given is consent that can be shown later: say how.
+        let source = properties.get("source").and_then(Value::as_str);
+        if kind == SUBSCRIBED && source.is_none_or(|s| s.trim().is_empty()) {
+            return Err(err(
+                "properties.source",
+                "must say how consent was given (e.g. \"signup_form\", \"double_opt_in\")",
             ));
         }
         Ok(Event {

@@ -11,7 +11,7 @@ mod lead;
 pub mod time;
 
 pub use cache::ConditionCache;
-pub use event::{Event, EventError, FeedbackStatus};
+pub use event::{Event, EventError, FeedbackStatus, BUILT_IN_TYPES, SUBSCRIBED, UNSUBSCRIBED};
 pub use lead::{
     Assignment, Consent, EmailRecord, Enrollment, EnrollmentStatus, FeedbackRecord, LeadState,
     LedgerEntry, Stage, Transition,

@@ -64,6 +64,9 @@ pub struct ScoringRule {
     pub points: i64,
     /// (times, window); no window = lifetime.
     pub limit: Option<(u32, Option<Duration>)>,
+    /// Where each of `on`'s event types was written (messages empty), for
+    /// `nurture check --events`.
+    pub on_at: Vec<super::Diagnostic>,
 }
 
 #[derive(Debug, Clone)]
@@ -611,7 +614,15 @@ impl Compiler<'_> {
             Some(l) => Some((l.times, l.per.map(|p| p.0))),
             None => None,
         };
+        let on_at = match &r.on {
+            Some(on) if on.0.len() > 1 => (0..on.0.len())
+                .map(|i| self.l.at_value(&it.loc.key("on").index(i)))
+                .collect(),
+            Some(_) => vec![self.l.at_value(&it.loc.key("on"))],
+            None => Vec::new(),
+        };
         Some(ScoringRule {
+            on_at,
             name: r.name.clone(),
             trigger: trigger?,
             condition: condition.ok()?,
@@ -668,7 +679,24 @@ impl Compiler<'_> {
 
     fn template(&mut self, loc: &Loc, source: &str) {
         let env = minijinja::Environment::new();
-        if let Err(e) = env.template_from_str(source) {
+        match env.template_from_str(source) {
+            Ok(t) => {
+                for p in super::templates::check(&env, &t, source) {
+                    let (line, col) = line_col(source, p.offset);
+                    self.l.error_inside(
+                        loc,
+                        line,
+                        col,
+                        format!("{}: template: {}", loc.path, p.message),
+                    );
+                }
+            }
+            Err(e) => self.template_syntax(loc, source, &e),
+        }
+    }
+
+    fn template_syntax(&mut self, loc: &Loc, source: &str, e: &minijinja::Error) {
+        {
             let (line, col) = match e.range() {
                 Some(r) => line_col(source, r.start),
                 None => (e.line().unwrap_or(1), 1),

@@ -247,10 +247,12 @@ pub fn parse_yaml(display: &str, text: &str) -> Result<(Yaml, SourceMap), Diagno
             if message.contains("duplicate entry") {
                 pos = SourceMap::build(text).duplicate_key_pos().unwrap_or(pos);
             }
+            let pos = within(text, pos);
+            let hint = early_quote_hint(text, pos, &message);
             Diagnostic {
                 file: display.to_string(),
-                pos: within(text, pos),
-                message: format!("YAML syntax: {message}"),
+                pos,
+                message: format!("YAML syntax: {message}{hint}"),
             }
         })?
     };
@@ -266,6 +268,24 @@ pub fn load_text(path: &Path, text: &str) -> Loaded {
     let parsed = parse_yaml(&path.display().to_string(), text);
     add_file(&mut loaded, path, parsed);
     loaded
+}
+
+/// YAML's `did not find expected key` right after a quote: the quote ended
+/// the value early (`if: 'lead.stage == 'mql''`). Says how to write it.
+fn early_quote_hint(text: &str, pos: Pos, message: &str) -> &'static str {
+    if !message.starts_with("did not find expected") {
+        return "";
+    }
+    let line = text
+        .split('\n')
+        .nth(pos.line.saturating_sub(1))
+        .unwrap_or("");
+    let before: Vec<char> = line.chars().take(pos.col.saturating_sub(1)).collect();
+    match before.last() {
+        Some('\'') => "; the `'` before this ends the quoted value: inside '...' write a quote as `''` (`'lead.stage == ''mql'''`), or quote the value with \"...\"",
+        Some('"') => "; the `\"` before this ends the quoted value: inside \"...\" write a quote as `\\\"`, or quote the value with '...'",
+        _ => "",
+    }
 }
 
 fn strip_location(msg: &str) -> String {
@@ -615,7 +635,77 @@ fn explain(map: &SourceMap, path: &YamlPath, msg: &str) -> (Pos, String) {
             format!("{where_}missing key `{field}`"),
         );
     }
+    if let Some(plain) = plain_type_error(path, msg) {
+        return (map.value_pos(path), format!("{where_}{plain}"));
+    }
     (map.value_pos(path), format!("{where_}{msg}"))
+}
+
+/// serde's `invalid type: string "25", expected i64` in a marketer's words:
+/// what to write, with an example, and what was found.
+fn plain_type_error(path: &YamlPath, msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.rsplit_once(", expected ")?;
+    let key = match path.0.last() {
+        Some(Seg::Key(k)) => k.as_str(),
+        _ => "",
+    };
+    let want = match expected {
+        "i64" | "i32" => "a whole number, e.g. 25".to_string(),
+        "u64" | "u32" | "u16" | "u8" | "usize" => "a whole number, 0 or more, e.g. 3".to_string(),
+        "f64" | "f32" => "a number, e.g. 2.5".to_string(),
+        "a boolean" | "bool" => "true or false".to_string(),
+        "a sequence" => "a list: `[a, b]`, or items each starting with `- `".to_string(),
+        "a string" if ["after", "per", "accept_within", "timeout"].contains(&key) => {
+            "a duration: an integer and a unit (s, m, h, d, w or ms), e.g. \"3d\"".to_string()
+        }
+        "a string" => "text".to_string(),
+        other => match other.strip_prefix("struct ") {
+            Some(name) => struct_shape(name)?,
+            None if other.starts_with("a map") || other == "map" => "keys and values".to_string(),
+            None => return None,
+        },
+    };
+    let found = if let Some(text) = found.strip_prefix("string ") {
+        let unquoted = text.trim_matches('"');
+        let number = unquoted.parse::<f64>().is_ok() && want.contains("number");
+        let tip = if number {
+            " (write it without quotes)"
+        } else {
+            ""
+        };
+        format!("the text {text}{tip}")
+    } else if let Some(n) = found
+        .strip_prefix("integer ")
+        .or_else(|| found.strip_prefix("floating point "))
+    {
+        format!("the number {}", n.trim_matches('`'))
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        b.trim_matches('`').to_string()
+    } else {
+        match found {
+            "sequence" => "a list".to_string(),
+            "map" => "keys and values".to_string(),
+            "unit value" => "nothing".to_string(),
+            other => other.to_string(),
+        }
+    };
+    Some(format!("expected {want}, found {found}"))
+}
+
+/// The keys of a rules struct serde names in `expected struct X`.
+fn struct_shape(name: &str) -> Option<String> {
+    Some(
+        match name {
+            "Limit" => "a limit: `times` (how many) and optional `per` (a duration), e.g. `{ times: 3, per: 7d }`",
+            "FrequencyCap" => "a cap: `max` and `per`, e.g. `{ max: 2, per: 7d }`",
+            "Sla" => "keys `accept_within`, and optional `notify` and `on_breach`",
+            "Step" => "a step: `after`, `template` and optional `if`",
+            "EmailSettings" => "keys `from`, and optional `require_consent` and `frequency_cap`",
+            _ => return None,
+        }
+        .to_string(),
+    )
 }
 
 fn backticked(s: &str) -> Vec<String> {
@@ -823,6 +913,41 @@ mod tests {
 
     /// Found by fuzzing: an empty value at the very end of a file was placed
     /// on the line after it.
+    #[test]
+    fn a_quote_that_ends_a_value_early_says_how_to_write_it() {
+        let Err(d) = parse_yaml("r.yaml", "stages:\n  mql: 'lead.stage == 'mql''\n") else {
+            panic!("no syntax error");
+        };
+        assert_eq!((d.pos.line, d.pos.col), (2, 24));
+        assert!(d.message.contains("write a quote as `''`"), "{}", d.message);
+        let Err(d) = parse_yaml("r.yaml", "stages:\n  mql: \"lead.stage == \"mql\"\"\n") else {
+            panic!("no syntax error");
+        };
+        assert!(
+            d.message.contains("quote the value with '...'"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn type_errors_say_what_to_write() {
+        let text = "scoring:\n  - name: a\n    on: [x]\n    points: \"25\"\n    limit: 3\n  - name: b\n    on: [x]\n    points: 1\n    limit: {times: x}\ncampaigns:\n  - name: d\n    enroll: 'true'\n    steps:\n      - after: 3\n        template: t\n";
+        let Err(diags) = crate::rules::Ruleset::from_text(Path::new("r.yaml"), text) else {
+            panic!("no errors");
+        };
+        let got: Vec<String> = diags.0.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            got[..4],
+            [
+                "r.yaml:4:13: scoring[0].points: expected a whole number, e.g. 25, found the text \"25\" (write it without quotes)",
+                "r.yaml:5:12: scoring[0].limit: expected a limit: `times` (how many) and optional `per` (a duration), e.g. `{ times: 3, per: 7d }`, found the number 3",
+                "r.yaml:9:20: scoring[1].limit.times: expected a whole number, 0 or more, e.g. 3, found the text \"x\"",
+                "r.yaml:14:16: campaigns[0].steps[0].after: expected a duration: an integer and a unit (s, m, h, d, w or ms), e.g. \"3d\", found the number 3",
+            ]
+        );
+    }
+
     #[test]
     fn shape_errors_point_inside_the_text() {
         let text = "scoring:\n  - name:";

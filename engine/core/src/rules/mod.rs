@@ -7,14 +7,17 @@
 
 mod compile;
 pub mod config;
+mod coverage;
 pub mod cron5;
 mod load;
 pub mod source;
+pub mod templates;
 
 pub use compile::{
     Campaign, FitRule, Owner, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step,
     Trigger, WebhookTarget, DEFAULT_FUEL, DEFAULT_MEMORY, DEFAULT_TIMEOUT_MS,
 };
+pub use coverage::EventTypes;
 pub use load::{
     collect_yaml, deserialize_at, load_dir, load_text, parse_yaml, read_yaml, Diagnostic,
     Diagnostics,

@@ -4,7 +4,7 @@
 
 use crate::eval::Evaluator;
 use crate::model::time;
-use crate::rules::Ruleset;
+use crate::rules::{EventTypes, Ruleset};
 use crate::sim::{self, World};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -32,6 +32,10 @@ enum Command {
         /// The rules directory.
         #[arg(default_value = "rules")]
         dir: PathBuf,
+        /// An events file (JSON Lines, as for `simulate`): warn about rules
+        /// none of its events fire and event types no rule reads.
+        #[arg(long)]
+        events: Option<PathBuf>,
     },
     /// Dry-run events through the rules in memory; print one JSON line per lead.
     Simulate {
@@ -195,7 +199,7 @@ enum PluginCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { dir } => check(&dir),
+        Command::Check { dir, events } => check(&dir, events.as_deref()),
         Command::Simulate { dir, events, until } => simulate(&dir, &events, until.as_deref()),
         Command::Test { dir } => test(&dir),
         Command::Plugin(PluginCommand::Run(a)) => plugin::run(a),
@@ -265,9 +269,24 @@ fn load(dir: &Path) -> Result<Ruleset, ExitCode> {
     })
 }
 
-fn check(dir: &Path) -> ExitCode {
+fn check(dir: &Path, events: Option<&Path>) -> ExitCode {
     match load(dir) {
         Ok(rules) => {
+            // Warnings first, and they never fail the check.
+            if let Some(path) = events {
+                match std::fs::read_to_string(path) {
+                    Ok(text) => {
+                        let types = EventTypes::read_str(&path.display().to_string(), &text);
+                        for w in rules.event_warnings(&types) {
+                            eprintln!("{w}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("{}: cannot read: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             let diags = plugin::check(&rules);
             if !diags.is_empty() {
                 for d in &diags {
