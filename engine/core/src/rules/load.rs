@@ -181,7 +181,16 @@ pub fn load_dir(dir: &Path) -> Loaded {
         });
         return loaded;
     }
-    collect_yaml(dir, &mut files, false);
+    if let Err(e) = list_yaml(dir, &mut files, false) {
+        // Unreadable (no file descriptors left, no permission): say so,
+        // never "no rules files".
+        loaded.diagnostics.push(Diagnostic {
+            file: e.0.display().to_string(),
+            pos: Pos::START,
+            message: format!("cannot read this directory: {}", e.1),
+        });
+        return loaded;
+    }
     files.sort();
     if files.is_empty() {
         loaded.diagnostics.push(Diagnostic {
@@ -198,22 +207,33 @@ pub fn load_dir(dir: &Path) -> Loaded {
 }
 
 /// Lists `*.yaml` files (or, with `tests`, `*.test.yaml` files) under `dir`.
+/// Directories that cannot be read are skipped.
 pub fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>, tests: bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
+    let _ = list_yaml(dir, out, tests);
+}
+
+/// As [`collect_yaml`], but stops at the first directory that cannot be
+/// read, with its path and why.
+pub fn list_yaml(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    tests: bool,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| (dir.to_path_buf(), e))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
         if name.starts_with('.') {
             continue;
         }
         if path.is_dir() {
-            collect_yaml(&path, out, tests);
+            list_yaml(&path, out, tests)?;
         } else if name.ends_with(".yaml") && name.ends_with(".test.yaml") == tests {
             out.push(path);
         }
     }
+    Ok(())
 }
 
 /// Reads a YAML file into a value and its position index, or a diagnostic.
