@@ -19,6 +19,12 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz@0.13.
 # stable toolchain accepts them with RUSTC_BOOTSTRAP, so no nightly is needed.
 export RUSTC_BOOTSTRAP=1
 
+# cargo-fuzz builds with one codegen unit by default: wasmtime and sqlx then
+# take most of CI's time to compile. 16 units build faster and
+# fuzz a little slower, which a short run does not notice (FUZZ_CODEGEN_UNITS=1
+# for long runs).
+units="${FUZZ_CODEGEN_UNITS:-16}"
+
 # Its own target dir: the instrumented build shares nothing with the normal one.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
 
@@ -34,7 +40,7 @@ for t in "${targets[@]}"; do
   # they come. The exit code is cargo-fuzz's: grep finding nothing, or
   # finding a crash's lines, must not decide it.
   set +e
-  cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  cargo fuzz run --fuzz-dir fuzz --codegen-units "$units" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -max_len=16384 -print_final_stats=1 2>&1 |
     tee "$log" | grep --line-buffered -E 'DONE|ERROR|panicked|SUMMARY'
   codes=("${PIPESTATUS[@]}")
