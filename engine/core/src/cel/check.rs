@@ -131,8 +131,12 @@ impl<'p> Walker<'p> {
             .unwrap_or_default();
         // The field is written after the operand (`lead.` / `lead["`).
         let after = self.end_of(operand);
-        let at = self.source[after..]
-            .find(field)
+        // `get`: the parser's offsets need not fall on a character boundary
+        // of text with multi-byte characters.
+        let at = self
+            .source
+            .get(after..)
+            .and_then(|rest| rest.find(field))
             .map(|i| after + i)
             .unwrap_or(after);
         let (line, col) = self.line_col(at);
@@ -244,6 +248,14 @@ mod tests {
         let e = errors("has(lead.ownr) || lead[\"scroe\"] > 1");
         assert_eq!(e.len(), 2, "{e:?}");
         assert_eq!((e[1].0, e[1].1), (1, 25));
+    }
+
+    #[test]
+    fn multi_byte_text_before_a_misspelt_field_is_placed_without_panicking() {
+        let e = errors("lead.attributes.city == 'Zürich — Genève' && lead.scores > 1");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].2.contains("did you mean `lead.score`?"), "{}", e[0].2);
+        assert_eq!(e[0].0, 1);
     }
 
     #[test]

@@ -146,17 +146,18 @@ fn filters_and_tests(source: &str) -> Vec<(usize, Kind, &str)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i + 1 < b.len() {
-        let open = &source[i..i + 2];
-        if open == "{#" {
-            i = source[i..].find("#}").map_or(b.len(), |j| i + j + 2);
+        // Bytes, not `str` slices: `i` steps through multi-byte characters.
+        let open = &b[i..i + 2];
+        if open == b"{#" {
+            i = find_bytes(b, i, b"#}").map_or(b.len(), |j| j + 2);
             continue;
         }
-        if open != "{{" && open != "{%" {
+        if open != b"{{" && open != b"{%" {
             i += 1;
             continue;
         }
-        let close = if open == "{{" { "}}" } else { "%}" };
-        let raw = open == "{%" && {
+        let close: &[u8] = if open == b"{{" { b"}}" } else { b"%}" };
+        let raw = open == b"{%" && {
             let mut at = skip_ws(i + 2);
             if b.get(at) == Some(&b'-') {
                 at = skip_ws(at + 1);
@@ -164,7 +165,7 @@ fn filters_and_tests(source: &str) -> Vec<(usize, Kind, &str)> {
             word_at(at.min(b.len())) == "raw"
         };
         i += 2;
-        while i < b.len() && !source[i..].starts_with(close) {
+        while i < b.len() && !b[i..].starts_with(close) {
             match b[i] {
                 q @ (b'"' | b'\'') => {
                     i += 1;
@@ -200,12 +201,18 @@ fn filters_and_tests(source: &str) -> Vec<(usize, Kind, &str)> {
         }
         i += close.len();
         if raw {
-            i = source[i.min(b.len())..]
-                .find("endraw")
-                .map_or(b.len(), |j| i + j);
+            i = find_bytes(b, i.min(b.len()), b"endraw").unwrap_or(b.len());
         }
     }
     out
+}
+
+/// Where `pat` first stands in `b` at or after `from`.
+fn find_bytes(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(pat.len())
+        .position(|w| w == pat)
+        .map(|j| from + j)
 }
 
 /// The byte offset of `word` as a whole word, or 0.
@@ -233,6 +240,17 @@ mod tests {
             .into_iter()
             .map(|p| (p.offset, p.message))
             .collect()
+    }
+
+    /// Found by fuzzing: the scan stepped into a multi-byte character and
+    /// sliced the text there.
+    #[test]
+    fn multi_byte_text_around_tags_is_scanned_without_panicking() {
+        let p = problems(
+            "Grüße — {{ lead.email | titlecase }} {# é #} «{% raw %}ü{{ x | nope }}{% endraw %}» ü",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].1.contains("titlecase"), "{p:?}");
     }
 
     #[test]
