@@ -19,11 +19,12 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz@0.13.
 # stable toolchain accepts them with RUSTC_BOOTSTRAP, so no nightly is needed.
 export RUSTC_BOOTSTRAP=1
 
-# cargo-fuzz builds with one codegen unit by default: wasmtime and sqlx then
-# take most of CI's time to compile. 16 units build faster and
-# fuzz a little slower, which a short run does not notice (FUZZ_CODEGEN_UNITS=1
-# for long runs).
-units="${FUZZ_CODEGEN_UNITS:-16}"
+# How the targets are built. The default is for CI's short run: unoptimised
+# and without AddressSanitizer (the code is safe Rust; a panic or abort is the
+# crash we look for), which builds wasmtime and sqlx several times faster
+# than cargo-fuzz's own default (release, one codegen unit, ASan). Long runs
+# (docs/benchmarks.md) set FUZZ_BUILD="--release --sanitizer address".
+read -r -a build <<< "${FUZZ_BUILD:---dev --sanitizer none}"
 
 # Its own target dir: the instrumented build shares nothing with the normal one.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
@@ -40,7 +41,7 @@ for t in "${targets[@]}"; do
   # they come. The exit code is cargo-fuzz's: grep finding nothing, or
   # finding a crash's lines, must not decide it.
   set +e
-  cargo fuzz run --fuzz-dir fuzz --codegen-units "$units" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  cargo fuzz run --fuzz-dir fuzz "${build[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -max_len=16384 -print_final_stats=1 2>&1 |
     tee "$log" | grep --line-buffered -E 'DONE|ERROR|panicked|SUMMARY'
   codes=("${PIPESTATUS[@]}")
