@@ -5,10 +5,10 @@
 //! `NURTURE_WRITE_KEYS` and from `--write-keys-file`, which is re-read when
 //! it changes and on SIGHUP, so a key is revoked without a restart.
 
+use crate::daemon::changes::Changes;
 use axum::http::HeaderValue;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// A write key and the name it is known by in the log.
@@ -361,40 +361,9 @@ pub async fn watch(access: Arc<Access>, mut stop: watch::Receiver<bool>) {
     let Some(path) = access.file.clone() else {
         return;
     };
-    let read = |p: &Path| std::fs::read(p).ok();
-    let mut seen = read(&path);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        #[cfg(unix)]
-        let hup_fut = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hup_fut = std::future::pending::<()>();
-        let forced = tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-            _ = hup_fut => true,
-            _ = stop.changed() => return,
-        };
-        let mut now = read(&path);
-        if !forced && now == seen {
-            continue;
-        }
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let later = read(&path);
-            if later == now {
-                break;
-            }
-            now = later;
-        }
-        seen = now;
+    let mut changes = Changes::new(|| std::fs::read(&path).ok());
+    while let Some(now) = changes.next(&mut stop).await {
+        changes.seen(now);
         access.reload();
     }
 }

@@ -3,6 +3,7 @@
 //! backlog gauges. They are wired together by the composition root
 //! (`serve.rs`), which nothing here imports.
 
+pub mod changes;
 pub mod gauges;
 pub mod health;
 pub mod metrics;

@@ -2,12 +2,13 @@
 //! A change that does not compile is rejected with its errors logged, and the
 //! rules in force keep running.
 
+use super::changes::Changes;
 use super::metrics::Metrics;
 use super::rules::{Active, RulesHandle};
 use crate::rules::{collect_yaml, Ruleset};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::watch;
 
 /// What the rule files look like on disk: names, sizes and times.
@@ -35,43 +36,9 @@ pub async fn watch(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut seen = fingerprint(&dir);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut changes = Changes::new(|| fingerprint(&dir));
     let mut fd_exhausted = false;
-    loop {
-        #[cfg(unix)]
-        let hup_fut = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hup_fut = std::future::pending::<()>();
-        let forced = tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-            _ = hup_fut => true,
-            _ = stop.changed() => return,
-        };
-        let mut now = fingerprint(&dir);
-        if !forced && now == seen {
-            continue;
-        }
-        // A file being written shows as a change in size or time: wait for
-        // the directory to hold still (a tenth of a second, a few times at
-        // most) so that a half-written file, which may even parse (an empty
-        // one does), is not taken as the new rules.
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let later = fingerprint(&dir);
-            if later == now {
-                break;
-            }
-            now = later;
-        }
+    while let Some(now) = changes.next(&mut stop).await {
         // Out of file descriptors, the loader would find no files and say
         // so: say the real cause instead, once, and try again next time.
         if let Err(e) = std::fs::read_dir(&dir) {
@@ -89,7 +56,7 @@ pub async fn watch(
             }
         }
         fd_exhausted = false;
-        seen = now;
+        changes.seen(now);
         let d = dir.clone();
         let links = links.clone();
         let loaded =
