@@ -82,6 +82,9 @@ pub struct Settle<'a> {
     pub note: Option<Note>,
 }
 
+/// The states of a row not yet delivered or given up.
+pub(crate) const OPEN: &str = "('pending', 'sending', 'uncertain')";
+
 /// `('email','notification')`: kind names are constants, safe to inline.
 fn kind_list(kinds: &[OutboxKind]) -> String {
     let names: Vec<String> = kinds.iter().map(|k| format!("'{k}'")).collect();
@@ -156,7 +159,7 @@ impl Store {
         } else {
             format!(
                 " AND NOT (o.kind IN {} AND EXISTS (SELECT 1 FROM outbox e WHERE e.lead = o.lead \
-                 AND e.kind = o.kind AND e.seq < o.seq AND e.state IN ('pending', 'sending', 'uncertain')))",
+                 AND e.kind = o.kind AND e.seq < o.seq AND e.state IN {OPEN}))",
                 kind_list(&ordered)
             )
         };
@@ -350,6 +353,14 @@ impl Store {
         Ok(())
     }
 
+    /// Outbox rows (emails, notices, webhooks) not yet delivered or given
+    /// up: 0 means nothing decided is still to go out.
+    pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM outbox WHERE state IN {OPEN}");
+        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        Ok(n)
+    }
+
     /// Rows of `kinds` due now (pending, or leased by a sender that died).
     pub async fn outbox_due(
         &self,
@@ -358,7 +369,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let sql = self
             .sql(&format!(
-                "SELECT COUNT(*) FROM outbox WHERE kind IN {} AND state IN ('pending', 'sending', 'uncertain') AND next_at <= $1",
+                "SELECT COUNT(*) FROM outbox WHERE kind IN {} AND state IN {OPEN} AND next_at <= $1",
                 kind_list(kinds)
             ))
             .into_owned();

@@ -1,5 +1,6 @@
 //! Reads behind the HTTP API, and erasure.
 
+use super::outbox::OPEN;
 use super::{from_millis, millis, Store, StoreError};
 use crate::model::{time::Timestamp, LeadState, Stage};
 use nurture_core::writes::{Entry, TimelineKind};
@@ -56,17 +57,6 @@ pub struct Funnel {
 }
 
 impl Store {
-    /// Outbox rows (emails, notices, webhooks) not yet delivered or given
-    /// up: 0 means nothing decided is still to go out.
-    pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending', 'uncertain')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n)
-    }
-
     pub async fn lead(&self, id: &str) -> Result<Option<LeadState>, StoreError> {
         let sql = self.sql("SELECT state FROM leads WHERE id = $1");
         let Some(row) = sqlx::query(&sql)
@@ -283,9 +273,11 @@ impl Store {
         // Messages carry the address and what templates made of the lead's
         // data: unsent ones are cancelled, all are blanked, and so are the
         // mail server's answers (which may quote the address).
-        let sql = self.sql(
-            "UPDATE outbox SET payload = $1, last_error = NULL, state = CASE WHEN state IN ('pending', 'sending', 'uncertain') THEN 'cancelled' ELSE state END WHERE lead = $2",
-        );
+        let sql = self
+            .sql(&format!(
+                "UPDATE outbox SET payload = $1, last_error = NULL, state = CASE WHEN state IN {OPEN} THEN 'cancelled' ELSE state END WHERE lead = $2"
+            ))
+            .into_owned();
         sqlx::query(&sql)
             .bind(r#"{"erased":true}"#)
             .bind(id.to_string())
