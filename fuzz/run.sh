@@ -5,7 +5,8 @@
 # New inputs that reach new code are added to fuzz/corpus/<target> (kept in
 # git); fuzz/seeds/<target> holds the hand-written starting points and every
 # input that once crashed a target (found-<sha1 prefix>), so each run tries
-# them again. A crash (a panic, a timeout, running out of memory) fails the
+# them again. `fuzz/run.sh --build` only builds the targets (CI builds them
+# at low priority while its tests run). A crash (a panic, a timeout, running out of memory) fails the
 # run with exit 1: the input is copied to fuzz/seeds/<target>/found-<...> (commit
 # it with the fix) and the script says how to reproduce it, which is
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz <target> fuzz/seeds/<target>/found-<...>
@@ -20,11 +21,14 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz@0.13.
 export RUSTC_BOOTSTRAP=1
 
 # How the targets are built. cargo-fuzz's default (release, ASan, one
-# codegen unit) makes the instrumented wasmtime and sqlx most of CI's time;
-# 16 units build faster and fuzz a little slower, which a short run does not
-# notice. Long runs (docs/benchmarks.md) set FUZZ_BUILD="--release
-# --codegen-units 1". (An unoptimised build was tried: it overflows the stack
-# on deep inputs the optimised build handles.)
+# codegen unit, opt-level 3) makes the instrumented build most of CI's
+# time; 16 units and opt-level 1 build faster and fuzz a little slower,
+# which a short run does not notice. Long runs (docs/benchmarks.md) set
+# FUZZ_BUILD="--release --codegen-units 1" FUZZ_OPT_LEVEL=3. (An
+# unoptimised build was tried: it overflows the stack on deep inputs the
+# optimised builds handle.) The targets depend on nurture-core alone, so
+# neither sqlx, tokio nor wasmtime is instrumented.
+export CARGO_PROFILE_RELEASE_OPT_LEVEL="${FUZZ_OPT_LEVEL:-1}"
 read -r -a build <<< "${FUZZ_BUILD:---release --codegen-units 16}"
 
 # Its own target dir: the instrumented build shares nothing with the normal one.
@@ -32,6 +36,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
 
 # The fuzz targets, one per line of fuzz/Cargo.toml's [[bin]] sections.
 targets=(rules_loader event_parser plugin_effects)
+
+if [ "$secs" = --build ]; then
+  exec cargo fuzz build --fuzz-dir fuzz "${build[@]}"
+fi
 
 summary=()
 corpus=()

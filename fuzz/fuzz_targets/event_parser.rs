@@ -1,13 +1,13 @@
 //! The event parsers on arbitrary bodies (`POST /v1/events` and the Segment
-//! endpoints): they must never panic; a refusal is a 400 that names a field;
+//! endpoints): they must never panic; a refusal says why;
 //! and an accepted event must read back unchanged from what the store keeps
 //! (`to_json`, then `from_json` without a default time), or a replay after a
 //! restart would see a different event than the one acknowledged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nurture::api::{parse_events, parse_segment_batch, parse_segment_call, ApiError};
-use nurture::model::Event;
+use nurture_core::ingest::{parse_events, parse_segment_batch, parse_segment_call, BadInput};
+use nurture_core::model::Event;
 
 fuzz_target!(|data: &[u8]| {
     let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn check(parsed: Result<Vec<Event>, ApiError>) {
+fn check(parsed: Result<Vec<Event>, BadInput>) {
     match parsed {
         Ok(events) => {
             for e in events {
@@ -32,7 +32,6 @@ fn check(parsed: Result<Vec<Event>, ApiError>) {
             }
         }
         Err(err) => {
-            assert_eq!(err.status.as_u16(), 400, "{}", err.message);
             assert!(!err.message.trim().is_empty());
         }
     }

@@ -1,7 +1,7 @@
 //! Plugin effects as the host receives them, from arbitrary bytes: one per
 //! line, `p POINTS REASON`, `s KEY<TAB>JSON` (set-attribute, the value as the
 //! JSON text a plugin returns) or `t TAG`. They go through the host's checks
-//! (`plugins::lift`) and the evaluator's real path (a plugin host answering
+//! (`eval::answer::lift`) and the evaluator's real path (a plugin host answering
 //! with them), then the lead is turned into the rows the processor stores and
 //! read back. It must read back equal to the lead as decided, and every text
 //! value of its rows must be storable (no NUL, which PostgreSQL refuses) and
@@ -10,11 +10,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nurture::eval::{Book, Evaluator, PluginEffect, PluginHost};
-use nurture::model::{bounds, Event, LeadState};
-use nurture::plugins::{lift, RawEffect};
-use nurture::rules::{Plugin, Ruleset};
-use nurture::store::{parse_state, LeadRows};
+use nurture_core::eval::answer::{lift, RawEffect};
+use nurture_core::eval::{Book, Evaluator, PluginEffect, PluginHost};
+use nurture_core::model::{bounds, Event, LeadState};
+use nurture_core::rows::{parse_state, LeadRows};
+use nurture_core::rules::{Plugin, Ruleset};
 use std::path::Path;
 use std::sync::OnceLock;
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nurture::rules::Ruleset;
+use nurture_core::rules::Ruleset;
 use std::path::Path;
 
 const FILE: &str = "fuzz/rules.yaml";

@@ -11,9 +11,11 @@
 //! - [`eval`]: the evaluator, a pure function of (rules, lead, routing book,
 //!   event or timer) to (new lead, effects). Plugins are called through
 //!   [`eval::PluginHost`], implemented by the `nurture-plugins` crate.
+//! - [`ingest`]: the JSON in which events arrive (ours, Segment's), parsed.
 //! - [`mail`]: emails composed from templates, and signed unsubscribe links.
 //! - [`webhook`]: webhook bodies and their Standard Webhooks signatures.
 //! - [`writes`]: what a decision leaves to store (timeline, outbox, timers), typed.
+//! - [`rows`]: what a lead becomes in the database's rows, and back.
 //! - [`reports`]: report arithmetic (the per-owner report).
 //! - [`view`]: how a lead is shown (`simulate`'s line, the API's detail).
 //! - [`sim`]: an in-memory world that drives the evaluator in time order:
@@ -24,9 +26,11 @@
 
 pub mod cel;
 pub mod eval;
+pub mod ingest;
 pub mod mail;
 pub mod model;
 pub mod reports;
+pub mod rows;
 pub mod rules;
 pub mod ruletest;
 pub mod sim;

@@ -8,6 +8,7 @@
 //! `drip.rs` (campaigns and due steps), `routing.rs` (owners, SLA).
 
 mod agenda;
+pub mod answer;
 mod drip;
 mod effects;
 mod lifecycle;

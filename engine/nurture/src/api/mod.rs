@@ -12,9 +12,6 @@ pub mod server;
 mod state;
 mod unsubscribe;
 
-/// The request parsers, pure: what a body becomes before anything is stored.
-pub use ingest::parse_events;
-pub use segment::{parse_batch as parse_segment_batch, parse_call as parse_segment_call};
 pub use state::AppState;
 
 use access::{Holder, Origins};
@@ -200,6 +197,18 @@ impl ApiError {
     }
     pub fn not_found(what: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+}
+
+/// A refused body: 400, naming the field (and the item of a batch).
+impl From<nurture_core::ingest::BadInput> for ApiError {
+    fn from(e: nurture_core::ingest::BadInput) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: e.message,
+            field: Some(e.field),
+            index: e.index,
+        }
     }
 }
 
@@ -494,14 +503,5 @@ pub(crate) fn request_event_id(
 
 /// Parses a request body as JSON, naming where it breaks.
 pub(crate) fn parse_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad(
-            "",
-            format!(
-                "invalid JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+    Ok(nurture_core::ingest::parse_body(body)?)
 }

@@ -15,14 +15,12 @@ mod timeline;
 
 pub use group_commit::{IngestError, Ingestor, WriteObserver};
 pub use nurture_core::reports::OwnerFigures;
+pub use nurture_core::rows::{parse_state, LeadRows};
 pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
 pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
 pub use routing::PoolEntry;
-pub use step::{
-    lead_rows, parse_state, DueTimer, EngineState, LeadRows, PendingEvent, StepTx, StoredLead,
-    Writes,
-};
+pub use step::{lead_rows, DueTimer, EngineState, PendingEvent, StepTx, StoredLead, Writes};
 
 use crate::model::{time::Timestamp, Event};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -43,6 +41,15 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("lead {lead:?} cannot be stored: {detail}")]
     Unstorable { lead: String, detail: String },
+}
+
+impl From<nurture_core::rows::Unstorable> for StoreError {
+    fn from(e: nurture_core::rows::Unstorable) -> Self {
+        StoreError::Unstorable {
+            lead: e.lead,
+            detail: e.detail,
+        }
+    }
 }
 
 impl StoreError {
