@@ -4,7 +4,8 @@
 //! back from the `state` column. Pure, so the fuzz target checks exactly
 //! what the processor writes.
 
-use crate::model::{time::Timestamp, LeadState};
+use crate::model::time::millis;
+use crate::model::LeadState;
 
 /// A value of one column.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,10 +33,6 @@ impl Cell {
 pub struct Unstorable {
     pub lead: String,
     pub detail: String,
-}
-
-fn millis(t: &Timestamp) -> i64 {
-    t.timestamp_millis()
 }
 
 /// Reads a lead's stored state: the one way back from the `state` column.

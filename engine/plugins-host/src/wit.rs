@@ -25,7 +25,8 @@ pub use bindings::{Scorer, ScorerPre};
 /// The interface version the host implements, as plugins import it.
 pub const INTERFACE: &str = "nurture:plugin@0.1.0";
 
-pub use crate::eval::answer::{lift, truncate, RawEffect, MAX_EFFECTS, MAX_OUTPUT_BYTES};
+pub use crate::eval::answer::{lift, RawEffect, MAX_EFFECTS, MAX_OUTPUT_BYTES};
+pub use crate::model::bounds::truncate;
 
 /// The dynamic maps of a lead and an event as JSON text: the lowered lead
 /// and event borrow it.

@@ -4,6 +4,7 @@
 //! and the fuzz target run the same checks.
 
 use super::PluginEffect;
+use crate::model::bounds::truncate;
 
 /// At most this many effects per call.
 pub const MAX_EFFECTS: usize = 256;
@@ -61,16 +62,4 @@ pub fn lift(effects: Vec<RawEffect>) -> Result<Vec<PluginEffect>, String> {
             RawEffect::Tag(tag) => Ok(PluginEffect::Tag { tag }),
         })
         .collect()
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

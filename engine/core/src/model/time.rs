@@ -31,3 +31,13 @@ pub mod serde_ts {
         super::parse(&s).map_err(serde::de::Error::custom)
     }
 }
+
+/// Milliseconds since the epoch: how the database stores an instant.
+pub fn millis(t: &Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The instant `millis` stored (the epoch for one out of range).
+pub fn from_millis(ms: i64) -> Timestamp {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -147,9 +147,9 @@ impl Processor {
                     aside.insert(lead, cause);
                 }
                 Attempt::Refused { error, leads } => {
-                    if let StoreError::Unstorable { lead, detail } = &error {
+                    if let StoreError::Unstorable(u) = &error {
                         // Caught before the write, naming its lead.
-                        aside.insert(lead.clone(), detail.clone());
+                        aside.insert(u.lead.clone(), u.detail.clone());
                     } else if budget > 1 {
                         // One of the items' data: halve the step until the
                         // item is alone (the items before it go in).
@@ -662,11 +662,7 @@ fn panicked(lead: &str, cause: String) -> Attempt {
 /// bounded (a panic message may carry anything).
 fn storable(cause: &str) -> String {
     let cause = cause.replace('\0', "\\u0000");
-    let mut end = cause.len().min(bounds::MAX_TEXT_BYTES);
-    while !cause.is_char_boundary(end) {
-        end -= 1;
-    }
-    cause[..end].to_string()
+    bounds::truncate(&cause, bounds::MAX_TEXT_BYTES).to_string()
 }
 
 /// Runs one item's evaluation, with a panic in it contained: the panic's

@@ -39,17 +39,8 @@ pub enum StoreError {
     Url(String),
     #[error("stored data is corrupt ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
-    #[error("lead {lead:?} cannot be stored: {detail}")]
-    Unstorable { lead: String, detail: String },
-}
-
-impl From<nurture_core::rows::Unstorable> for StoreError {
-    fn from(e: nurture_core::rows::Unstorable) -> Self {
-        StoreError::Unstorable {
-            lead: e.lead,
-            detail: e.detail,
-        }
-    }
+    #[error(transparent)]
+    Unstorable(#[from] nurture_core::rows::Unstorable),
 }
 
 impl StoreError {
@@ -73,7 +64,7 @@ impl StoreError {
     /// ([`StoreError::is_refused_data`]). Doing it again fails the same way,
     /// but without that lead the rest goes in.
     pub fn is_lead_data(&self) -> bool {
-        matches!(self, StoreError::Unstorable { .. }) || self.is_refused_data()
+        matches!(self, StoreError::Unstorable(_)) || self.is_refused_data()
     }
 
     /// Whether the database refused the data itself (a value it cannot hold,
@@ -171,13 +162,7 @@ fn usable(conn: &sqlx::AnyConnection) -> bool {
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
-pub fn millis(t: &Timestamp) -> i64 {
-    t.timestamp_millis()
-}
-
-pub fn from_millis(ms: i64) -> Timestamp {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
+pub use nurture_core::model::time::{from_millis, millis};
 
 impl Store {
     /// Connects (creating a SQLite file if needed); does not migrate.
