@@ -1700,3 +1700,168 @@ fn a_full_fd_table_is_reported_as_such() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "serve exited with {status}: {text}");
 }
+
+/// A lead's stored state holds what the evaluator needs to decide, not its
+/// history: a lead with 10,000 events has a state row no larger than one
+/// with 10, and its whole history still reads back (from the history
+/// tables). The rules are chosen so that both leads' figures have the same
+/// number of digits (a score and ledger count of 10 and of 70), so "no
+/// larger" is exact.
+#[test]
+fn a_lead_with_10000_events_has_a_state_no_larger_than_one_with_10() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir(
+        dir.path(),
+        r#"
+scoring:
+  - { name: visit, on: page_viewed, points: 1, limit: { times: 2, per: 1d } }
+stages:
+  lead: 'lead.email != ""'
+"#,
+    );
+    let start = chrono::Utc::now() - chrono::Duration::days(40);
+    let at = |minutes: i64| {
+        (start + chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    for db in backends("bounded_state", dir.path()) {
+        let d = Daemon::start(&db, &rules, None);
+        let c = client();
+        let mut events = Vec::new();
+        // lead-a: 10 views, a day apart (10 points).
+        for i in 0..10 {
+            events.push(json!({"id": format!("a{i}"), "lead": "lead-a", "type": "page_viewed", "at": at(i * 1440)}));
+        }
+        // lead-b: 10,000 views, five minutes apart over 35 days (2 a day: 70).
+        for i in 0..10_000 {
+            events.push(json!({"id": format!("b{i}"), "lead": "lead-b", "type": "page_viewed", "at": at(i * 5)}));
+        }
+        for chunk in events.chunks(500) {
+            let (s, r) = post(&c, &d.url("/v1/events"), &json!({ "batch": chunk }));
+            assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        }
+        settled(&c, &d, 120, false);
+        let b = lead(&c, &d, "lead-b").unwrap();
+        assert_eq!(b["score"], json!(70));
+        assert_eq!(
+            b["ledger"].as_array().map(Vec::len),
+            Some(70),
+            "the whole ledger reads back"
+        );
+        assert_eq!(lead(&c, &d, "lead-a").unwrap()["score"], json!(10));
+        d.stop();
+        let sizes: BTreeMap<String, i64> = with_db(&db, async |pool| {
+            use sqlx::Row;
+            sqlx::query("SELECT id, state FROM leads")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1).len() as i64))
+                .collect()
+        });
+        assert!(
+            sizes["lead-b"] <= sizes["lead-a"],
+            "{db}: the state of a lead with 10,000 events is {} bytes, of one with 10 {} bytes",
+            sizes["lead-b"],
+            sizes["lead-a"]
+        );
+    }
+}
+
+/// A database made by version 1 (tests/fixtures/v1, whose README says how),
+/// where every lead's state held its whole history, is upgraded by
+/// `nurture migrate`: the history moves into its tables and out of the
+/// states, and the daemon on it then decides as `simulate` does over the
+/// same events, events that arrive after the upgrade included (one meets a
+/// limit that only the old history had filled).
+#[test]
+fn a_version_1_database_migrates_forward_and_decides_as_before() {
+    let fx = repo().join("tests/fixtures/v1");
+    let rules = fx.join("rules");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fx.join("sqlite.db"), dir.path().join("nurture.db")).unwrap();
+    let mut dbs = vec![sqlite_url(dir.path())];
+    match postgres_url("v1_upgrade") {
+        Some(pg) => {
+            let dump = std::fs::read_to_string(fx.join("postgres.sql")).unwrap();
+            with_db(&pg, async |pool| {
+                sqlx::raw_sql(&dump).execute(pool).await.unwrap();
+            });
+            dbs.push(pg);
+        }
+        None => skip(
+            "a_version_1_database_migrates_forward on PostgreSQL",
+            NO_POSTGRES,
+        ),
+    }
+    // After the upgrade: w11 views again within a day of the two views
+    // that filled its limit (no points), w01 a week later (points).
+    let later = [
+        json!({"id": "after1", "lead": "w11", "type": "page_viewed", "at": "2026-11-12T20:00:00Z"}),
+        json!({"id": "after2", "lead": "w01", "type": "page_viewed", "at": "2026-11-20T10:00:00Z"}),
+    ];
+    let all = dir.path().join("all.jsonl");
+    let mut text = std::fs::read_to_string(fx.join("events.jsonl")).unwrap();
+    for e in &later {
+        text.push_str(&format!("{e}\n"));
+    }
+    std::fs::write(&all, text).unwrap();
+    let expected = simulate_until_now(&rules, &all);
+    assert_eq!(expected.len(), 12);
+
+    for db in dbs {
+        let count = |sql: &'static str| -> i64 {
+            with_db(&db, async |pool| {
+                use sqlx::Row;
+                sqlx::query(sql)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            })
+        };
+        let old_states = "SELECT COUNT(*) FROM leads WHERE state LIKE '%\"ledger\":[%'";
+        assert_eq!(
+            count(old_states),
+            12,
+            "{db}: the fixture is a version 1 database"
+        );
+        let out = Command::new(BIN)
+            .args(["migrate", "--database-url", &db])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(count(old_states), 0, "{db}: every state upgraded");
+        let emails: usize = expected
+            .iter()
+            .map(|l| l["emails"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(count("SELECT COUNT(*) FROM emails") as usize, emails);
+        assert_eq!(count("SELECT COUNT(*) FROM assignments"), 6);
+        assert_eq!(count("SELECT COUNT(*) FROM feedback"), 6);
+        // Migrating again finds nothing to do and changes nothing.
+        let out = Command::new(BIN)
+            .args(["migrate", "--database-url", &db])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(count("SELECT COUNT(*) FROM emails") as usize, emails);
+
+        let d = Daemon::start(&db, &rules, None);
+        let c = client();
+        let (s, r) = post(&c, &d.url("/v1/events"), &json!({ "batch": later }));
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        settled(&c, &d, 30, false);
+        for e in &expected {
+            let id = e["lead"].as_str().unwrap();
+            let got = lead(&c, &d, id).map(|v| simulate_fields(&v));
+            assert_eq!(got.as_ref(), Some(e), "{db}: lead {id}");
+        }
+        d.stop();
+    }
+}

@@ -33,7 +33,7 @@ pub struct OwnerReport {
 impl OwnerReport {
     /// Counts one lead's assignments and feedback.
     pub fn lead(&mut self, lead: &LeadState) {
-        for a in &lead.assignments {
+        for a in &lead.history.assignments {
             self.figures(&a.owner).assigned += 1;
         }
         if lead.stage == Stage::Sql {
@@ -41,8 +41,8 @@ impl OwnerReport {
                 self.figures(o).open += 1;
             }
         }
-        let mut answered = vec![false; lead.assignments.len()];
-        for fb in &lead.feedback {
+        let mut answered = vec![false; lead.history.assignments.len()];
+        for fb in &lead.history.feedback {
             let Some(o) = &fb.owner else { continue };
             let f = self.figures(o);
             match fb.status {
@@ -53,13 +53,14 @@ impl OwnerReport {
             }
             // The assignment this answers: the owner's latest before it.
             if let Some(i) = lead
+                .history
                 .assignments
                 .iter()
                 .rposition(|a| &a.owner == o && a.at <= fb.at)
             {
                 if !answered[i] {
                     answered[i] = true;
-                    let secs = (fb.at - lead.assignments[i].at).num_seconds();
+                    let secs = (fb.at - lead.history.assignments[i].at).num_seconds();
                     self.waits.entry(o.clone()).or_default().push(secs);
                 }
             }

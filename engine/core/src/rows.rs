@@ -5,7 +5,9 @@
 //! what the processor writes.
 
 use crate::model::time::millis;
-use crate::model::LeadState;
+use crate::model::{
+    Assignment, EmailRecord, FeedbackRecord, History, LeadState, LedgerEntry, Memory, Transition,
+};
 
 /// A value of one column.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +39,52 @@ pub struct Unstorable {
 
 /// Reads a lead's stored state: the one way back from the `state` column.
 pub fn parse_state(text: &str) -> Result<LeadState, String> {
-    serde_json::from_str(text).map_err(|e| format!("stored state unreadable: {e}"))
+    parse_stored(text).map(|(lead, _)| lead)
+}
+
+/// Reads a lead's stored state, and the history it still holds if it was
+/// stored before version 2 (which kept the whole history in the state):
+/// such a lead reads back with its memory rebuilt from that history, and
+/// `Store::migrate` moves the history into its tables.
+pub fn parse_stored(text: &str) -> Result<(LeadState, Option<History>), String> {
+    let unreadable = |e: serde_json::Error| format!("stored state unreadable: {e}");
+    let mut lead: LeadState = serde_json::from_str(text).map_err(unreadable)?;
+    // A cheap test first: only a state with an array under a "ledger" key
+    // (its own, or one in its attributes) can be an old one.
+    if !text.contains("\"ledger\":[") {
+        return Ok((lead, None));
+    }
+    let old: Legacy = serde_json::from_str(text).map_err(unreadable)?;
+    if old.memory.is_some() {
+        return Ok((lead, None));
+    }
+    let history = History {
+        ledger: old.ledger,
+        transitions: old.transitions,
+        emails: old.emails,
+        assignments: old.assignments,
+        feedback: old.feedback,
+    };
+    lead.memory = Memory::of_history(&history);
+    Ok((lead, Some(history)))
+}
+
+/// The history fields of a state stored before version 2.
+#[derive(serde::Deserialize)]
+struct Legacy {
+    #[serde(default)]
+    ledger: Vec<LedgerEntry>,
+    #[serde(default)]
+    transitions: Vec<Transition>,
+    #[serde(default)]
+    emails: Vec<EmailRecord>,
+    #[serde(default)]
+    assignments: Vec<Assignment>,
+    #[serde(default)]
+    feedback: Vec<FeedbackRecord>,
+    /// Present in every state stored since: then this is not an old one.
+    #[serde(default)]
+    memory: Option<serde::de::IgnoredAny>,
 }
 
 /// What one changed lead becomes in the database: its `leads` row and the
@@ -47,9 +94,89 @@ pub struct LeadRows {
     deepest: usize,
     /// The `leads` row, in [`LEAD_COLUMNS`]' order.
     pub lead: Vec<Cell>,
+    pub history: HistoryRows,
+    pub enrollments: Vec<Vec<Cell>>,
+}
+
+/// A lead's new history rows, one list per table, each row in its table's
+/// column order ([`HistoryRows::TABLES`]).
+#[derive(Default)]
+pub struct HistoryRows {
     pub ledger: Vec<Vec<Cell>>,
     pub transitions: Vec<Vec<Cell>>,
-    pub enrollments: Vec<Vec<Cell>>,
+    pub emails: Vec<Vec<Cell>>,
+    pub assignments: Vec<Vec<Cell>>,
+    pub feedback: Vec<Vec<Cell>>,
+}
+
+impl HistoryRows {
+    /// Each table with its columns, in the order [`HistoryRows::lists`] gives.
+    pub const TABLES: [(&'static str, &'static [&'static str]); 5] = [
+        ("ledger", &LEDGER_COLUMNS),
+        ("transitions", &TRANSITION_COLUMNS),
+        ("emails", &EMAIL_COLUMNS),
+        ("assignments", &ASSIGNMENT_COLUMNS),
+        ("feedback", &FEEDBACK_COLUMNS),
+    ];
+
+    pub fn lists(&self) -> [&Vec<Vec<Cell>>; 5] {
+        [
+            &self.ledger,
+            &self.transitions,
+            &self.emails,
+            &self.assignments,
+            &self.feedback,
+        ]
+    }
+
+    /// Appends `other`'s rows (one statement per table for many leads).
+    pub fn extend(&mut self, other: HistoryRows) {
+        let HistoryRows {
+            ledger,
+            transitions,
+            emails,
+            assignments,
+            feedback,
+        } = other;
+        self.ledger.extend(ledger);
+        self.transitions.extend(transitions);
+        self.emails.extend(emails);
+        self.assignments.extend(assignments);
+        self.feedback.extend(feedback);
+    }
+
+    /// The rows of a history read back whole (the upgrade of a state that
+    /// still held it): numbered from 0.
+    pub fn of(id: &str, h: &crate::model::History) -> HistoryRows {
+        let mut lead = LeadState::new(id, chrono::DateTime::UNIX_EPOCH);
+        lead.history = h.clone();
+        let c = &mut lead.memory.counts;
+        c.ledger = h.ledger.len() as u64;
+        c.transitions = h.transitions.len() as u64;
+        c.emails = h.emails.len() as u64;
+        c.assignments = h.assignments.len() as u64;
+        c.feedback = h.feedback.len() as u64;
+        LeadRows::new(None, &lead, 0)
+            .map(|r| r.history)
+            .unwrap_or_default()
+    }
+}
+
+/// Rows for the entries of `now` past those in `was`, numbered so that the
+/// last is `count - 1`.
+fn added<T>(
+    now: &[T],
+    was: Option<&Vec<T>>,
+    count: u64,
+    row: impl Fn(i64, &T) -> Vec<Cell>,
+) -> Vec<Vec<Cell>> {
+    let skip = was.map_or(0, |w| w.len()).min(now.len());
+    let first = count as i64 - now.len() as i64;
+    now.iter()
+        .enumerate()
+        .skip(skip)
+        .map(|(i, e)| row(first + i as i64, e))
+        .collect()
 }
 
 pub const LEAD_COLUMNS: [&str; 10] = [
@@ -79,6 +206,28 @@ const TRANSITION_COLUMNS: [&str; 5] = [
     "transitions.from_stage",
     "transitions.to_stage",
     "transitions.at",
+];
+const EMAIL_COLUMNS: [&str; 6] = [
+    "emails.lead",
+    "emails.n",
+    "emails.campaign",
+    "emails.step",
+    "emails.template",
+    "emails.at",
+];
+const ASSIGNMENT_COLUMNS: [&str; 5] = [
+    "assignments.lead",
+    "assignments.n",
+    "assignments.owner",
+    "assignments.rule",
+    "assignments.at",
+];
+const FEEDBACK_COLUMNS: [&str; 5] = [
+    "feedback.lead",
+    "feedback.n",
+    "feedback.owner",
+    "feedback.status",
+    "feedback.at",
 ];
 const ENROLLMENT_COLUMNS: [&str; 6] = [
     "enrollments.lead",
@@ -111,40 +260,75 @@ impl LeadRows {
             Cell::Int(now_ms),
             Cell::Text(state),
         ];
-        let from = before.map_or(0, |b| b.ledger.len());
-        let ledger = lead
-            .ledger
-            .iter()
-            .enumerate()
-            .skip(from)
-            .map(|(n, e)| {
+        // New history entries, numbered on from what the lead had before
+        // (its memory counts every entry ever; its history holds the latest).
+        let h = &lead.history;
+        let was = before.map(|b| &b.history);
+        let counts = &lead.memory.counts;
+        let id = || Cell::Text(lead.id.clone());
+        let ledger = added(&h.ledger, was.map(|w| &w.ledger), counts.ledger, |n, e| {
+            vec![
+                id(),
+                Cell::Int(n),
+                Cell::Text(e.rule.clone()),
+                Cell::Int(e.points),
+                Cell::OptText(e.event.clone()),
+                Cell::Int(millis(&e.at)),
+                Cell::OptText(e.reason.clone()),
+            ]
+        });
+        let transitions = added(
+            &h.transitions,
+            was.map(|w| &w.transitions),
+            counts.transitions,
+            |n, t| {
                 vec![
-                    Cell::Text(lead.id.clone()),
-                    Cell::Int(n as i64),
-                    Cell::Text(e.rule.clone()),
-                    Cell::Int(e.points),
-                    Cell::OptText(e.event.clone()),
-                    Cell::Int(millis(&e.at)),
-                    Cell::OptText(e.reason.clone()),
-                ]
-            })
-            .collect();
-        let from = before.map_or(0, |b| b.transitions.len());
-        let transitions = lead
-            .transitions
-            .iter()
-            .enumerate()
-            .skip(from)
-            .map(|(n, t)| {
-                vec![
-                    Cell::Text(lead.id.clone()),
-                    Cell::Int(n as i64),
+                    id(),
+                    Cell::Int(n),
                     Cell::Text(t.from.as_str().into()),
                     Cell::Text(t.to.as_str().into()),
                     Cell::Int(millis(&t.at)),
                 ]
-            })
-            .collect();
+            },
+        );
+        let emails = added(&h.emails, was.map(|w| &w.emails), counts.emails, |n, e| {
+            vec![
+                id(),
+                Cell::Int(n),
+                Cell::Text(e.campaign.clone()),
+                Cell::Int(e.step as i64),
+                Cell::Text(e.template.clone()),
+                Cell::Int(millis(&e.at)),
+            ]
+        });
+        let assignments = added(
+            &h.assignments,
+            was.map(|w| &w.assignments),
+            counts.assignments,
+            |n, a| {
+                vec![
+                    id(),
+                    Cell::Int(n),
+                    Cell::Text(a.owner.clone()),
+                    Cell::Text(a.rule.clone()),
+                    Cell::Int(millis(&a.at)),
+                ]
+            },
+        );
+        let feedback = added(
+            &h.feedback,
+            was.map(|w| &w.feedback),
+            counts.feedback,
+            |n, f| {
+                vec![
+                    id(),
+                    Cell::Int(n),
+                    Cell::OptText(f.owner.clone()),
+                    Cell::Text(f.status.as_str().into()),
+                    Cell::Int(millis(&f.at)),
+                ]
+            },
+        );
         let enrollments = lead
             .enrollments
             .iter()
@@ -167,8 +351,13 @@ impl LeadRows {
         Ok(LeadRows {
             deepest: lead.attributes.values().map(depth).max().unwrap_or(0),
             lead: row,
-            ledger,
-            transitions,
+            history: HistoryRows {
+                ledger,
+                transitions,
+                emails,
+                assignments,
+                feedback,
+            },
             enrollments,
         })
     }
@@ -185,11 +374,10 @@ impl LeadRows {
                 .collect()
         }
         let mut out = named(&LEAD_COLUMNS, &self.lead);
-        for r in &self.ledger {
-            out.extend(named(&LEDGER_COLUMNS, r));
-        }
-        for r in &self.transitions {
-            out.extend(named(&TRANSITION_COLUMNS, r));
+        for ((_, cols), rows) in HistoryRows::TABLES.iter().zip(self.history.lists()) {
+            for r in rows {
+                out.extend(named(cols, r));
+            }
         }
         for r in &self.enrollments {
             out.extend(named(&ENROLLMENT_COLUMNS, r));
@@ -277,7 +465,7 @@ mod tests {
         }
 
         let mut lead = LeadState::new("u1", at);
-        lead.ledger.push(crate::model::LedgerEntry {
+        lead.record_points(crate::model::LedgerEntry {
             rule: "p".into(),
             points: 1,
             event: None,

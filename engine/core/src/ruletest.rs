@@ -231,7 +231,12 @@ fn compare(id: &str, e: &Expect, l: &crate::model::LeadState, diffs: &mut Vec<St
         check("consent", c.as_str().into(), l.consent.as_str().into());
     }
     if let Some(em) = &e.emails {
-        let got: Vec<&str> = l.emails.iter().map(|m| m.template.as_str()).collect();
+        let got: Vec<&str> = l
+            .history
+            .emails
+            .iter()
+            .map(|m| m.template.as_str())
+            .collect();
         check(
             "emails",
             format!("[{}]", em.join(", ")),

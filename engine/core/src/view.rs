@@ -28,10 +28,10 @@ pub fn lead_line(l: &LeadState) -> String {
         fit: l.fit,
         owner: l.owner.as_deref(),
         consent: l.consent.as_str(),
-        ledger: &l.ledger,
-        transitions: &l.transitions,
-        emails: &l.emails,
-        assignments: &l.assignments,
+        ledger: &l.history.ledger,
+        transitions: &l.history.transitions,
+        emails: &l.history.emails,
+        assignments: &l.history.assignments,
     };
     serde_json::to_string(&line).unwrap_or_default()
 }

@@ -181,7 +181,11 @@ pub struct Lens(usize, usize, usize);
 impl Lens {
     pub fn of(lead: Option<&LeadState>) -> Lens {
         lead.map_or(Lens::default(), |l| {
-            Lens(l.ledger.len(), l.transitions.len(), l.assignments.len())
+            Lens(
+                l.history.ledger.len(),
+                l.history.transitions.len(),
+                l.history.assignments.len(),
+            )
         })
     }
 }
@@ -285,21 +289,21 @@ pub fn collect(
 /// history and assignments.
 fn history_entries(before: Lens, after: &LeadState) -> Vec<(Timestamp, TimelineKind, Value)> {
     let mut out = Vec::new();
-    for e in after.ledger.iter().skip(before.0) {
+    for e in after.history.ledger.iter().skip(before.0) {
         out.push((
             e.at,
             TimelineKind::Scored,
             json!({"rule": e.rule, "points": e.points, "event": e.event, "reason": e.reason}),
         ));
     }
-    for t in after.transitions.iter().skip(before.1) {
+    for t in after.history.transitions.iter().skip(before.1) {
         out.push((
             t.at,
             TimelineKind::StageChanged,
             json!({"from": t.from, "to": t.to}),
         ));
     }
-    for a in after.assignments.iter().skip(before.2) {
+    for a in after.history.assignments.iter().skip(before.2) {
         out.push((
             a.at,
             TimelineKind::Assigned,

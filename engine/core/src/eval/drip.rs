@@ -2,7 +2,8 @@
 //! step when consent, the frequency cap and the send window allow.
 
 use super::{Effect, Note, Postponed, Run, TimerKind};
-use crate::model::{time::Timestamp, Consent, EmailRecord, Enrollment, EnrollmentStatus};
+use crate::model::time::{from_millis, millis, Timestamp};
+use crate::model::{Consent, EmailRecord, Enrollment, EnrollmentStatus};
 use crate::rules::config::ZoneSpec;
 use crate::rules::{cron5, Campaign};
 use chrono::Utc;
@@ -147,12 +148,16 @@ impl Run<'_, '_> {
         if let Some(until) = self.window_opens_at(c) {
             return self.postpone(pos, c, step, Postponed::Window, until);
         }
-        self.lead.emails.push(EmailRecord {
-            campaign: campaign.to_string(),
-            step: step + 1,
-            template: s.template.clone(),
-            at: self.now,
-        });
+        let keep = self.rules.cap_max();
+        self.lead.record_email(
+            EmailRecord {
+                campaign: campaign.to_string(),
+                step: step + 1,
+                template: s.template.clone(),
+                at: self.now,
+            },
+            keep,
+        );
         self.effects.push(Effect::SendEmail {
             campaign: campaign.to_string(),
             step: step + 1,
@@ -220,20 +225,21 @@ impl Run<'_, '_> {
     /// With the frequency cap full now, the first moment it allows a send.
     fn cap_allows_at(&self) -> Option<Timestamp> {
         let (max, per) = self.rules.settings.frequency_cap?;
-        let from = self.now - per;
-        let mut recent: Vec<Timestamp> = self
+        let (from, now) = (millis(&(self.now - per)), millis(&self.now));
+        // The lead remembers the latest `max` sends, sorted.
+        let recent: Vec<i64> = self
             .lead
-            .emails
+            .memory
+            .sends
             .iter()
-            .map(|e| e.at)
-            .filter(|at| *at > from && *at <= self.now)
+            .copied()
+            .filter(|&at| at > from && at <= now)
             .collect();
         if recent.len() < max as usize {
             return None;
         }
-        recent.sort();
         // Once the oldest emails that overfill the cap leave the window.
-        Some(recent[recent.len() - max as usize] + per)
+        Some(from_millis(recent[recent.len() - max as usize]) + per)
     }
 
     /// Outside the campaign's send window, the start of its next minute.

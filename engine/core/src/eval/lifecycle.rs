@@ -29,7 +29,7 @@ impl Run<'_, '_> {
         if from == to {
             return;
         }
-        self.lead.transitions.push(Transition {
+        self.lead.record_transition(Transition {
             from,
             to,
             at: self.now,
@@ -63,7 +63,7 @@ impl Run<'_, '_> {
     fn feedback(&mut self, status: FeedbackStatus, reason: Option<String>) {
         // Any answer stops the SLA clock.
         self.lead.sla_due = None;
-        self.lead.feedback.push(crate::model::FeedbackRecord {
+        self.lead.record_feedback(crate::model::FeedbackRecord {
             owner: self.lead.owner.clone(),
             status,
             at: self.now,
@@ -100,7 +100,7 @@ impl Run<'_, '_> {
         self.add_points("recycle", reset, None, reason.clone());
         // The feedback event caused it; keep it for the explanation.
         let cause = self.current_event.clone();
-        if let Some(entry) = self.lead.ledger.last_mut() {
+        if let Some(entry) = self.lead.history.ledger.last_mut() {
             entry.event = cause;
         }
         self.lead.cycle += 1;
@@ -143,7 +143,7 @@ impl crate::model::LeadState {
     /// The only backward move: sales recycling a lead.
     fn stage_back_to(&mut self, to: Stage, at: crate::model::time::Timestamp) {
         if self.stage != to {
-            self.transitions.push(Transition {
+            self.record_transition(Transition {
                 from: self.stage,
                 to,
                 at,

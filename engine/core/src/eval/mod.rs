@@ -123,13 +123,13 @@ impl<'r> Evaluator<'r> {
         rules: &[usize],
     ) -> Decision {
         let mut run = Run::new(self, lead, book, at, None);
-        let before = run.lead.ledger.len();
+        let before = run.lead.memory.counts.ledger;
         for &i in rules {
             run.apply_rule(i, None);
         }
         // Nothing changed and no later condition reads the clock: the rest of
         // the pipeline would decide exactly what it decided last time.
-        if run.lead.ledger.len() != before || self.rules.settle_reads_now {
+        if run.lead.memory.counts.ledger != before || self.rules.settle_reads_now {
             run.settle();
         }
         run.finish()
@@ -193,6 +193,10 @@ impl<'e, 'r> Run<'e, 'r> {
         now: Timestamp,
         event: Option<&'e Event>,
     ) -> Self {
+        let mut lead = lead;
+        let rules = ev.rules;
+        lead.memory
+            .fit_to(|name| rules.limit_times(name), rules.cap_max());
         Run {
             ev,
             rules: ev.rules,

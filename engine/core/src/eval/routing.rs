@@ -150,7 +150,7 @@ impl<'r> Run<'_, 'r> {
         self.lead.owner = Some(o.id.clone());
         self.lead.offered_to.clear();
         self.lead.offered_at = None;
-        self.lead.assignments.push(Assignment {
+        self.lead.record_assignment(Assignment {
             owner: o.id.clone(),
             rule: rule.to_string(),
             at: self.now,

@@ -87,12 +87,8 @@ impl Run<'_, '_> {
             let from = per.map(|p| self.now - p);
             let used = self
                 .lead
-                .ledger
-                .iter()
-                .filter(|e| {
-                    e.rule == rule.name && e.at <= self.now && from.is_none_or(|f| e.at > f)
-                })
-                .count();
+                .memory
+                .hits_within(&rule.name, from.as_ref(), &self.now);
             if used >= times as usize {
                 return;
             }
@@ -103,6 +99,9 @@ impl Run<'_, '_> {
             }
         }
         self.add_points(&rule.name, rule.points, event.map(str::to_string), None);
+        if let Some((times, _)) = rule.limit {
+            self.lead.memory.hit(&rule.name, &self.now, times);
+        }
     }
 
     pub(super) fn add_points(
@@ -112,7 +111,7 @@ impl Run<'_, '_> {
         event: Option<String>,
         reason: Option<String>,
     ) {
-        self.lead.ledger.push(LedgerEntry {
+        self.lead.record_points(LedgerEntry {
             rule: rule.to_string(),
             points,
             event,

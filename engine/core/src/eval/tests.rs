@@ -33,6 +33,7 @@ fn run<'r>(r: &'r Ruleset, mut events: Vec<Event>, until: Option<&str>) -> World
 
 fn points(w: &World<'_>, lead: &str) -> Vec<(String, i64)> {
     w.leads[lead]
+        .history
         .ledger
         .iter()
         .map(|e| (e.rule.clone(), e.points))
@@ -59,6 +60,7 @@ fn limit_window_counts_entries_in_the_half_open_window() {
         None,
     );
     let got: Vec<_> = w.leads["u"]
+        .history
         .ledger
         .iter()
         .map(|e| e.event.clone().unwrap())
@@ -163,9 +165,9 @@ fn stages_move_forward_only_with_one_transition_when_skipping() {
     );
     let l = &w.leads["u"];
     assert_eq!(l.stage, Stage::Sql, "a falling score never demotes");
-    assert_eq!(l.transitions.len(), 1);
+    assert_eq!(l.history.transitions.len(), 1);
     assert_eq!(
-        (l.transitions[0].from, l.transitions[0].to),
+        (l.history.transitions[0].from, l.history.transitions[0].to),
         (Stage::Subscriber, Stage::Sql)
     );
 }
@@ -264,6 +266,7 @@ fn identify(id: &str, at: &str, consent: &str) -> Event {
 
 fn sent(w: &World<'_>) -> Vec<(String, String)> {
     w.leads["u"]
+        .history
         .emails
         .iter()
         .map(|e| (e.template.clone(), time::format(&e.at)))
@@ -515,7 +518,7 @@ fn round_robin_rotates_and_skips_owners_at_capacity() {
     let w = run(&r, hot_leads(5), None);
     assert_eq!(owners(&w), vec!["a", "b", "c", "b", "c"]);
     assert_eq!(w.book.open_count("a"), 1);
-    assert_eq!(w.leads["l00"].assignments[0].rule, "r");
+    assert_eq!(w.leads["l00"].history.assignments[0].rule, "r");
 }
 
 #[test]
@@ -592,6 +595,7 @@ fn sla_breach_notifies_and_reassigns_to_the_next_owner() {
     let l = &w.leads["l00"];
     // a at 00:00, breach at 01:00 → b, breach at 02:00 → c, breach at 03:00 → a.
     let seq: Vec<_> = l
+        .history
         .assignments
         .iter()
         .map(|a| (a.owner.as_str(), time::format(&a.at)))
@@ -634,7 +638,7 @@ fn feedback_in_time_stops_the_sla() {
     ));
     let w = run(&r, events, Some("2026-01-02T00:00:00Z"));
     let l = &w.leads["l00"];
-    assert_eq!(l.assignments.len(), 1);
+    assert_eq!(l.history.assignments.len(), 1);
     assert_eq!(l.stage, Stage::Opportunity);
     assert!(!w
         .effects
@@ -697,7 +701,7 @@ fn rejected_leads_are_recycled_and_nurtured_again() {
     assert_eq!(l.stage, Stage::Lead);
     assert_eq!(l.owner, None);
     assert_eq!(l.score, 5);
-    let last = l.ledger.last().unwrap();
+    let last = l.history.ledger.last().unwrap();
     assert_eq!(
         (last.rule.as_str(), last.points, last.event.as_deref()),
         ("recycle", -95, Some("3"))
@@ -708,7 +712,12 @@ fn rejected_leads_are_recycled_and_nurtured_again() {
     assert_eq!(l.cycle, 1);
     assert_eq!(l.enrollments[1].cycle, 1);
     assert_eq!(sent(&w).len(), 2);
-    let hooks: Vec<_> = l.transitions.iter().map(|t| (t.from, t.to)).collect();
+    let hooks: Vec<_> = l
+        .history
+        .transitions
+        .iter()
+        .map(|t| (t.from, t.to))
+        .collect();
     assert_eq!(
         hooks,
         vec![
@@ -735,6 +744,7 @@ fn inactivity_decay_runs_on_schedule_for_quiet_leads_only() {
     );
     // quiet: >72h idle at 01-05 03:00 and 01-06 03:00.
     let decays: Vec<_> = w.leads["quiet"]
+        .history
         .ledger
         .iter()
         .filter(|e| e.rule == "decay")
@@ -747,7 +757,11 @@ fn inactivity_decay_runs_on_schedule_for_quiet_leads_only() {
             ("2026-01-06T03:00:00Z".to_string(), None)
         ]
     );
-    assert!(w.leads["busy"].ledger.iter().all(|e| e.rule != "decay"));
+    assert!(w.leads["busy"]
+        .history
+        .ledger
+        .iter()
+        .all(|e| e.rule != "decay"));
 }
 
 #[test]
@@ -813,7 +827,13 @@ fn plugin_effects_apply_and_failures_only_get_noted() {
     let e = ev("1", "u", "identify", "2026-01-01T00:00:00Z", json!({}));
     let d = Evaluator::with_plugins(&r, &host).on_event(None, &mut Book::default(), &e);
     assert_eq!(d.lead.score, 8);
-    let entry = d.lead.ledger.iter().find(|l| l.rule == "size").unwrap();
+    let entry = d
+        .lead
+        .history
+        .ledger
+        .iter()
+        .find(|l| l.rule == "size")
+        .unwrap();
     assert_eq!(entry.reason.as_deref(), Some("enterprise"));
     assert_eq!(d.lead.attributes["segment"], json!("ent"));
     assert_eq!(d.lead.attributes["tags"], json!(["big"]));
@@ -1033,4 +1053,46 @@ fn a_plugin_effect_that_could_not_be_stored_fails_the_call_and_none_applies() {
         // What is noted can itself be stored.
         assert!(crate::model::bounds::check_text("error", &error, 8192).is_ok());
     }
+}
+
+/// A state stored before version 2 held the lead's whole history; read
+/// back, it gives that history and the memory the evaluator would have
+/// built while making it (once trimmed to the rules, as the next input does).
+#[test]
+fn a_state_stored_with_its_whole_history_reads_back_with_the_same_memory() {
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/v1");
+    let r = Ruleset::load(&fx.join("rules")).unwrap_or_else(|d| panic!("{d}"));
+    let text = std::fs::read_to_string(fx.join("events.jsonl")).unwrap();
+    let events = crate::sim::read_events_str("events.jsonl", &text).unwrap();
+    let w = run(&r, events, Some("2026-12-01T00:00:00Z"));
+    let mut with_sends = 0;
+    for lead in w.leads.values() {
+        let h = &lead.history;
+        let mut old = serde_json::to_value(lead).unwrap();
+        let m = old.as_object_mut().unwrap();
+        m.remove("memory");
+        m.insert("ledger".into(), serde_json::to_value(&h.ledger).unwrap());
+        m.insert(
+            "transitions".into(),
+            serde_json::to_value(&h.transitions).unwrap(),
+        );
+        m.insert("emails".into(), serde_json::to_value(&h.emails).unwrap());
+        m.insert(
+            "assignments".into(),
+            serde_json::to_value(&h.assignments).unwrap(),
+        );
+        m.insert(
+            "feedback".into(),
+            serde_json::to_value(&h.feedback).unwrap(),
+        );
+        let (mut back, history) = crate::rows::parse_stored(&old.to_string()).unwrap();
+        assert_eq!(history.as_ref(), Some(h), "{}", lead.id);
+        back.memory.fit_to(|n| r.limit_times(n), r.cap_max());
+        assert_eq!(back.memory, lead.memory, "{}", lead.id);
+        with_sends += usize::from(!lead.memory.sends.is_empty());
+        // A state stored since reads back as it was, with no history.
+        let (now, none) = crate::rows::parse_stored(&serde_json::to_string(lead).unwrap()).unwrap();
+        assert_eq!((now.memory, none), (lead.memory.clone(), None));
+    }
+    assert!(with_sends > 0, "the cap's memory is exercised");
 }

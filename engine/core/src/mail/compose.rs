@@ -423,7 +423,7 @@ settings:
         let r = rules(RULES);
         let c = composer(&r);
         let mut l = lead();
-        l.ledger.push(crate::model::LedgerEntry {
+        l.record_points(crate::model::LedgerEntry {
             rule: "pricing".into(),
             points: 30,
             event: Some("e1".into()),

@@ -52,6 +52,15 @@ pub enum FeedbackStatus {
 }
 
 impl FeedbackStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackStatus::Accepted => "accepted",
+            FeedbackStatus::Won => "won",
+            FeedbackStatus::Rejected => "rejected",
+            FeedbackStatus::Lost => "lost",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<FeedbackStatus> {
         Some(match s {
             "accepted" => FeedbackStatus::Accepted,

@@ -1,8 +1,9 @@
 //! A lead and everything the engine remembers about it.
 
-use super::time::{serde_ts, Timestamp};
+use super::time::{millis, serde_ts, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Lifecycle stages, in order. `Ord` is the funnel order, so "forward only"
@@ -168,6 +169,126 @@ pub struct Enrollment {
     pub waiting_consent: bool,
 }
 
+/// What happened to a lead, oldest first, append-only: the score ledger,
+/// stage changes, emails decided, assignments and sales feedback. The
+/// evaluator adds to it and never reads it to decide (what it needs is in
+/// [`Memory`], bounded), so a holder keeps as much of it as it likes:
+/// `simulate` all of it, the daemon only what one step added (appended to
+/// its tables), the API what it reads back from them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    pub ledger: Vec<LedgerEntry>,
+    pub transitions: Vec<Transition>,
+    pub emails: Vec<EmailRecord>,
+    pub assignments: Vec<Assignment>,
+    /// Sales feedback applied.
+    pub feedback: Vec<FeedbackRecord>,
+}
+
+/// How many entries each part of a lead's [`History`] has had, ever: the
+/// daemon numbers its history rows with these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub ledger: u64,
+    pub transitions: u64,
+    pub emails: u64,
+    pub assignments: u64,
+    pub feedback: u64,
+}
+
+/// What the evaluator remembers of a lead's history in order to decide,
+/// bounded by the rules rather than by how long the lead has lived, so the
+/// stored state does not grow with history (docs/daemon.md, "Lead state").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    pub counts: Counts,
+    /// Points per rule (plugins and recycles too), in the order each first
+    /// scored: the score explanation. One entry per rule.
+    pub points: Vec<(String, i64)>,
+    /// Per scoring rule with a `limit`: when it last scored (epoch ms,
+    /// oldest first), at most the limit's `times` of them: no more can
+    /// decide whether it may score again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hits: BTreeMap<String, Vec<i64>>,
+    /// When the last marketing emails were decided (epoch ms, oldest
+    /// first), at most the frequency cap's `max`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sends: Vec<i64>,
+}
+
+impl Memory {
+    /// Rule `rule`, limited to `times`, scored at `at`.
+    pub fn hit(&mut self, rule: &str, at: &Timestamp, times: u32) {
+        let hits = self.hits.entry(rule.to_string()).or_default();
+        remember(hits, millis(at), times as usize);
+    }
+
+    /// Forgets what the rules no longer need: hits of rules without a limit
+    /// (`limit_of` gives a rule's `times`) beyond it, and sends beyond the
+    /// frequency cap's `max`. Rules reloaded with a higher limit or cap
+    /// count only what the lower one kept.
+    pub fn fit_to(&mut self, limit_of: impl Fn(&str) -> Option<u32>, cap: Option<u32>) {
+        if !self.hits.is_empty() {
+            self.hits.retain(|rule, hits| match limit_of(rule) {
+                Some(times) => {
+                    let keep = times as usize;
+                    if hits.len() > keep {
+                        hits.drain(..hits.len() - keep);
+                    }
+                    true
+                }
+                None => false,
+            });
+        }
+        let keep = cap.map_or(0, |max| max as usize);
+        if self.sends.len() > keep {
+            self.sends.drain(..self.sends.len() - keep);
+        }
+    }
+
+    /// Rebuilds the memory of a whole history (a state stored before
+    /// version 2 held it all): every rule's and every send's latest
+    /// [`Memory::LEGACY_KEPT`] times, until [`Memory::fit_to`] trims them.
+    pub fn of_history(h: &History) -> Memory {
+        let mut lead = LeadState::new("", chrono::DateTime::UNIX_EPOCH);
+        for e in &h.ledger {
+            lead.record_points(e.clone());
+            lead.memory.hit(&e.rule, &e.at, Self::LEGACY_KEPT);
+        }
+        for e in &h.emails {
+            lead.record_email(e.clone(), Some(Self::LEGACY_KEPT));
+        }
+        let c = &mut lead.memory.counts;
+        c.transitions = h.transitions.len() as u64;
+        c.assignments = h.assignments.len() as u64;
+        c.feedback = h.feedback.len() as u64;
+        lead.memory
+    }
+
+    /// How many times per rule and of sends [`Memory::of_history`] keeps.
+    pub const LEGACY_KEPT: u32 = 100;
+
+    /// How many of `rule`'s remembered hits fall in `(from, now]`.
+    pub fn hits_within(&self, rule: &str, from: Option<&Timestamp>, now: &Timestamp) -> usize {
+        let (from, now) = (from.map(millis), millis(now));
+        self.hits.get(rule).map_or(0, |hits| {
+            hits.iter()
+                .filter(|&&t| t <= now && from.is_none_or(|f| t > f))
+                .count()
+        })
+    }
+}
+
+/// Puts `t` in its place in the sorted `times` (an input may be older than
+/// the last one seen) and keeps the latest `keep` of them.
+fn remember(times: &mut Vec<i64>, t: i64, keep: usize) {
+    let at = times.partition_point(|&x| x <= t);
+    times.insert(at, t);
+    if times.len() > keep {
+        times.drain(..times.len() - keep);
+    }
+}
+
 /// Everything known about one lead. This is the state the evaluator takes and
 /// returns; shells store it however they like.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -186,13 +307,13 @@ pub struct LeadState {
     pub created_at: Timestamp,
     #[serde(with = "serde_ts")]
     pub last_activity_at: Timestamp,
-    pub ledger: Vec<LedgerEntry>,
-    pub transitions: Vec<Transition>,
-    pub emails: Vec<EmailRecord>,
-    pub assignments: Vec<Assignment>,
-    /// Sales feedback applied, oldest first.
+    /// What happened to the lead, as far as its holder keeps it (see
+    /// [`History`]). Not part of the stored state.
+    #[serde(skip)]
+    pub history: History,
+    /// What the evaluator remembers of that history to decide: bounded.
     #[serde(default)]
-    pub feedback: Vec<FeedbackRecord>,
+    pub memory: Memory,
     pub enrollments: Vec<Enrollment>,
     /// Incremented by every recycle; campaigns enroll once per cycle.
     pub cycle: u32,
@@ -229,11 +350,8 @@ impl LeadState {
             consent: Consent::Unknown,
             created_at: at,
             last_activity_at: at,
-            ledger: Vec::new(),
-            transitions: Vec::new(),
-            emails: Vec::new(),
-            assignments: Vec::new(),
-            feedback: Vec::new(),
+            history: History::default(),
+            memory: Memory::default(),
             enrollments: Vec::new(),
             cycle: 0,
             routing_rule: None,
@@ -245,16 +363,46 @@ impl LeadState {
         }
     }
 
-    /// Score per rule, largest contribution first: the score explanation.
+    /// Points per rule, in the order each first scored: the score explanation.
     pub fn score_breakdown(&self) -> Vec<(String, i64)> {
-        let mut by_rule: Vec<(String, i64)> = Vec::new();
-        for e in &self.ledger {
-            match by_rule.iter_mut().find(|(r, _)| *r == e.rule) {
-                Some((_, p)) => *p = p.saturating_add(e.points),
-                None => by_rule.push((e.rule.clone(), e.points)),
-            }
+        self.memory.points.clone()
+    }
+
+    /// Adds a ledger entry (the caller adds its points to the score).
+    pub fn record_points(&mut self, entry: LedgerEntry) {
+        let m = &mut self.memory;
+        m.counts.ledger += 1;
+        match m.points.iter_mut().find(|(r, _)| *r == entry.rule) {
+            Some((_, p)) => *p = p.saturating_add(entry.points),
+            None => m.points.push((entry.rule.clone(), entry.points)),
         }
-        by_rule
+        self.history.ledger.push(entry);
+    }
+
+    pub fn record_transition(&mut self, t: Transition) {
+        self.memory.counts.transitions += 1;
+        self.history.transitions.push(t);
+    }
+
+    /// Adds a marketing email decided; `keep` is the frequency cap's `max`
+    /// (how many send times the cap needs remembered).
+    pub fn record_email(&mut self, e: EmailRecord, keep: Option<u32>) {
+        self.memory.counts.emails += 1;
+        match keep {
+            Some(keep) => remember(&mut self.memory.sends, millis(&e.at), keep as usize),
+            None => self.memory.sends.clear(),
+        }
+        self.history.emails.push(e);
+    }
+
+    pub fn record_assignment(&mut self, a: Assignment) {
+        self.memory.counts.assignments += 1;
+        self.history.assignments.push(a);
+    }
+
+    pub fn record_feedback(&mut self, f: FeedbackRecord) {
+        self.memory.counts.feedback += 1;
+        self.history.feedback.push(f);
     }
 
     pub fn active_enrollment(&self, campaign: &str) -> Option<&Enrollment> {

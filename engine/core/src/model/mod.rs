@@ -13,6 +13,6 @@ pub mod time;
 pub use cache::ConditionCache;
 pub use event::{Event, EventError, FeedbackStatus, BUILT_IN_TYPES, SUBSCRIBED, UNSUBSCRIBED};
 pub use lead::{
-    Assignment, Consent, EmailRecord, Enrollment, EnrollmentStatus, FeedbackRecord, LeadState,
-    LedgerEntry, Stage, Transition,
+    Assignment, Consent, Counts, EmailRecord, Enrollment, EnrollmentStatus, FeedbackRecord,
+    History, LeadState, LedgerEntry, Memory, Stage, Transition,
 };

@@ -173,6 +173,19 @@ impl Ruleset {
         compile(super::load_text(path, text))
     }
 
+    /// A scoring rule's `limit: times`, if it has a limit.
+    pub fn limit_times(&self, rule: &str) -> Option<u32> {
+        self.scoring
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.limit.map(|(times, _)| times))
+    }
+
+    /// How many sends the frequency cap counts (`max`), if there is one.
+    pub fn cap_max(&self) -> Option<u32> {
+        self.settings.frequency_cap.map(|(max, _)| max)
+    }
+
     /// Scoring rules triggered by an event type, in file order.
     pub fn scoring_for(&self, kind: &str) -> &[usize] {
         self.by_type

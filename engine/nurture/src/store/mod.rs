@@ -12,6 +12,7 @@ mod read;
 mod routing;
 mod step;
 mod timeline;
+mod upgrade;
 
 pub use group_commit::{IngestError, Ingestor, WriteObserver};
 pub use nurture_core::reports::OwnerFigures;
@@ -242,6 +243,13 @@ impl Store {
         match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.writer).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.writer).await?,
+        }
+        let upgraded = self.upgrade_states().await?;
+        if upgraded > 0 {
+            tracing::info!(
+                upgraded,
+                "lead states upgraded: their history moved to its tables"
+            );
         }
         Ok(())
     }

@@ -2,7 +2,10 @@
 
 use super::outbox::OPEN;
 use super::{from_millis, millis, Store, StoreError};
-use crate::model::{time::Timestamp, LeadState, Stage};
+use crate::model::{
+    time::Timestamp, Assignment, EmailRecord, FeedbackRecord, FeedbackStatus, History, LeadState,
+    LedgerEntry, Stage, Transition,
+};
 use nurture_core::writes::{Entry, TimelineKind};
 use serde::Serialize;
 use serde_json::Value;
@@ -57,6 +60,8 @@ pub struct Funnel {
 }
 
 impl Store {
+    /// A stored lead with its whole history (read from its tables), as the
+    /// API shows it.
     pub async fn lead(&self, id: &str) -> Result<Option<LeadState>, StoreError> {
         let sql = self.sql("SELECT state FROM leads WHERE id = $1");
         let Some(row) = sqlx::query(&sql)
@@ -67,12 +72,97 @@ impl Store {
             return Ok(None);
         };
         let state: String = row.try_get(0)?;
-        super::parse_state(&state)
-            .map(Some)
-            .map_err(|detail| StoreError::Corrupt {
+        let (mut lead, old) =
+            nurture_core::rows::parse_stored(&state).map_err(|detail| StoreError::Corrupt {
                 what: "lead state",
                 detail,
-            })
+            })?;
+        lead.history = match old {
+            Some(history) => history,
+            None => self.history(id).await?,
+        };
+        Ok(Some(lead))
+    }
+
+    /// A lead's history, oldest first, from its tables.
+    pub async fn history(&self, id: &str) -> Result<History, StoreError> {
+        let corrupt = |what: &'static str, v: &str| StoreError::Corrupt {
+            what,
+            detail: format!("{v:?}"),
+        };
+        let rows = self
+            .history_rows("SELECT rule, points, event, at, reason FROM ledger", id)
+            .await?;
+        let mut h = History::default();
+        for r in rows {
+            h.ledger.push(LedgerEntry {
+                rule: r.try_get(0)?,
+                points: r.try_get(1)?,
+                event: r.try_get(2)?,
+                at: from_millis(r.try_get(3)?),
+                reason: r.try_get(4)?,
+            });
+        }
+        let rows = self
+            .history_rows("SELECT from_stage, to_stage, at FROM transitions", id)
+            .await?;
+        for r in rows {
+            let (from, to): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            h.transitions.push(Transition {
+                from: Stage::parse(&from).ok_or_else(|| corrupt("transition", &from))?,
+                to: Stage::parse(&to).ok_or_else(|| corrupt("transition", &to))?,
+                at: from_millis(r.try_get(2)?),
+            });
+        }
+        let rows = self
+            .history_rows("SELECT campaign, step, template, at FROM emails", id)
+            .await?;
+        for r in rows {
+            h.emails.push(EmailRecord {
+                campaign: r.try_get(0)?,
+                step: r.try_get::<i64, _>(1)?.max(0) as usize,
+                template: r.try_get(2)?,
+                at: from_millis(r.try_get(3)?),
+            });
+        }
+        let rows = self
+            .history_rows("SELECT owner, rule, at FROM assignments", id)
+            .await?;
+        for r in rows {
+            h.assignments.push(Assignment {
+                owner: r.try_get(0)?,
+                rule: r.try_get(1)?,
+                at: from_millis(r.try_get(2)?),
+            });
+        }
+        let rows = self
+            .history_rows("SELECT owner, status, at FROM feedback", id)
+            .await?;
+        for r in rows {
+            let status: String = r.try_get(1)?;
+            h.feedback.push(FeedbackRecord {
+                owner: r.try_get(0)?,
+                status: FeedbackStatus::parse(&status)
+                    .ok_or_else(|| corrupt("feedback", &status))?,
+                at: from_millis(r.try_get(2)?),
+            });
+        }
+        Ok(h)
+    }
+
+    /// `select` (a history table's columns) for lead `id`, oldest first.
+    async fn history_rows(
+        &self,
+        select: &str,
+        id: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let sql = self
+            .sql(&format!("{select} WHERE lead = $1 ORDER BY n"))
+            .into_owned();
+        Ok(sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Whether a lead is stored, without reading its state.
@@ -242,12 +332,11 @@ impl Store {
         // whole: erasure must not depend on reading what it erases. The lead
         // stays in quarantine.
         let state = match super::parse_state(&state) {
+            // The state holds no history (a version 1 state that still
+            // did reads back without it).
             Ok(mut lead) => {
                 lead.email.clear();
                 lead.attributes.clear();
-                for e in &mut lead.ledger {
-                    e.reason = None;
-                }
                 serde_json::to_string(&lead).unwrap_or_else(|_| "{}".into())
             }
             Err(_) => "{}".into(),

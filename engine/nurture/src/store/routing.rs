@@ -1,12 +1,13 @@
 //! Reads behind routing: the claim pool, an owner's overdue leads, whether an
 //! event was applied (claims wait for it), and the per-owner report.
 
-use super::{Store, StoreError};
-use crate::model::{time::Timestamp, LeadState, Stage};
+use super::{from_millis, Store, StoreError};
+use crate::model::{time::Timestamp, Assignment, FeedbackRecord, FeedbackStatus, LeadState, Stage};
 use nurture_core::reports::{OwnerFigures, OwnerReport};
 use nurture_core::writes::TimelineKind;
 use serde::Serialize;
 use sqlx::Row;
+use std::collections::BTreeMap;
 
 /// A lead waiting in the pool: enough to choose, nothing personal.
 #[derive(Debug, Serialize)]
@@ -74,29 +75,28 @@ impl Store {
         accept_within: chrono::Duration,
         now: Timestamp,
     ) -> Result<Vec<String>, StoreError> {
-        let sql =
-            self.sql("SELECT state FROM leads WHERE owner = $1 AND stage = 'sql' ORDER BY id");
+        // Since the latest assignment to the owner; answered if any
+        // feedback came at or after it.
+        let sql = self.sql(
+            "SELECT l.id, \
+               (SELECT a.at FROM assignments a WHERE a.lead = l.id AND a.owner = $1 ORDER BY a.n DESC LIMIT 1), \
+               (SELECT MAX(f.at) FROM feedback f WHERE f.lead = l.id) \
+             FROM leads l WHERE l.owner = $1 AND l.stage = 'sql' ORDER BY l.id",
+        );
         let rows = sqlx::query(&sql)
             .bind(owner.to_string())
             .fetch_all(&self.pool)
             .await?;
         let mut out = Vec::new();
         for r in rows {
-            let Some(lead) = readable(&r.try_get::<String, _>(0)?) else {
+            let Some(since) = r.try_get::<Option<i64>, _>(1)?.map(from_millis) else {
                 continue;
             };
-            let Some(since) = lead
-                .assignments
-                .iter()
-                .rev()
-                .find(|a| a.owner == owner)
-                .map(|a| a.at)
-            else {
-                continue;
-            };
-            let answered = lead.feedback.iter().any(|f| f.at >= since);
+            let answered = r
+                .try_get::<Option<i64>, _>(2)?
+                .is_some_and(|at| from_millis(at) >= since);
             if !answered && since + accept_within <= now {
-                out.push(lead.id);
+                out.push(r.try_get(0)?);
             }
         }
         Ok(out)
@@ -119,15 +119,49 @@ impl Store {
     /// on the timelines.
     pub async fn owner_report(&self) -> Result<Vec<OwnerFigures>, StoreError> {
         let mut report = OwnerReport::default();
-        // Stored state is compact JSON: this skips leads never assigned
-        // without parsing them.
-        let rows = sqlx::query(r#"SELECT state FROM leads WHERE state LIKE '%"assignments":[{%'"#)
+        // Every lead ever assigned, with its assignments and feedback.
+        let mut leads: BTreeMap<String, LeadState> = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT l.id, l.stage, l.owner FROM leads l \
+             WHERE EXISTS (SELECT 1 FROM assignments a WHERE a.lead = l.id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let id: String = r.try_get(0)?;
+            let mut lead = LeadState::new(&id, chrono::DateTime::UNIX_EPOCH);
+            lead.stage = Stage::parse(&r.try_get::<String, _>(1)?).unwrap_or(Stage::Sql);
+            lead.owner = r.try_get(2)?;
+            leads.insert(id, lead);
+        }
+        let rows = sqlx::query("SELECT lead, owner, rule, at FROM assignments ORDER BY lead, n")
             .fetch_all(&self.pool)
             .await?;
         for r in rows {
-            if let Some(lead) = readable(&r.try_get::<String, _>(0)?) {
-                report.lead(&lead);
+            if let Some(lead) = leads.get_mut(&r.try_get::<String, _>(0)?) {
+                lead.history.assignments.push(Assignment {
+                    owner: r.try_get(1)?,
+                    rule: r.try_get(2)?,
+                    at: from_millis(r.try_get(3)?),
+                });
             }
+        }
+        let rows = sqlx::query("SELECT lead, owner, status, at FROM feedback ORDER BY lead, n")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let status = FeedbackStatus::parse(&r.try_get::<String, _>(2)?);
+            if let (Some(lead), Some(status)) = (leads.get_mut(&r.try_get::<String, _>(0)?), status)
+            {
+                lead.history.feedback.push(FeedbackRecord {
+                    owner: r.try_get(1)?,
+                    status,
+                    at: from_millis(r.try_get(3)?),
+                });
+            }
+        }
+        for lead in leads.values() {
+            report.lead(lead);
         }
         // SLA breaches are evaluator notes: read as notes, not matched as text.
         let sql = self.sql("SELECT detail FROM timeline WHERE kind = $1");

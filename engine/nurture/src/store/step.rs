@@ -22,7 +22,7 @@
 use super::{from_millis, millis, Store, StoreError};
 use crate::eval::{Book, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};
-use nurture_core::rows::{parse_state, LeadRows};
+use nurture_core::rows::{parse_state, HistoryRows, LeadRows};
 use nurture_core::writes::{Entry, Queued, TimelineKind};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -278,13 +278,11 @@ impl<'s> StepTx<'s> {
         .await?;
 
         let mut rows = Vec::new();
-        let mut ledger = Vec::new();
-        let mut transitions = Vec::new();
+        let mut history = HistoryRows::default();
         let mut enrollments = Vec::new();
         for r in leads {
             rows.push(r.lead);
-            ledger.extend(r.ledger);
-            transitions.extend(r.transitions);
+            history.extend(r.history);
             enrollments.extend(r.enrollments);
         }
         let leads = rows;
@@ -297,20 +295,7 @@ impl<'s> StepTx<'s> {
              state = excluded.state",
         )
         .await?;
-        self.insert(
-            "INSERT INTO ledger (lead, n, rule, points, event, at, reason)",
-            7,
-            ledger,
-            "",
-        )
-        .await?;
-        self.insert(
-            "INSERT INTO transitions (lead, n, from_stage, to_stage, at)",
-            5,
-            transitions,
-            "",
-        )
-        .await?;
+        insert_history(self.store, &mut self.tx, history, "").await?;
         self.insert(
             "INSERT INTO enrollments (lead, campaign, cycle, status, next_step, due_at)",
             6,
@@ -360,7 +345,6 @@ impl<'s> StepTx<'s> {
         Ok(())
     }
 
-    /// `head VALUES (...), (...) tail`, as many rows per statement as fit.
     async fn insert(
         &mut self,
         head: &str,
@@ -368,32 +352,7 @@ impl<'s> StepTx<'s> {
         rows: Vec<Vec<Arg>>,
         tail: &str,
     ) -> Result<(), StoreError> {
-        for chunk in rows.chunks((MAX_PARAMS / cols).max(1)) {
-            let mut q = format!("{head} VALUES ");
-            for (r, _) in chunk.iter().enumerate() {
-                if r > 0 {
-                    q.push(',');
-                }
-                q.push('(');
-                for c in 0..cols {
-                    if c > 0 {
-                        q.push(',');
-                    }
-                    q.push_str(&format!("${}", r * cols + c + 1));
-                }
-                q.push(')');
-            }
-            q.push_str(tail);
-            let sql = self.store.sql(&q).into_owned();
-            let mut query = sqlx::query(&sql);
-            for row in chunk {
-                for a in row {
-                    query = a.bind(query);
-                }
-            }
-            query.execute(&mut *self.tx).await?;
-        }
-        Ok(())
+        insert_rows(self.store, &mut self.tx, head, cols, rows, tail).await
     }
 
     /// `sql ($k, ...)` over `ids`, after the leading `args`.
@@ -416,6 +375,74 @@ impl<'s> StepTx<'s> {
         }
         Ok(())
     }
+}
+
+/// `head VALUES (...), (...) tail`, as many rows per statement as fit.
+pub(crate) async fn insert_rows(
+    store: &Store,
+    conn: &mut sqlx::AnyConnection,
+    head: &str,
+    cols: usize,
+    rows: Vec<Vec<Arg>>,
+    tail: &str,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks((MAX_PARAMS / cols).max(1)) {
+        let mut q = format!("{head} VALUES ");
+        for (r, _) in chunk.iter().enumerate() {
+            if r > 0 {
+                q.push(',');
+            }
+            q.push('(');
+            for c in 0..cols {
+                if c > 0 {
+                    q.push(',');
+                }
+                q.push_str(&format!("${}", r * cols + c + 1));
+            }
+            q.push(')');
+        }
+        q.push_str(tail);
+        let sql = store.sql(&q).into_owned();
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            for a in row {
+                query = a.bind(query);
+            }
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Appends history rows to their tables (ledger, transitions, emails,
+/// assignments, feedback), a statement per table and chunk; `tail` ends
+/// each statement.
+pub(crate) async fn insert_history(
+    store: &Store,
+    conn: &mut sqlx::AnyConnection,
+    history: HistoryRows,
+    tail: &str,
+) -> Result<(), StoreError> {
+    let HistoryRows {
+        ledger,
+        transitions,
+        emails,
+        assignments,
+        feedback,
+    } = history;
+    let lists = [ledger, transitions, emails, assignments, feedback];
+    for ((table, cols), rows) in HistoryRows::TABLES.iter().zip(lists) {
+        if rows.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = cols
+            .iter()
+            .map(|c| c.split_once('.').map_or(*c, |(_, n)| n))
+            .collect();
+        let head = format!("INSERT INTO {table} ({})", names.join(", "));
+        insert_rows(store, conn, &head, cols.len(), rows, tail).await?;
+    }
+    Ok(())
 }
 
 /// Parameters per statement: well under SQLite's 32,766 and PostgreSQL's 65,535.
