@@ -1806,7 +1806,7 @@ fn a_version_1_database_migrates_forward_and_decides_as_before() {
     for e in &later {
         text.push_str(&format!("{e}\n"));
     }
-    std::fs::write(&all, text).unwrap();
+    std::fs::write(&all, &text).unwrap();
     let expected = simulate_until_now(&rules, &all);
     assert_eq!(expected.len(), 12);
 
@@ -1862,6 +1862,46 @@ fn a_version_1_database_migrates_forward_and_decides_as_before() {
             let got = lead(&c, &d, id).map(|v| simulate_fields(&v));
             assert_eq!(got.as_ref(), Some(e), "{db}: lead {id}");
         }
+        // The timeline is composed from the tables, once: version 1's copies
+        // of events and points are gone, and paging through it a few
+        // entries at a time gives the whole of it.
+        let whole = timeline_of(&c, &d, "w02", None, 1000);
+        let kinds = |k: &str| whole.iter().filter(|e| e["kind"] == k).count();
+        let events = text
+            .lines()
+            .filter(|l| l.contains(r#""lead": "w02""#))
+            .count();
+        assert_eq!(kinds("event"), events, "{db}: {whole:?}");
+        assert_eq!(
+            kinds("scored"),
+            expected[2]["ledger"].as_array().unwrap().len()
+        );
+        assert_eq!(
+            kinds("stage_changed"),
+            expected[2]["transitions"].as_array().unwrap().len()
+        );
+        assert_eq!(kinds("assigned"), 1);
+        assert_eq!(whole[0]["kind"], "event");
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = timeline_of(&c, &d, "w02", after.as_deref(), 3);
+            let Some(last) = page.last() else { break };
+            after = Some(last["cursor"].as_str().unwrap().to_string());
+            paged.extend(page);
+        }
+        assert_eq!(paged, whole);
         d.stop();
     }
+}
+
+/// A lead's timeline entries after `after`, at most `limit`.
+fn timeline_of(c: &Client, d: &Daemon, id: &str, after: Option<&str>, limit: usize) -> Vec<Value> {
+    let mut url = format!("/v1/leads/{id}/timeline?limit={limit}");
+    if let Some(a) = after {
+        url.push_str(&format!("&after={a}"));
+    }
+    let (s, v) = get(c, &d.url(&url));
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["entries"].as_array().unwrap().clone()
 }

@@ -226,16 +226,33 @@ fn a_lead_whose_state_is_unreadable_is_quarantined_and_released_after_a_fix() {
         let (code, out) = doctor(&db, &["--retry", "u1"]);
         assert_eq!(code, 1, "a second release finds nothing: {out}");
         assert_eq!(doctor(&db, &[]).0, 0);
-        let kinds: Vec<String> = timeline(&c, &d, "u1")
+        // In time order: the three events, then the quarantine and the
+        // release; the two that waited were applied after the release.
+        let entries = timeline(&c, &d, "u1");
+        let kinds: Vec<&str> = entries
             .iter()
-            .map(|e| e["kind"].as_str().unwrap().to_string())
-            .filter(|k| k == "quarantined" || k == "released" || k == "event")
+            .map(|e| e["kind"].as_str().unwrap())
+            .filter(|k| ["quarantined", "released", "event"].contains(k))
             .collect();
         assert_eq!(
             kinds,
-            ["event", "quarantined", "released", "event", "event"],
+            ["event", "event", "event", "quarantined", "released"],
             "{db}"
         );
+        let applied = |id: &str| {
+            let e = entries
+                .iter()
+                .find(|e| e["kind"] == "event" && e["detail"]["id"] == id)
+                .unwrap();
+            chrono::DateTime::parse_from_rfc3339(e["detail"]["applied_at"].as_str().unwrap())
+                .unwrap()
+        };
+        let released = entries.iter().find(|e| e["kind"] == "released").unwrap();
+        let release =
+            chrono::DateTime::parse_from_rfc3339(released["at"].as_str().unwrap()).unwrap();
+        assert!(applied("a1") < release, "{entries:?}");
+        assert!(applied("a2") >= release, "{entries:?}");
+        assert!(applied("a3") >= applied("a2"), "{entries:?}");
         d.stop();
     }
 }

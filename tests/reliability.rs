@@ -155,8 +155,10 @@ fn assert_applied_and_mailed_once(
     let (applied, uncertain): (BTreeMap<String, i64>, BTreeSet<String>) =
         with_db(db, async |pool| {
             use sqlx::Row;
+            // (An `identify` applied twice would change nothing more: the
+            // emails below are what a repeat would show in.)
             let rows = sqlx::query(
-                "SELECT lead, COUNT(*) FROM timeline WHERE kind = 'event' GROUP BY lead",
+                "SELECT lead, COUNT(*) FROM events WHERE processed_at IS NOT NULL GROUP BY lead",
             )
             .fetch_all(pool)
             .await
@@ -814,7 +816,7 @@ fn broken_rules_under_load_keep_the_last_good_ones() {
     }
 }
 
-/// A `scored` timeline entry: the event, its points, the rule.
+/// A ledger entry: the event, its points, the rule.
 type Scored = (String, i64, String);
 
 fn rules_reload(db: &str, dir: &Path) {
@@ -1004,32 +1006,28 @@ fn rules_reload(db: &str, dir: &Path) {
     // than the one in force when it was sent; versions only move forward.
     let (applied, scored): (BTreeMap<String, i64>, Vec<Scored>) = with_db(db, async |pool| {
         use sqlx::Row;
-        let detail = |r: &sqlx::any::AnyRow| -> Value {
-            serde_json::from_str(&r.get::<String, _>(0)).unwrap()
-        };
+        // Every application of an event scores it once (a rule on '*'): its
+        // ledger rows, in the order the events were applied (arrival order).
+        let scored: Vec<Scored> = sqlx::query(
+            "SELECT l.event, l.points, l.rule FROM ledger l JOIN events e ON e.id = l.event \
+             ORDER BY e.seq, l.n",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>(0),
+                r.get::<i64, _>(1),
+                r.get::<String, _>(2),
+            )
+        })
+        .collect();
         let mut applied = BTreeMap::new();
-        for r in sqlx::query("SELECT detail FROM timeline WHERE kind = 'event' ORDER BY seq")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-        {
-            let id = detail(&r)["id"].as_str().unwrap().to_string();
-            *applied.entry(id).or_insert(0) += 1;
+        for (event, _, _) in &scored {
+            *applied.entry(event.clone()).or_insert(0) += 1;
         }
-        let scored = sqlx::query("SELECT detail FROM timeline WHERE kind = 'scored' ORDER BY seq")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let d = detail(r);
-                (
-                    d["event"].as_str().unwrap().to_string(),
-                    d["points"].as_i64().unwrap(),
-                    d["rule"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
         (applied, scored)
     });
     let mut by_event: BTreeMap<&str, Vec<i64>> = BTreeMap::new();

@@ -83,7 +83,10 @@ fuzz_target!(|data: &[u8]| {
     let rows = LeadRows::new(None, &d.lead, 0).expect("a lead can be written");
     let back = parse_state(rows.state())
         .unwrap_or_else(|e| panic!("stored state does not read back: {e}\n{}", rows.state()));
-    assert_eq!(back, d.lead, "stored as {}", rows.state());
+    // The history is stored in its own rows, not in the state.
+    let mut stored = d.lead.clone();
+    stored.history = Default::default();
+    assert_eq!(back, stored, "stored as {}", rows.state());
     for (column, text) in rows.texts() {
         let max = match column {
             "ledger.reason" => bounds::MAX_TEXT_BYTES,

@@ -10,7 +10,10 @@ use crate::model::{time::Timestamp, LeadState};
 use crate::rules::Ruleset;
 use serde_json::{json, Value};
 
-/// The kinds of a lead's timeline entries, as stored and as the API shows them.
+/// The kinds of a lead's timeline entries, as stored and as the API shows
+/// them. The first four are not stored as timeline rows: the daemon composes
+/// them, when the timeline is read, from the tables that hold them (events,
+/// ledger, transitions, assignments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimelineKind {
     /// An event was applied.
@@ -173,23 +176,6 @@ pub struct Queued {
     pub payload: Value,
 }
 
-/// How long a lead's ledger, transitions and assignments were before an
-/// input: what it added after is new, and goes on the timeline.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Lens(usize, usize, usize);
-
-impl Lens {
-    pub fn of(lead: Option<&LeadState>) -> Lens {
-        lead.map_or(Lens::default(), |l| {
-            Lens(
-                l.history.ledger.len(),
-                l.history.transitions.len(),
-                l.history.assignments.len(),
-            )
-        })
-    }
-}
-
 /// What one decision leaves to store, and what to count.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -204,21 +190,18 @@ pub struct Collected {
     pub not_composed: u64,
 }
 
-/// Turns a decision made at `at` into what to store; `before` is the lead
-/// as it was before the input. Returns the lead as decided.
+/// Turns a decision made at `at` into what to store (what the lead's
+/// history gained is stored with the lead, and the timeline is composed
+/// from it when read). Returns the lead as decided.
 pub fn collect(
     composer: &Composer,
     rules: &Ruleset,
-    before: Lens,
     decision: Decision,
     at: Timestamp,
     out: &mut Collected,
 ) -> LeadState {
     let Decision { lead, effects } = decision;
     let id = &lead.id;
-    for (at, kind, detail) in history_entries(before, &lead) {
-        out.timeline.push(Entry::new(id, at, kind, detail));
-    }
     for e in effects {
         match e {
             Effect::Schedule(t) => out.timers.push(t),
@@ -283,34 +266,6 @@ pub fn collect(
         }
     }
     lead
-}
-
-/// Timeline entries for what an input added to a lead's ledger, stage
-/// history and assignments.
-fn history_entries(before: Lens, after: &LeadState) -> Vec<(Timestamp, TimelineKind, Value)> {
-    let mut out = Vec::new();
-    for e in after.history.ledger.iter().skip(before.0) {
-        out.push((
-            e.at,
-            TimelineKind::Scored,
-            json!({"rule": e.rule, "points": e.points, "event": e.event, "reason": e.reason}),
-        ));
-    }
-    for t in after.history.transitions.iter().skip(before.1) {
-        out.push((
-            t.at,
-            TimelineKind::StageChanged,
-            json!({"from": t.from, "to": t.to}),
-        ));
-    }
-    for a in after.history.assignments.iter().skip(before.2) {
-        out.push((
-            a.at,
-            TimelineKind::Assigned,
-            json!({"owner": a.owner, "rule": a.rule}),
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub async fn get(
 #[derive(Deserialize)]
 pub struct TimelineQuery {
     #[serde(default)]
-    after: Option<i64>,
+    after: Option<String>,
     #[serde(default)]
     limit: Option<i64>,
 }
@@ -39,7 +39,12 @@ pub async fn timeline(
         return Err(ApiError::not_found("lead"));
     }
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
-    let entries = s.store.timeline(&id, q.after.unwrap_or(0), limit).await?;
+    let after = match q.after.as_deref() {
+        None => crate::store::Place::START,
+        Some(c) => crate::store::Place::parse(c)
+            .ok_or_else(|| ApiError::bad("after", "not a cursor: pass the `cursor` of an entry"))?,
+    };
+    let entries = s.store.timeline(&id, after, limit).await?;
     Ok(Json(json!({"lead": id, "entries": entries})))
 }
 

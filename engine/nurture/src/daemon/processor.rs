@@ -23,9 +23,8 @@ use crate::eval::{Agenda, Book, Due, Evaluator, Input, PluginEffect, PluginHost,
 use crate::model::{bounds, time::Timestamp, Event, LeadState};
 use crate::rules::Plugin;
 use crate::store::{lead_rows, EngineState, PendingEvent, StepTx, Store, StoreError, Writes};
-use nurture_core::writes::{collect as collect_decision, Collected, Entry, Lens, TimelineKind};
+use nurture_core::writes::{collect as collect_decision, Collected, TimelineKind};
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -331,12 +330,6 @@ impl Processor {
                         // Set aside: the event waits, not applied.
                         continue;
                     };
-                    st.out.timeline.push(Entry::new(
-                        &ev.lead,
-                        ev.at,
-                        TimelineKind::Event,
-                        json!({"id": ev.id, "type": ev.kind}),
-                    ));
                     if let Err(cause) = apply(eval, active, st, lead, Input::Event(ev)) {
                         return Ok(Drove::Panicked {
                             lead: ev.lead.clone(),
@@ -563,13 +556,12 @@ fn apply(
     input: Input<'_>,
 ) -> Result<(), String> {
     let at = input.at();
-    let lens = Lens::of(lead.as_ref());
     contained(eval, || {
         let Some(d) = eval.apply(lead, &mut st.book, input) else {
             return;
         };
         let timers = st.out.timers.len();
-        let lead = collect_decision(&active.composer, &active.rules, lens, d, at, &mut st.out);
+        let lead = collect_decision(&active.composer, &active.rules, d, at, &mut st.out);
         for t in st.out.timers.drain(timers..) {
             st.order += 1;
             st.timers.insert((t.at, st.order), (None, t));

@@ -19,9 +19,10 @@ pub use nurture_core::reports::OwnerFigures;
 pub use nurture_core::rows::{parse_state, LeadRows};
 pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
 pub use quarantine::Quarantined;
-pub use read::{Funnel, LeadList, StageFunnel, TimelineEntry};
+pub use read::{Funnel, LeadList, StageFunnel};
 pub use routing::PoolEntry;
 pub use step::{lead_rows, DueTimer, EngineState, PendingEvent, StepTx, StoredLead, Writes};
+pub use timeline::{Place, TimelineEntry};
 
 use crate::model::{time::Timestamp, Event};
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -13,15 +13,6 @@ use sqlx::Row;
 use std::collections::HashMap;
 
 #[derive(Debug, Serialize)]
-pub struct TimelineEntry {
-    pub seq: i64,
-    #[serde(with = "crate::model::time::serde_ts")]
-    pub at: Timestamp,
-    pub kind: String,
-    pub detail: Value,
-}
-
-#[derive(Debug, Serialize)]
 pub struct LeadSummary {
     pub lead: String,
     pub email: String,
@@ -173,32 +164,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .is_some())
-    }
-
-    pub async fn timeline(
-        &self,
-        id: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<TimelineEntry>, StoreError> {
-        let sql = self.sql("SELECT seq, at, kind, detail FROM timeline WHERE lead = $1 AND seq > $2 ORDER BY seq LIMIT $3");
-        let rows = sqlx::query(&sql)
-            .bind(id.to_string())
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get(3)?;
-                Ok(TimelineEntry {
-                    seq: r.try_get(0)?,
-                    at: from_millis(r.try_get(1)?),
-                    kind: r.try_get(2)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
-                })
-            })
-            .collect()
     }
 
     /// Leads by id, filtered by stage and owner, a page at a time.
