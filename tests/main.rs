@@ -11,3 +11,4 @@ mod plugins;
 mod poison;
 mod reliability;
 mod routing;
+mod scale_out;

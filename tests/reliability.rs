@@ -817,7 +817,7 @@ fn broken_rules_under_load_keep_the_last_good_ones() {
 }
 
 /// A ledger entry: the event, its points, the rule.
-type Scored = (String, i64, String);
+type Scored = (String, i64, String, i64);
 
 fn rules_reload(db: &str, dir: &Path) {
     let rules = dir.join("rules");
@@ -1007,10 +1007,11 @@ fn rules_reload(db: &str, dir: &Path) {
     let (applied, scored): (BTreeMap<String, i64>, Vec<Scored>) = with_db(db, async |pool| {
         use sqlx::Row;
         // Every application of an event scores it once (a rule on '*'): its
-        // ledger rows, in the order the events were applied (arrival order).
+        // ledger rows, in the order the events were applied: arrival order
+        // within each partition (partitions go side by side).
         let scored: Vec<Scored> = sqlx::query(
-            "SELECT l.event, l.points, l.rule FROM ledger l JOIN events e ON e.id = l.event \
-             ORDER BY e.seq, l.n",
+            "SELECT l.event, l.points, l.rule, e.part FROM ledger l JOIN events e ON e.id = l.event \
+             ORDER BY e.part, e.seq, l.n",
         )
         .fetch_all(pool)
         .await
@@ -1021,18 +1022,22 @@ fn rules_reload(db: &str, dir: &Path) {
                 r.get::<String, _>(0),
                 r.get::<i64, _>(1),
                 r.get::<String, _>(2),
+                r.get::<i64, _>(3),
             )
         })
         .collect();
         let mut applied = BTreeMap::new();
-        for (event, _, _) in &scored {
+        for (event, _, _, _) in &scored {
             *applied.entry(event.clone()).or_insert(0) += 1;
         }
         (applied, scored)
     });
     let mut by_event: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    let mut last = 0;
-    for (event, points, rule) in &scored {
+    let (mut last, mut part) = (0, -1);
+    for (event, points, rule, p) in &scored {
+        if *p != part {
+            (last, part) = (0, *p);
+        }
         assert_eq!(rule, &format!("v{points}"), "{event} scored by {rule}");
         assert!(
             (1..=5).contains(points),

@@ -75,6 +75,9 @@ async fn bench_backend(name: &str, url: String) {
         log_json: false,
         stall_after: std::time::Duration::from_secs(30),
         max_batch: nurture::daemon::processor::MAX_BATCH,
+        workers: 2,
+        partitions: nurture::store::DEFAULT_PARTITIONS,
+        routing_window: std::time::Duration::ZERO,
         http: Default::default(),
         clock: nurture::clock::Clock::system(),
     };

@@ -163,8 +163,8 @@ async fn enqueue(store: &Store, count: usize) -> usize {
         }
         let now = chrono::Utc::now();
         let rows = nurture::store::lead_rows(&w, now).unwrap();
-        let version = store.engine_state().await.unwrap().version;
-        let mut tx = StepTx::begin(store, version).await.unwrap().unwrap();
+        let read = store.engine_state(0).await.unwrap();
+        let mut tx = StepTx::begin(store, &read, false).await.unwrap().unwrap();
         tx.write(&w, rows, now).await.unwrap();
         tx.commit().await.unwrap();
     }

@@ -11,18 +11,19 @@ use crate::api::AppState;
 use crate::clock::Clock;
 use crate::daemon::health::Health;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::partitions::Partitions;
 use crate::daemon::processor::Processor;
 use crate::daemon::rules::{Active, RulesHandle};
-use crate::daemon::{gauges, reload, worker};
+use crate::daemon::{gauges, leases, reload, worker};
 use crate::email::{Links, Secret, Transport};
 use crate::rules::Ruleset;
-use crate::store::{Ingestor, Store};
+use crate::store::{Backend, Ingestor, Store};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 /// Everything `serve` is told.
 #[derive(Clone)]
@@ -47,6 +48,14 @@ pub struct ServeConfig {
     pub stall_after: Duration,
     /// Most events a processing step grows to under a backlog (`--max-batch`).
     pub max_batch: i64,
+    /// Workers stepping partitions side by side (`--workers`).
+    pub workers: usize,
+    /// Partitions a new database is made with (`--partitions`); a database
+    /// keeps the number it was made with.
+    pub partitions: u32,
+    /// How far apart in time two partitions' routing decisions may be taken
+    /// out of order (`--routing-window`; zero: never).
+    pub routing_window: Duration,
     /// The HTTP server's timeouts and limits.
     pub http: HttpSettings,
     /// What time it is for the daemon: the system clock unless a test
@@ -76,6 +85,9 @@ impl std::fmt::Debug for ServeConfig {
             .field("log_json", &self.log_json)
             .field("stall_after", &self.stall_after)
             .field("max_batch", &self.max_batch)
+            .field("workers", &self.workers)
+            .field("partitions", &self.partitions)
+            .field("routing_window", &self.routing_window)
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
@@ -190,7 +202,10 @@ pub async fn run(
     let store = Store::connect(&cfg.database_url)
         .await
         .with_context(|| format!("connecting to {}", crate::redact::url(&cfg.database_url)))?;
-    store.migrate().await.context("running migrations")?;
+    store
+        .migrate_with(cfg.partitions)
+        .await
+        .context("running migrations")?;
     let local = listener.local_addr()?;
     let links = links(&cfg, &store, local).await?;
     let transport = Transport::new(cfg.smtp_url.as_deref(), &cfg.outbox)?;
@@ -203,22 +218,51 @@ pub async fn run(
     let handle = RulesHandle::new(active);
     let health = Arc::new(Health::new(cfg.clock.clone(), cfg.stall_after));
     let metrics = Arc::new(Metrics::new(health.clone()));
-    let wake = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let processor = Processor {
+    let processor = Arc::new(Processor {
         store: store.clone(),
         rules: handle.clone(),
         metrics: metrics.clone(),
         clock: cfg.clock.clone(),
         max_batch: cfg.max_batch,
-    };
-    let proc_task = tokio::spawn(worker::run(
-        processor,
-        metrics.clone(),
-        wake.clone(),
-        stop_rx.clone(),
-    ));
+        routing_window_ms: i64::try_from(cfg.routing_window.as_millis()).unwrap_or(i64::MAX),
+    });
+    // SQLite has one daemon, holding every partition; on PostgreSQL the
+    // daemons lease them among themselves.
+    let leased = store.backend == Backend::Postgres;
+    let every: Vec<i64> = (0..i64::from(store.partition_count())).collect();
+    let partitions = Arc::new(Partitions::new(if leased { Vec::new() } else { every }));
+    let daemon_id = format!(
+        "{}-{}",
+        std::process::id(),
+        random_hex(4).context("naming this daemon")?
+    );
+    tracing::info!(
+        partitions = store.partition_count(),
+        workers = cfg.workers,
+        daemon = %daemon_id,
+        "processing"
+    );
+    let lease_task = leased.then(|| {
+        tokio::spawn(leases::run(
+            store.clone(),
+            partitions.clone(),
+            daemon_id,
+            stop_rx.clone(),
+        ))
+    });
+    let proc_tasks: Vec<_> = (0..cfg.workers.max(1))
+        .map(|w| {
+            tokio::spawn(worker::run(
+                w,
+                processor.clone(),
+                partitions.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     let reload_task = tokio::spawn(reload::watch(
         cfg.rules.clone(),
         handle.clone(),
@@ -250,7 +294,7 @@ pub async fn run(
         rules: handle,
         metrics,
         health,
-        wake,
+        partitions,
         ingest,
         access,
         auth_failures: Arc::new(AuthFailures::new(cfg.http.auth_failures_per_minute)),
@@ -272,7 +316,12 @@ pub async fn run(
 
     tracing::info!("shutting down: finishing in-flight work");
     let _ = stop_tx.send(true);
-    let _ = proc_task.await;
+    for task in proc_tasks {
+        let _ = task.await;
+    }
+    if let Some(task) = lease_task {
+        let _ = task.await;
+    }
     let _ = reload_task.await;
     let _ = sender_task.await;
     let _ = gauge_task.await;
@@ -334,6 +383,9 @@ mod tests {
             log_json: false,
             stall_after: Duration::from_secs(30),
             max_batch: 100,
+            workers: 2,
+            partitions: 16,
+            routing_window: Duration::ZERO,
             http: HttpSettings::default(),
             clock: Clock::system(),
         };

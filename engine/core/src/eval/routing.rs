@@ -21,6 +21,12 @@ pub struct Book {
     pub cursor: BTreeMap<String, usize>,
     /// `weighted`: each rule's smooth weighted round-robin state, per owner.
     pub current: BTreeMap<String, Vec<i64>>,
+    /// Whether a decision read the book since it was loaded (an owner picked,
+    /// a capacity checked): a decision that found every owner full depends
+    /// on it as much as one that took a place. Not stored; the daemon uses
+    /// it to order such decisions across partitions (docs/daemon.md).
+    #[serde(skip)]
+    pub consulted: bool,
 }
 
 impl Book {
@@ -29,10 +35,12 @@ impl Book {
     }
 
     pub fn take(&mut self, owner: &str) {
+        self.consulted = true;
         *self.open.entry(owner.to_string()).or_default() += 1;
     }
 
     pub fn release(&mut self, owner: &str) {
+        self.consulted = true;
         if let Some(n) = self.open.get_mut(owner) {
             *n = n.saturating_sub(1);
         }
@@ -46,6 +54,7 @@ impl Book {
         rule: &RouteRule,
         exclude: Option<&str>,
     ) -> Option<usize> {
+        self.consulted = true;
         let eligible = |book: &Book, i: usize| {
             let o = &rules.owners[i];
             Some(o.id.as_str()) != exclude && o.capacity.is_none_or(|c| book.open_count(&o.id) < c)
@@ -203,6 +212,7 @@ impl<'r> Run<'_, 'r> {
         let Some(i) = rules.owner_index(owner) else {
             return refuse(self, "unknown owner");
         };
+        self.book.consulted = true;
         if rules.owners[i]
             .capacity
             .is_some_and(|c| self.book.open_count(owner) >= c)

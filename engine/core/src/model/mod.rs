@@ -8,6 +8,7 @@ pub mod bounds;
 mod cache;
 mod event;
 mod lead;
+pub mod partition;
 pub mod time;
 
 pub use cache::ConditionCache;

@@ -29,6 +29,10 @@ pub(crate) async fn accept(
     now: Timestamp,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let total = events.len() as u64;
+    let parts: std::collections::BTreeSet<i64> = events
+        .iter()
+        .map(|e| state.store.part_of(&e.lead))
+        .collect();
     // Not stored, not acknowledged: the client hears why, and retries
     // unless it was its own data the database refused.
     let inserted = state.ingest.submit(events, now).await.map_err(|e| {
@@ -41,7 +45,7 @@ pub(crate) async fn accept(
     state.metrics.events_ingested.inc_by(inserted);
     state.metrics.events_duplicate.inc_by(total - inserted);
     if inserted > 0 {
-        state.wake.notify_one();
+        state.partitions.touch(parts);
     }
     Ok((
         StatusCode::ACCEPTED,

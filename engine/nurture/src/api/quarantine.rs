@@ -22,6 +22,6 @@ pub async fn retry(
     if lead.contains('\0') || !s.store.release(&lead, s.clock.now()).await? {
         return Err(ApiError::not_found("lead in quarantine"));
     }
-    s.wake.notify_one();
+    s.partitions.touch([s.store.part_of(&lead)]);
     Ok(Json(json!({ "lead": lead, "released": true })))
 }

@@ -8,11 +8,11 @@ use super::limit::AuthFailures;
 use crate::clock::Clock;
 use crate::daemon::health::Health;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::partitions::Partitions;
 use crate::daemon::rules::RulesHandle;
 use crate::email::Secret;
 use crate::store::{Ingestor, Store};
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 /// Shared by the HTTP handlers.
 #[derive(Clone)]
@@ -22,8 +22,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What `/healthz` reads (the same the metrics report to).
     pub health: Arc<Health>,
-    /// Wakes the processor when events arrive.
-    pub wake: Arc<Notify>,
+    /// Told the partitions of new events: wakes a worker for them.
+    pub partitions: Arc<Partitions>,
     /// Writes accepted events, grouping concurrent requests.
     pub ingest: Ingestor,
     /// The API token, write keys and allowed origins.

@@ -101,6 +101,9 @@ enum Command {
             default_value = "sqlite://nurture.db"
         )]
         database_url: String,
+        /// Partitions a new database is made with (see `serve --partitions`).
+        #[arg(long, env = "NURTURE_PARTITIONS", default_value_t = crate::store::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        partitions: u32,
     },
 }
 
@@ -172,6 +175,25 @@ struct ServeArgs {
     /// (steps start at 100 and double while they come back full).
     #[arg(long, env = "NURTURE_MAX_BATCH", default_value_t = crate::daemon::processor::MAX_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     max_batch: i64,
+    /// Workers applying partitions side by side (one evaluates while
+    /// another's step commits). Default: the machine's cores, at most 4.
+    #[arg(long, env = "NURTURE_WORKERS", default_value_t = default_workers(), value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
+    /// Partitions a new database is made with: leads hash into them, each is
+    /// applied in order, different ones in parallel and, on PostgreSQL, by
+    /// different daemons. A database keeps the number it was made with. 1
+    /// makes routing rotations follow `simulate` exactly (docs/daemon.md).
+    #[arg(long, env = "NURTURE_PARTITIONS", default_value_t = crate::store::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    /// Routing decisions (an owner picked, a capacity checked, a place
+    /// freed) are taken in the order of their events' times across
+    /// partitions: one waits while another partition has earlier work. This
+    /// lets one go ahead of work less than this much earlier instead
+    /// (faster under a backlog; two leads that become SQLs this close
+    /// together may take a rotation's turns in either order). 0s: exactly
+    /// as `simulate`.
+    #[arg(long, env = "NURTURE_ROUTING_WINDOW", default_value = "0s")]
+    routing_window: crate::rules::config::DurationSpec,
     /// Close a connection that has not sent a whole request head for this
     /// long: a new one, one sending headers slowly, or a keep-alive
     /// connection idle after its last response.
@@ -211,7 +233,10 @@ pub fn main() -> ExitCode {
             span,
         } => gen(leads, events, seed, &start, span.as_deref()),
         Command::Serve(a) => serve(a),
-        Command::Migrate { database_url } => migrate(&database_url),
+        Command::Migrate {
+            database_url,
+            partitions,
+        } => migrate(&database_url, partitions),
         Command::Doctor {
             database_url,
             retry,
@@ -442,6 +467,9 @@ fn serve(a: ServeArgs) -> ExitCode {
         log_json: a.log_json,
         stall_after: a.stall_after.0.to_std().unwrap_or(Duration::from_secs(30)),
         max_batch: a.max_batch,
+        workers: usize::from(a.workers),
+        partitions: a.partitions,
+        routing_window: a.routing_window.0.to_std().unwrap_or(Duration::ZERO),
         http: crate::api::server::HttpSettings {
             header_timeout: a
                 .header_timeout
@@ -470,11 +498,16 @@ fn serve(a: ServeArgs) -> ExitCode {
     }
 }
 
-fn migrate(url: &str) -> ExitCode {
+/// The machine's cores, at most 4 (more workers than cores only contend).
+fn default_workers() -> u16 {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4) as u16)
+}
+
+fn migrate(url: &str, partitions: u32) -> ExitCode {
     let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(async {
             let store = crate::store::Store::connect(url).await?;
-            store.migrate().await?;
+            store.migrate_with(partitions).await?;
             anyhow::Ok(())
         })
     });

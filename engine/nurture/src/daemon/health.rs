@@ -15,9 +15,14 @@ pub struct Health {
     /// `/healthz` says `degraded` when the processor has neither committed
     /// a step nor found nothing to do for this long.
     stall_after: Duration,
-    /// When the processor last committed a step or found nothing to do
-    /// (epoch ms): `/healthz` says it is not advancing when this gets old.
-    last_progress: AtomicI64,
+    /// When each processing worker last committed a step or found nothing
+    /// to do (epoch ms), by worker: `/healthz` says the processor is not
+    /// advancing when the oldest gets old (one worker stuck in a plugin
+    /// call holds its partition up, whatever the others do).
+    last_progress: std::sync::Mutex<std::collections::BTreeMap<usize, i64>>,
+    /// When the daemon started: the progress of a processor with no worker
+    /// yet.
+    started: AtomicI64,
     /// Why the last write failed, until a write succeeds again.
     storage_error: Reason,
     /// Why the last rules change was rejected, until one is taken.
@@ -33,7 +38,8 @@ impl Default for Health {
 impl Health {
     pub fn new(clock: Clock, stall_after: Duration) -> Health {
         Health {
-            last_progress: clock.now().timestamp_millis().into(),
+            last_progress: Default::default(),
+            started: clock.now().timestamp_millis().into(),
             clock,
             stall_after,
             storage_error: Reason::default(),
@@ -73,15 +79,27 @@ impl Health {
         self.rules_error.get()
     }
 
-    /// The processor committed a step, or found nothing to do.
-    pub fn processor_advanced(&self) {
+    /// Processing worker `worker` committed a step, or found nothing to do
+    /// (or started).
+    pub fn processor_advanced(&self, worker: usize) {
+        let now = self.clock.now().timestamp_millis();
         self.last_progress
-            .store(self.clock.now().timestamp_millis(), Ordering::Relaxed);
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(worker, now);
     }
 
-    /// How long since the processor last advanced.
+    /// How long since the processor last advanced: its least advanced
+    /// worker.
     pub fn since_processor_advanced(&self) -> Duration {
-        let last = self.last_progress.load(Ordering::Relaxed);
+        let last = self
+            .last_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .copied()
+            .min()
+            .unwrap_or_else(|| self.started.load(Ordering::Relaxed));
         let ms = self.clock.now().timestamp_millis().saturating_sub(last);
         Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
@@ -129,7 +147,12 @@ mod tests {
         assert_eq!(h.since_processor_advanced(), Duration::ZERO);
         t.advance(chrono::Duration::seconds(31));
         assert_eq!(h.since_processor_advanced(), Duration::from_secs(31));
-        h.processor_advanced();
+        h.processor_advanced(0);
+        h.processor_advanced(1);
         assert_eq!(h.since_processor_advanced(), Duration::ZERO);
+        // One worker stuck (a plugin call) while another goes on: stalled.
+        t.advance(chrono::Duration::seconds(31));
+        h.processor_advanced(1);
+        assert_eq!(h.since_processor_advanced(), Duration::from_secs(31));
     }
 }

@@ -45,6 +45,9 @@ pub struct Metrics {
     /// Steps done again because what they read changed before they could
     /// write (another process, an erasure, a release from quarantine).
     pub steps_redone: Counter,
+    /// Steps ended early: an item would have changed the routing book while
+    /// another partition had earlier work (it waits for a later step).
+    pub steps_waited: Counter,
     /// What `/healthz` reads, told of failures as they are counted.
     health: Arc<Health>,
 }
@@ -83,6 +86,7 @@ impl Metrics {
             leads_quarantined: Gauge::default(),
             plugin_calls_in_flight: Gauge::default(),
             steps_redone: Counter::default(),
+            steps_waited: Counter::default(),
             health,
             registry: Registry::default(),
         };
@@ -180,6 +184,11 @@ impl Metrics {
             "steps_redone",
             "Processing steps done again because what they read changed before they could write",
             m.steps_redone.clone(),
+        );
+        registry.register(
+            "steps_waited",
+            "Processing steps ended before an item that would change the routing book ahead of another partition's earlier work",
+            m.steps_waited.clone(),
         );
         Metrics { registry, ..m }
     }

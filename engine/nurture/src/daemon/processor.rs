@@ -1,6 +1,8 @@
-//! Applies accepted events and due work through the evaluator, a batch per
-//! step, in the same order `simulate` uses: work due at or before an event's
-//! time runs before it, timers before `schedule` ticks.
+//! Applies accepted events and due work through the evaluator, a batch of
+//! one partition per step, in the same order `simulate` uses: work due at or
+//! before an event's time runs before it, timers before `schedule` ticks.
+//! Partitions are independent but for the routing book (store/step.rs), so
+//! steps of different partitions run side by side (daemon/worker.rs).
 //!
 //! A step reads and evaluates without holding the write lock (a plugin may
 //! take its whole timeout), then writes what it decided in one transaction
@@ -53,6 +55,10 @@ pub struct Processor {
     pub clock: Clock,
     /// Most events a step grows to under a backlog (the worker's loop).
     pub max_batch: i64,
+    /// How far (ms) behind an item's time another partition's next item
+    /// may be for the item to read or change the routing book anyway
+    /// (`--routing-window`; 0: strictly in time order).
+    pub routing_window_ms: i64,
 }
 
 /// A lead as loaded and as it is now, within one step.
@@ -63,8 +69,15 @@ struct Slot {
 
 /// What one attempt at a step has loaded and decided so far.
 struct StepState {
+    /// The partition.
+    part: i64,
     /// The engine's shared state as read (book, schedule, version).
     book: Book,
+    /// The book as read, to tell whether the step changed it, and whether
+    /// a decision read it (the step then checks it is unchanged).
+    book_read: Book,
+    book_used: bool,
+    book_version: i64,
     agenda: Agenda,
     tick_after: Option<String>,
     version: i64,
@@ -83,6 +96,12 @@ struct StepState {
     /// Leads of the items applied (a refused write was about one of them).
     touched: BTreeSet<String>,
     counts: Counts,
+    /// When each other partition's earliest work is due (`None`: none),
+    /// read when an item first changed the routing book (they only move
+    /// on, so an old reading is safe).
+    others: Option<Vec<(i64, Option<Timestamp>)>>,
+    /// Whether the step ended before an item that waits for other partitions.
+    waited: bool,
 }
 
 /// Metrics of an attempt, counted once it commits (an attempt done again
@@ -97,10 +116,21 @@ struct Counts {
     received: Vec<Timestamp>,
 }
 
+/// What a step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stepped {
+    /// Items applied (0: nothing to do).
+    pub applied: usize,
+    /// It ended before an item that waits until other partitions have
+    /// applied their earlier work (routing in time order): step it again
+    /// soon.
+    pub waited: bool,
+}
+
 /// How one attempt at a step ended, short of a database failure.
 enum Attempt {
     /// Committed, or nothing to do (0): how many items it applied.
-    Done(usize),
+    Done(Stepped),
     /// Something the step read changed before it could write: nothing was
     /// written; do it again.
     Moved,
@@ -122,22 +152,75 @@ enum Drove {
         lead: String,
         cause: String,
     },
+    /// An item changed the routing book while another partition had earlier
+    /// work: it was undone, and the step ends before it.
+    Blocked,
+}
+
+/// What the step had decided before an item, to undo the item: it changed
+/// the routing book too early (see [`Processor::book_may_change`]).
+struct Mark {
+    book: Book,
+    lead: Option<LeadState>,
+    timeline: usize,
+    outbox: usize,
+    order: u64,
+    rule_errors: u64,
+    sla_breaches: u64,
+    not_composed: u64,
+}
+
+impl Mark {
+    /// Marks where the step stands before `lead`'s next item; the book's
+    /// `consulted` then tells whether the item read or changed it.
+    fn of(st: &mut StepState, lead: &Option<LeadState>) -> Mark {
+        st.book_used |= st.book.consulted;
+        st.book.consulted = false;
+        Mark {
+            book: st.book.clone(),
+            lead: lead.clone(),
+            timeline: st.out.timeline.len(),
+            outbox: st.out.outbox.len(),
+            order: st.order,
+            rule_errors: st.out.rule_errors,
+            sla_breaches: st.out.sla_breaches,
+            not_composed: st.out.not_composed,
+        }
+    }
+
+    /// Undoes what `id`'s item decided after the mark.
+    fn undo(self, st: &mut StepState, id: &str) {
+        st.book = self.book;
+        st.book.consulted = false;
+        st.out.timeline.truncate(self.timeline);
+        st.out.outbox.truncate(self.outbox);
+        st.timers.retain(|k, _| k.1 <= self.order);
+        st.order = self.order;
+        st.out.rule_errors = self.rule_errors;
+        st.out.sla_breaches = self.sla_breaches;
+        st.out.not_composed = self.not_composed;
+        if let Some(slot) = st.leads.get_mut(id) {
+            slot.now = self.lead;
+        }
+    }
 }
 
 impl Processor {
-    /// One step: applies what is pending and due at `now`, commits, and
-    /// returns how many items it applied (0: nothing to do). Leads found
-    /// poisonous on the way are put in quarantine by the same commit.
-    pub async fn step(&self, now: Timestamp) -> Result<usize, StoreError> {
-        self.step_up_to(now, BATCH).await
-    }
-
-    /// A step of at most `batch` items (the worker grows it with the backlog).
-    pub async fn step_up_to(&self, now: Timestamp, batch: i64) -> Result<usize, StoreError> {
+    /// One step in partition `part`: applies what is pending and due at
+    /// `now`, at most `batch` items (the worker grows it with the backlog),
+    /// commits, and returns how many items it applied (0: nothing to do).
+    /// Leads found poisonous on the way are put in quarantine by the same
+    /// commit.
+    pub async fn step_up_to(
+        &self,
+        part: i64,
+        now: Timestamp,
+        batch: i64,
+    ) -> Result<Stepped, StoreError> {
         let mut budget = batch.max(1);
         let mut aside = BTreeMap::new();
         loop {
-            match self.attempt(now, budget, &aside).await? {
+            match self.attempt(part, now, budget, &aside).await? {
                 Attempt::Done(n) => return Ok(n),
                 Attempt::Moved => {
                     self.metrics.steps_redone.inc();
@@ -172,6 +255,7 @@ impl Processor {
     /// `aside` set aside: load, drive the agenda, collect, write.
     async fn attempt(
         &self,
+        part: i64,
         now: Timestamp,
         budget: i64,
         aside: &BTreeMap<String, String>,
@@ -185,21 +269,27 @@ impl Processor {
             rules: &active.rules,
             plugins: counted.as_ref().map(|c| c as &dyn PluginHost),
         };
-        let (mut st, events, horizon) = self.load(now, budget, aside).await?;
+        let (mut st, events, horizon) = self.load(part, now, budget, aside).await?;
         let applied = match self
-            .drive(&eval, &active, &mut st, &events, horizon, budget)
+            .drive(&eval, &active, &mut st, &events, now, horizon, budget)
             .await?
         {
             Drove::Applied(n) => n,
             Drove::Panicked { lead, cause } => return Ok(panicked(&lead, cause)),
+            // drive() ends the step at a blocked item itself.
+            Drove::Blocked => 0,
         };
+        let waited = st.waited;
+        if waited {
+            self.metrics.steps_waited.inc();
+        }
         if applied == 0 && st.aside.is_empty() {
-            // Nothing to do: nothing to write.
-            return Ok(Attempt::Done(0));
+            // Nothing to do (or only what waits): nothing to write.
+            return Ok(Attempt::Done(Stepped { applied: 0, waited }));
         }
         let set_aside = st.aside.len();
-        let (w, state, counts, aside, touched) = collect(st);
-        let written = self.write(&w, &state, now).await?;
+        let (w, state, book_changed, counts, aside, touched) = collect(st);
+        let written = self.write(&w, &state, book_changed, now).await?;
         match written {
             Ok(true) => {}
             Ok(false) => return Ok(Attempt::Moved),
@@ -219,7 +309,10 @@ impl Processor {
                 self.metrics.leads_quarantined.set(n);
             }
         }
-        Ok(Attempt::Done(applied + set_aside))
+        Ok(Attempt::Done(Stepped {
+            applied: applied + set_aside,
+            waited,
+        }))
     }
 
     /// Reads what a step works on: the engine's state, pending events, due
@@ -227,17 +320,20 @@ impl Processor {
     /// events, and the horizon past which due work waits.
     async fn load(
         &self,
+        part: i64,
         now: Timestamp,
         budget: i64,
         aside: &BTreeMap<String, String>,
     ) -> Result<(StepState, Vec<PendingEvent>, Timestamp), StoreError> {
         let EngineState {
+            part,
             book,
+            book_version,
             ticked_to,
             tick_after,
             version,
-        } = self.store.engine_state().await?;
-        let events = self.store.pending_events(budget).await?;
+        } = self.store.engine_state(part).await?;
+        let events = self.store.pending_events(part, budget).await?;
         // With more events waiting than this batch holds, due work later than
         // the batch's last event waits for a later step, so order holds.
         let horizon = if events.len() as i64 == budget {
@@ -251,7 +347,11 @@ impl Processor {
             now
         };
         let mut st = StepState {
+            part,
+            book_read: book.clone(),
+            book_used: false,
             book,
+            book_version,
             agenda: Agenda::new(ticked_to, tick_after.is_some()),
             tick_after,
             version,
@@ -264,8 +364,10 @@ impl Processor {
             aside: aside.clone(),
             touched: BTreeSet::new(),
             counts: Counts::default(),
+            others: None,
+            waited: false,
         };
-        for due in self.store.due_timers(horizon, budget).await? {
+        for due in self.store.due_timers(part, horizon, budget).await? {
             match due.timer {
                 Ok(t) => {
                     st.order += 1;
@@ -290,12 +392,14 @@ impl Processor {
 
     /// Runs the agenda over the loaded work: at most `budget` items, in the
     /// order `simulate` runs them (eval::Agenda).
+    #[allow(clippy::too_many_arguments)]
     async fn drive(
         &self,
         eval: &Evaluator<'_>,
         active: &Active,
         st: &mut StepState,
         events: &[PendingEvent],
+        now: Timestamp,
         horizon: Timestamp,
         budget: i64,
     ) -> Result<Drove, StoreError> {
@@ -325,44 +429,65 @@ impl Processor {
                     let p = &events[next_event];
                     next_event += 1;
                     let Ok(ev) = &p.event else { continue };
-                    st.agenda.event_applied(ev.at);
                     let Some(lead) = self.take(st, &ev.lead).await? else {
                         // Set aside: the event waits, not applied.
                         continue;
                     };
+                    let mark = Mark::of(st, &lead);
                     if let Err(cause) = apply(eval, active, st, lead, Input::Event(ev)) {
                         return Ok(Drove::Panicked {
                             lead: ev.lead.clone(),
                             cause,
                         });
                     }
+                    if st.book.consulted && !self.book_may_change(eval, st, ev.at, now).await? {
+                        mark.undo(st, &ev.lead);
+                        break;
+                    }
+                    st.agenda.event_applied(ev.at);
                     st.processed.push(p.seq);
                     st.counts.events += 1;
                     st.counts.received.push(p.received_at);
                 }
                 Due::Timer => {
-                    let Some((_, (seq, timer))) = st.timers.pop_first() else {
+                    let Some((key, (seq, timer))) = st.timers.pop_first() else {
                         continue;
                     };
                     let Some(lead) = self.take(st, &timer.lead).await? else {
                         // Set aside: the timer stays stored, not run.
                         continue;
                     };
-                    if let Some(seq) = seq {
-                        st.timers_done.push(seq);
-                    }
                     if lead.is_some() {
+                        let mark = Mark::of(st, &lead);
                         if let Err(cause) = apply(eval, active, st, lead, Input::Timer(&timer)) {
                             return Ok(Drove::Panicked {
                                 lead: timer.lead.clone(),
                                 cause,
                             });
                         }
+                        if st.book.consulted
+                            && !self.book_may_change(eval, st, timer.at, now).await?
+                        {
+                            let id = timer.lead.clone();
+                            mark.undo(st, &id);
+                            st.timers.insert(key, (seq, timer));
+                            break;
+                        }
+                    } else if let Some(slot) = st.leads.get_mut(&timer.lead) {
+                        // Taken out by take(): back as it was (no lead).
+                        slot.now = lead;
+                    }
+                    if let Some(seq) = seq {
+                        st.timers_done.push(seq);
                     }
                 }
                 Due::Tick { at, rules } => {
-                    if let Some(d) = self.tick(eval, active, st, at, &rules, budget).await? {
-                        return Ok(d);
+                    match self.tick(eval, active, st, at, &rules, budget, now).await? {
+                        // What the tick did before the lead that waits is
+                        // in `st`; the step commits it.
+                        Some(Drove::Blocked) => break,
+                        Some(d) => return Ok(d),
+                        None => {}
                     }
                     if st.agenda.resuming() {
                         // Part done: this step commits it.
@@ -383,6 +508,7 @@ impl Processor {
     /// ones per step, so a tick over a million leads never loads them all at
     /// once; a step halved to find a refused lead halves this too. The tick
     /// is done when the last chunk is; until then it goes on first.
+    #[allow(clippy::too_many_arguments)]
     async fn tick(
         &self,
         eval: &Evaluator<'_>,
@@ -391,10 +517,14 @@ impl Processor {
         at: Timestamp,
         rules: &[usize],
         budget: i64,
+        now: Timestamp,
     ) -> Result<Option<Drove>, StoreError> {
         let chunk = if budget >= BATCH { TICK_CHUNK } else { budget };
         let after = st.tick_after.take();
-        let mut ids = self.store.lead_ids_after(after.as_deref(), chunk).await?;
+        let mut ids = self
+            .store
+            .lead_ids_after(st.part, after.as_deref(), chunk)
+            .await?;
         // A full page may have more after it: stop at its last id.
         let cut = (ids.len() as i64 == chunk)
             .then(|| ids.last().cloned())
@@ -418,14 +548,37 @@ impl Processor {
             .cloned()
             .collect();
         self.load_leads(st, &missing).await?;
+        let mut done: Option<String> = None;
         for id in ids {
             // Set aside leads miss the tick.
-            let Some(lead @ Some(_)) = self.take(st, &id).await? else {
-                continue;
+            let lead = match self.take(st, &id).await? {
+                Some(lead @ Some(_)) => lead,
+                Some(None) => {
+                    if let Some(slot) = st.leads.get_mut(&id) {
+                        slot.now = None;
+                    }
+                    continue;
+                }
+                None => continue,
             };
+            let mark = Mark::of(st, &lead);
             if let Err(cause) = apply(eval, active, st, lead, Input::Tick { at, rules }) {
                 return Ok(Some(Drove::Panicked { lead: id, cause }));
             }
+            if st.book.consulted && !self.book_may_change(eval, st, at, now).await? {
+                mark.undo(st, &id);
+                // The tick goes on from this lead in a later step.
+                match done.or(after) {
+                    Some(last) => {
+                        st.tick_after = Some(last);
+                        st.agenda.suspend();
+                    }
+                    // Not begun: it begins again.
+                    None => st.tick_after = None,
+                }
+                return Ok(Some(Drove::Blocked));
+            }
+            done = Some(id);
         }
         match cut {
             // Commit this part; the next step resumes after `cut`.
@@ -438,6 +591,57 @@ impl Processor {
         Ok(None)
     }
 
+    /// Whether an item at `at` of this step's partition may read or change
+    /// the routing book now: only when every other partition's next item
+    /// (its next event, due work, a due `schedule` tick) is later (or less
+    /// than the routing window earlier), so owners'
+    /// loads and rotations change in the order of time, as in `simulate`,
+    /// however the partitions are spread over workers and daemons. At the
+    /// same moment, the lower partition goes first. If not, the item waits
+    /// for a later step. The partition whose next item is the earliest is
+    /// never held back, so some partition always goes on.
+    async fn book_may_change(
+        &self,
+        eval: &Evaluator<'_>,
+        st: &mut StepState,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if st.others.is_none() {
+            // Each other partition's earliest work, computed once a step
+            // (the schedule's next time is slow to find).
+            let others = self.store.other_partitions(now, st.part).await?;
+            let first = others
+                .iter()
+                .map(|o| {
+                    let tick = o
+                        .ticked_to
+                        .and_then(|from| eval.next_schedule(from))
+                        .map(|(t, _)| t)
+                        .filter(|t| *t <= now || o.resuming);
+                    let first = [o.event_at, o.timer_at, tick].into_iter().flatten().min();
+                    (o.part, first)
+                })
+                .collect();
+            st.others = Some(first);
+        }
+        let part = st.part;
+        // Compared in stored precision (milliseconds): an event keeps the
+        // fraction it was sent with, its row's `at` does not.
+        let at = crate::store::millis(&at) - self.routing_window_ms;
+        let ok = st.others.iter().flatten().all(|(q, first)| match first {
+            None => true,
+            Some(t) => {
+                let t = crate::store::millis(t);
+                t > at || (t == at && *q > part)
+            }
+        });
+        if !ok {
+            st.waited = true;
+        }
+        Ok(ok)
+    }
+
     /// Writes what a step decided in one transaction, if nothing it read
     /// changed meanwhile (`Ok(false)`: something did, nothing was written).
     /// `Err`: the database refused the data (a lead's); other failures
@@ -446,6 +650,7 @@ impl Processor {
         &self,
         w: &Writes,
         state: &EngineState,
+        book_changed: bool,
         now: Timestamp,
     ) -> Result<Result<bool, StoreError>, StoreError> {
         // Checked before the write lock: a lead whose rows could not be
@@ -454,7 +659,7 @@ impl Processor {
             Ok(rows) => rows,
             Err(error) => return Ok(Err(error)),
         };
-        let Some(mut tx) = StepTx::begin(&self.store, state.version).await? else {
+        let Some(mut tx) = StepTx::begin(&self.store, state, book_changed).await? else {
             return Ok(Ok(false));
         };
         let written = async {
@@ -578,18 +783,24 @@ fn apply(
 }
 
 /// The step's state as writes: changed leads, new timers not run, the
-/// quarantine; and the engine's state, counts, leads set aside and touched.
+/// quarantine; and the engine's state, whether the book changed, counts,
+/// leads set aside and touched.
 fn collect(
     st: StepState,
 ) -> (
     Writes,
     EngineState,
+    bool,
     Counts,
     BTreeMap<String, String>,
     BTreeSet<String>,
 ) {
     let StepState {
+        part,
         book,
+        book_read,
+        book_used,
+        book_version,
         agenda,
         tick_after,
         version,
@@ -633,13 +844,18 @@ fn collect(
             .map(|(lead, cause)| (lead.clone(), storable(cause)))
             .collect(),
     };
+    // A step whose decisions read the book checks it is unchanged when it
+    // commits, as one that changed it does.
+    let book_changed = book_used || book.consulted || book != book_read;
     let state = EngineState {
+        part,
         book,
+        book_version,
         ticked_to: agenda.ticked_to(),
         tick_after,
         version,
     };
-    (w, state, counts, aside, touched)
+    (w, state, book_changed, counts, aside, touched)
 }
 
 fn panicked(lead: &str, cause: String) -> Attempt {

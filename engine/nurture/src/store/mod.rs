@@ -6,6 +6,7 @@
 //! text, so both databases read the same rows.
 
 pub mod group_commit;
+mod leases;
 mod outbox;
 mod quarantine;
 mod read;
@@ -15,13 +16,16 @@ mod timeline;
 mod upgrade;
 
 pub use group_commit::{IngestError, Ingestor, WriteObserver};
+pub use leases::{LeaseConn, ALIVE_MS};
 pub use nurture_core::reports::OwnerFigures;
 pub use nurture_core::rows::{parse_state, LeadRows};
 pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
 pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel};
 pub use routing::PoolEntry;
-pub use step::{lead_rows, DueTimer, EngineState, PendingEvent, StepTx, StoredLead, Writes};
+pub use step::{
+    lead_rows, DueTimer, EngineState, OtherPartition, PendingEvent, StepTx, StoredLead, Writes,
+};
 pub use timeline::{Place, TimelineEntry};
 
 use crate::model::{time::Timestamp, Event};
@@ -118,7 +122,12 @@ pub struct Store {
     /// SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
     /// and so starves a short writer (ingest) behind a busy one (processing).
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// How many partitions the database has (stored; set by `migrate`).
+    partitions: Arc<std::sync::atomic::AtomicU32>,
 }
+
+/// Partitions a new database is made with (`--partitions`).
+pub const DEFAULT_PARTITIONS: u32 = 16;
 
 /// A write transaction; with SQLite it holds the write gate until it ends.
 pub struct WriteTx {
@@ -225,6 +234,7 @@ impl Store {
             writer,
             backend,
             write_gate,
+            partitions: Arc::default(),
         })
     }
 
@@ -240,10 +250,30 @@ impl Store {
         })
     }
 
+    /// Brings the schema up to date; a new database gets
+    /// [`DEFAULT_PARTITIONS`].
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_with(DEFAULT_PARTITIONS).await
+    }
+
+    /// Brings the schema up to date; a database without partitions yet gets
+    /// `partitions` of them (one that has some keeps its number).
+    pub async fn migrate_with(&self, partitions: u32) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.writer).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.writer).await?,
+        }
+        let count = self.ensure_partitions(partitions).await?;
+        if count != partitions {
+            tracing::info!(
+                stored = count,
+                asked = partitions,
+                "the database keeps the number of partitions it was made with"
+            );
+        }
+        let parted = self.assign_partitions().await?;
+        if parted > 0 {
+            tracing::info!(rows = parted, "rows stored before partitions got theirs");
         }
         let upgraded = self.upgrade_states().await?;
         if upgraded > 0 {
@@ -253,6 +283,48 @@ impl Store {
             );
         }
         Ok(())
+    }
+
+    /// How many partitions the database has (0 before `migrate`).
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The partition `lead` is applied in.
+    pub fn part_of(&self, lead: &str) -> i64 {
+        i64::from(nurture_core::model::partition::partition_of(
+            lead,
+            self.partition_count(),
+        ))
+    }
+
+    /// Makes `n` partitions if there are none, each starting where the
+    /// single engine_state row stood; returns how many there are.
+    async fn ensure_partitions(&self, n: u32) -> Result<u32, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let have: i64 = sqlx::query("SELECT COUNT(*) FROM partitions")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if have == 0 {
+            let sql = self.sql(
+                "INSERT INTO partitions (id, ticked_to, tick_after) \
+                 SELECT $1, ticked_to, tick_after FROM engine_state WHERE id = 1 \
+                 ON CONFLICT (id) DO NOTHING",
+            );
+            for id in 0..i64::from(n.max(1)) {
+                sqlx::query(&sql).bind(id).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        let have: i64 = sqlx::query("SELECT COUNT(*) FROM partitions")
+            .fetch_one(&self.writer)
+            .await?
+            .try_get(0)?;
+        let have = u32::try_from(have).unwrap_or(u32::MAX).max(1);
+        self.partitions
+            .store(have, std::sync::atomic::Ordering::Relaxed);
+        Ok(have)
     }
 
     /// The query in this backend's parameter style. For SQLite, parameters
@@ -336,21 +408,22 @@ impl Store {
         // Keep each statement well under both databases' parameter limits.
         for chunk in events.chunks(300) {
             let mut q = String::from(
-                "INSERT INTO events (id, lead, type, at, payload, received_at) VALUES ",
+                "INSERT INTO events (id, lead, type, at, payload, received_at, part) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 6;
+                let b = i * 7;
                 if i > 0 {
                     q.push(',');
                 }
                 q.push_str(&format!(
-                    "(${},${},${},${},${},${})",
+                    "(${},${},${},${},${},${},${})",
                     b + 1,
                     b + 2,
                     b + 3,
                     b + 4,
                     b + 5,
-                    b + 6
+                    b + 6,
+                    b + 7
                 ));
             }
             q.push_str(" ON CONFLICT (id) DO NOTHING");
@@ -363,7 +436,8 @@ impl Store {
                     .bind(e.kind.clone())
                     .bind(millis(&e.at))
                     .bind(e.to_json().to_string())
-                    .bind(millis(&received_at));
+                    .bind(millis(&received_at))
+                    .bind(self.part_of(&e.lead));
             }
             inserted += query.execute(&mut *conn).await?.rows_affected();
         }

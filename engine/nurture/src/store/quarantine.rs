@@ -58,7 +58,9 @@ impl Store {
     pub async fn release(&self, lead: &str, now: Timestamp) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         // A step that read before this release must not commit over it.
-        sqlx::query("UPDATE engine_state SET version = version + 1 WHERE id = 1")
+        // Every partition's: this may run where the number of partitions
+        // is not known (`nurture doctor`), and it is rare.
+        sqlx::query("UPDATE partitions SET version = version + 1")
             .execute(&mut *tx)
             .await?;
         let sql = self.sql("DELETE FROM quarantine WHERE lead = $1");

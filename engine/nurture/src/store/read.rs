@@ -281,7 +281,9 @@ impl Store {
         let mut tx = self.begin_write().await?;
         // What a processing step read of this lead changes: a step under way
         // must not commit what it decided from the data erased here.
-        sqlx::query("UPDATE engine_state SET version = version + 1 WHERE id = 1")
+        // Every partition's: this may run where the number of partitions
+        // is not known (`nurture doctor`), and it is rare.
+        sqlx::query("UPDATE partitions SET version = version + 1")
             .execute(&mut *tx)
             .await?;
         let sql = self.sql("SELECT state FROM leads WHERE id = $1");

@@ -11,10 +11,15 @@
 //!    step read changed meanwhile, nothing is written and the step is done
 //!    again. A crash at any point loses nothing and applies nothing twice.
 //!
-//! The version check writes the one-row `engine_state` table first: on
-//! PostgreSQL that row lock makes concurrent commits take turns (the second
-//! sees the version moved and redoes its step), and on SQLite it takes the
-//! write lock up front rather than upgrading a read (which can fail).
+//! A step works on one partition (docs/daemon.md, Partitions): its events,
+//! due work and leads, and its row in `partitions` (version, where ticks
+//! stand). The version check writes that row first: on PostgreSQL the row
+//! lock makes concurrent commits of the same partition take turns (the
+//! second sees the version moved and redoes its step) while other
+//! partitions commit alongside, and on SQLite it takes the write lock up
+//! front rather than upgrading a read (which can fail). The routing book is
+//! shared by all partitions: a step that changed it also checks the book's
+//! own version, so owners' loads and rotations stay exact.
 //!
 //! What a lead becomes in its rows is `nurture_core::rows`, shared with the
 //! fuzz target that checks every value reads back.
@@ -30,12 +35,18 @@ use sqlx::{Any, Row};
 pub struct StepTx<'s> {
     store: &'s Store,
     tx: super::WriteTx,
+    /// Whether the step changed the routing book (it then writes it).
+    book_changed: bool,
 }
 
-/// The processor's own progress, one row.
+/// The processor's progress in one partition, and the shared routing book.
 pub struct EngineState {
+    /// The partition.
+    pub part: i64,
     /// Round-robin and load counters for routing.
     pub book: Book,
+    /// Bumped by every write of the book.
+    pub book_version: i64,
     /// The time up to which `schedule` ticks have run.
     pub ticked_to: Option<Timestamp>,
     /// Within the tick after `ticked_to`, the last lead id done: the tick is
@@ -44,6 +55,17 @@ pub struct EngineState {
     /// Bumped by every write of what a step reads; a step commits only if
     /// it is unchanged since the step read it.
     pub version: i64,
+}
+
+/// Where another partition stands (`Store::other_partitions`).
+pub struct OtherPartition {
+    pub part: i64,
+    /// Where its `schedule` ticks stand, and whether one is part done.
+    pub ticked_to: Option<Timestamp>,
+    pub resuming: bool,
+    /// The time of its next event, and of its earliest due work.
+    pub event_at: Option<Timestamp>,
+    pub timer_at: Option<Timestamp>,
 }
 
 /// An accepted event waiting to be applied.
@@ -71,13 +93,14 @@ pub struct StoredLead {
 const NOT_QUARANTINED: &str = "NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.lead = ";
 
 impl Store {
-    /// The processor's progress and its version, read without a lock.
-    pub async fn engine_state(&self) -> Result<EngineState, StoreError> {
-        let row: AnyRow = sqlx::query(
-            "SELECT book, ticked_to, tick_after, version FROM engine_state WHERE id = 1",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+    /// The processor's progress in `part` with its version, and the book,
+    /// read without a lock.
+    pub async fn engine_state(&self, part: i64) -> Result<EngineState, StoreError> {
+        let sql = self.sql(
+            "SELECT e.book, p.ticked_to, p.tick_after, p.version, e.book_version \
+             FROM engine_state e, partitions p WHERE e.id = 1 AND p.id = $1",
+        );
+        let row: AnyRow = sqlx::query(&sql).bind(part).fetch_one(&self.pool).await?;
         let book: String = row.try_get(0)?;
         let ticked: Option<i64> = row.try_get(1)?;
         let tick_after: Option<String> = row.try_get(2)?;
@@ -86,23 +109,34 @@ impl Store {
             detail: e.to_string(),
         })?;
         Ok(EngineState {
+            part,
             book,
+            book_version: row.try_get(4)?,
             ticked_to: ticked.map(from_millis),
             tick_after,
             version: row.try_get(3)?,
         })
     }
 
-    /// The oldest events not yet applied, in arrival order, but for leads
-    /// in quarantine.
-    pub async fn pending_events(&self, limit: i64) -> Result<Vec<PendingEvent>, StoreError> {
+    /// The oldest events of `part` not yet applied, in arrival order, but
+    /// for leads in quarantine.
+    pub async fn pending_events(
+        &self,
+        part: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
         let sql = self
             .sql(&format!(
                 "SELECT e.seq, e.payload, e.received_at FROM events e \
-             WHERE e.processed_at IS NULL AND {NOT_QUARANTINED}e.lead) ORDER BY e.seq LIMIT $1"
+             WHERE e.part = $1 AND e.processed_at IS NULL AND {NOT_QUARANTINED}e.lead) \
+             ORDER BY e.seq LIMIT $2"
             ))
             .into_owned();
-        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(part)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get(0)?;
@@ -122,20 +156,23 @@ impl Store {
         Ok(out)
     }
 
-    /// Scheduled work due at or before `now`, earliest first, but for leads
-    /// in quarantine.
+    /// Scheduled work of `part` due at or before `now`, earliest first, but
+    /// for leads in quarantine.
     pub async fn due_timers(
         &self,
+        part: i64,
         now: Timestamp,
         limit: i64,
     ) -> Result<Vec<DueTimer>, StoreError> {
         let sql = self
             .sql(&format!(
                 "SELECT d.seq, d.lead, d.kind FROM due_work d \
-             WHERE d.at <= $1 AND {NOT_QUARANTINED}d.lead) ORDER BY d.at, d.seq LIMIT $2"
+             WHERE d.part = $1 AND d.at <= $2 AND {NOT_QUARANTINED}d.lead) \
+             ORDER BY d.at, d.seq LIMIT $3"
             ))
             .into_owned();
         let rows = sqlx::query(&sql)
+            .bind(part)
             .bind(millis(&now))
             .bind(limit)
             .fetch_all(&self.pool)
@@ -153,17 +190,64 @@ impl Store {
         Ok(out)
     }
 
-    /// Up to `limit` stored lead ids after `after`, in byte order, but for
-    /// leads in quarantine.
+    /// Where every partition but `part` stands: the time of the next event
+    /// it applies (its first pending one: a partition applies its events in
+    /// arrival order), its earliest due work (at or before `now`), and its
+    /// schedule; leads in quarantine left out. One query, an index lookup
+    /// per partition.
+    pub async fn other_partitions(
+        &self,
+        now: Timestamp,
+        part: i64,
+    ) -> Result<Vec<OtherPartition>, StoreError> {
+        let sql = self
+            .sql(&format!(
+                "SELECT p.id, p.ticked_to, p.tick_after, \
+                 (SELECT e.at FROM events e WHERE e.part = p.id AND e.processed_at IS NULL \
+                  AND {NOT_QUARANTINED}e.lead) ORDER BY e.seq LIMIT 1), \
+                 (SELECT d.at FROM due_work d WHERE d.part = p.id AND d.at <= $1 \
+                  AND {NOT_QUARANTINED}d.lead) ORDER BY d.at LIMIT 1) \
+                 FROM partitions p WHERE p.id <> $2"
+            ))
+            .into_owned();
+        let rows = sqlx::query(&sql)
+            .bind(millis(&now))
+            .bind(part)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let ticked: Option<i64> = row.try_get(1)?;
+            let after: Option<String> = row.try_get(2)?;
+            let event: Option<i64> = row.try_get(3)?;
+            let timer: Option<i64> = row.try_get(4)?;
+            out.push(OtherPartition {
+                part: row.try_get(0)?,
+                ticked_to: ticked.map(from_millis),
+                resuming: after.is_some(),
+                event_at: event.map(from_millis),
+                timer_at: timer.map(from_millis),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` stored lead ids of `part` after `after`, in byte
+    /// order, but for leads in quarantine.
     pub async fn lead_ids_after(
         &self,
+        part: i64,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let sql = self.sql(&format!(
-            "SELECT l.id FROM leads l WHERE l.id > $1 AND {NOT_QUARANTINED}l.id) ORDER BY l.id LIMIT $2"
-        )).into_owned();
+        let sql = self
+            .sql(&format!(
+            "SELECT l.id FROM leads l WHERE l.part = $1 AND l.id > $2 AND {NOT_QUARANTINED}l.id) \
+             ORDER BY l.id LIMIT $3"
+        ))
+            .into_owned();
         let rows = sqlx::query(&sql)
+            .bind(part)
             .bind(after.unwrap_or("").to_string())
             .bind(limit)
             .fetch_all(&self.pool)
@@ -202,23 +286,50 @@ impl Store {
 }
 
 impl<'s> StepTx<'s> {
-    /// Begins the write of a step that read `version`; `None` if something
-    /// the step read has changed since (nothing is written then).
-    pub async fn begin(store: &'s Store, version: i64) -> Result<Option<StepTx<'s>>, StoreError> {
+    /// Begins the write of a step that read `read` (its partition's version
+    /// and, if `book_changed`, the book's); `None` if something the step read
+    /// has changed since (nothing is written then).
+    pub async fn begin(
+        store: &'s Store,
+        read: &EngineState,
+        book_changed: bool,
+    ) -> Result<Option<StepTx<'s>>, StoreError> {
         let mut tx = store.begin_write().await?;
-        let sql = store
-            .sql("UPDATE engine_state SET version = version + 1 WHERE id = 1 AND version = $1");
+        let sql =
+            store.sql("UPDATE partitions SET version = version + 1 WHERE id = $1 AND version = $2");
         let moved = sqlx::query(&sql)
-            .bind(version)
+            .bind(read.part)
+            .bind(read.version)
             .execute(&mut *tx)
             .await?
             .rows_affected()
             == 0;
+        // Dropping the transaction rolls it back.
         if moved {
-            // Dropping the transaction rolls it back.
             return Ok(None);
         }
-        Ok(Some(StepTx { store, tx }))
+        if book_changed {
+            // Held to the commit: other partitions' changes of the book wait
+            // for it, then find the version moved and redo their step.
+            let sql = store.sql(
+                "UPDATE engine_state SET book_version = book_version + 1 \
+                 WHERE id = 1 AND book_version = $1",
+            );
+            let moved = sqlx::query(&sql)
+                .bind(read.book_version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 0;
+            if moved {
+                return Ok(None);
+            }
+        }
+        Ok(Some(StepTx {
+            store,
+            tx,
+            book_changed,
+        }))
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
@@ -226,17 +337,24 @@ impl<'s> StepTx<'s> {
         Ok(())
     }
 
+    /// Where the partition's ticks stand now, and the book if it changed.
     pub async fn set_engine_state(&mut self, s: &EngineState) -> Result<(), StoreError> {
-        let book = serde_json::to_string(&s.book).unwrap_or_else(|_| "{}".into());
         let sql = self
             .store
-            .sql("UPDATE engine_state SET book = $1, ticked_to = $2, tick_after = $3 WHERE id = 1");
+            .sql("UPDATE partitions SET ticked_to = $1, tick_after = $2 WHERE id = $3");
         sqlx::query(&sql)
-            .bind(book)
             .bind(s.ticked_to.as_ref().map(millis))
             .bind(s.tick_after.clone())
+            .bind(s.part)
             .execute(&mut *self.tx)
             .await?;
+        if self.book_changed {
+            let book = serde_json::to_string(&s.book).unwrap_or_else(|_| "{}".into());
+            let sql = self
+                .store
+                .sql("UPDATE engine_state SET book = $1 WHERE id = 1");
+            sqlx::query(&sql).bind(book).execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
@@ -267,11 +385,12 @@ impl<'s> StepTx<'s> {
                 Arg::Text(t.lead.clone()),
                 Arg::Int(millis(&t.at)),
                 Arg::Text(serde_json::to_string(t).unwrap_or_default()),
+                Arg::Int(self.store.part_of(&t.lead)),
             ]
         });
         self.insert(
-            "INSERT INTO due_work (lead, at, kind)",
-            3,
+            "INSERT INTO due_work (lead, at, kind, part)",
+            4,
             timers.collect(),
             "",
         )
@@ -281,14 +400,21 @@ impl<'s> StepTx<'s> {
         let mut history = HistoryRows::default();
         let mut enrollments = Vec::new();
         for r in leads {
-            rows.push(r.lead);
+            let mut row = r.lead;
+            // The first column is the id (rows::LEAD_COLUMNS).
+            let part = match row.first() {
+                Some(Arg::Text(id)) => self.store.part_of(id),
+                _ => 0,
+            };
+            row.push(Arg::Int(part));
+            rows.push(row);
             history.extend(r.history);
             enrollments.extend(r.enrollments);
         }
         let leads = rows;
         self.insert(
-            "INSERT INTO leads (id, email, stage, owner, score, fit, consent, created_at, updated_at, state)",
-            10,
+            "INSERT INTO leads (id, email, stage, owner, score, fit, consent, created_at, updated_at, state, part)",
+            11,
             leads,
             " ON CONFLICT (id) DO UPDATE SET email = excluded.email, stage = excluded.stage, owner = excluded.owner, \
              score = excluded.score, fit = excluded.fit, consent = excluded.consent, updated_at = excluded.updated_at, \

@@ -5,6 +5,9 @@
 //! this after the SQL migrations; it is idempotent, and a lead not yet
 //! moved still reads (`rows::parse_stored` rebuilds its memory from the
 //! history it holds), so an upgrade cut short loses nothing.
+//!
+//! It also gives rows stored before partitions (migration 0006) their
+//! partition: leads, due work and the events not yet applied.
 
 use super::step::insert_history;
 use super::{Store, StoreError};
@@ -14,7 +17,79 @@ use sqlx::Row;
 /// Leads upgraded per transaction.
 const CHUNK: i64 = 500;
 
+/// The tables whose rows carry a partition, with their key, and which of
+/// their rows need one.
+const PARTED: [(&str, &str, &str); 3] = [
+    ("leads", "id", "part IS NULL"),
+    ("due_work", "seq", "part IS NULL"),
+    ("events", "seq", "part IS NULL AND processed_at IS NULL"),
+];
+
 impl Store {
+    /// Sets the partition of every row stored without one, a chunk per
+    /// transaction; returns how many rows.
+    pub async fn assign_partitions(&self) -> Result<u64, StoreError> {
+        let mut done = 0;
+        for (table, key, which) in PARTED {
+            let lead = if table == "leads" { "id" } else { "lead" };
+            // Keyset paging: each chunk starts after the last key seen.
+            let (mut after_text, mut after_seq) = (String::new(), i64::MIN);
+            loop {
+                let sql = self
+                    .sql(&format!(
+                        "SELECT {key}, {lead} FROM {table} WHERE {key} > $1 AND {which} \
+                         ORDER BY {key} LIMIT {CHUNK}"
+                    ))
+                    .into_owned();
+                let q = sqlx::query(&sql);
+                let q = if key == "id" {
+                    q.bind(after_text.clone())
+                } else {
+                    q.bind(after_seq)
+                };
+                let rows = q.fetch_all(&self.writer).await?;
+                let Some(last) = rows.last() else {
+                    break;
+                };
+                if key == "id" {
+                    after_text = last.try_get(0)?;
+                } else {
+                    after_seq = last.try_get(0)?;
+                }
+                // Grouped by partition: one UPDATE per partition present.
+                let mut by_part: std::collections::BTreeMap<i64, Vec<&sqlx::any::AnyRow>> =
+                    std::collections::BTreeMap::new();
+                for row in &rows {
+                    let lead: String = row.try_get(1)?;
+                    by_part.entry(self.part_of(&lead)).or_default().push(row);
+                }
+                let mut tx = self.begin_write().await?;
+                for (part, rows) in by_part {
+                    let list = (2..rows.len() + 2)
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let sql = self
+                        .sql(&format!(
+                            "UPDATE {table} SET part = $1 WHERE {key} IN ({list})"
+                        ))
+                        .into_owned();
+                    let mut q = sqlx::query(&sql).bind(part);
+                    for row in rows {
+                        q = if key == "id" {
+                            q.bind(row.try_get::<String, _>(0)?)
+                        } else {
+                            q.bind(row.try_get::<i64, _>(0)?)
+                        };
+                    }
+                    done += q.execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(done)
+    }
+
     /// Upgrades every lead whose state still holds its history: the history
     /// goes to its tables (what is there already stays), the state is
     /// written back without it. A lead is upgraded whole or not at all.
@@ -39,7 +114,7 @@ impl Store {
             after = last.try_get(0)?;
             let mut tx = self.begin_write().await?;
             // What a processing step read changes: one under way redoes.
-            sqlx::query("UPDATE engine_state SET version = version + 1 WHERE id = 1")
+            sqlx::query("UPDATE partitions SET version = version + 1")
                 .execute(&mut *tx)
                 .await?;
             for row in &rows {
