@@ -181,8 +181,8 @@ struct ServeArgs {
     workers: u16,
     /// Partitions a new database is made with: leads hash into them, each is
     /// applied in order, different ones in parallel and, on PostgreSQL, by
-    /// different daemons. A database keeps the number it was made with. 1
-    /// makes routing rotations follow `simulate` exactly (docs/daemon.md).
+    /// different daemons. A database keeps the number it was made with
+    /// (docs/daemon.md, Partitions).
     #[arg(long, env = "NURTURE_PARTITIONS", default_value_t = crate::store::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: u32,
     /// Routing decisions (an owner picked, a capacity checked, a place
