@@ -1,7 +1,10 @@
 //! The daemon under load, on this machine, over real HTTP on loopback:
 //! `cargo bench --bench daemon`. SQLite always; PostgreSQL too when
 //! `NURTURE_TEST_DATABASE_URL` names a server (a `nurture_bench` database is
-//! made on it). Prints one summary line per figure.
+//! made on it). Prints one summary line per figure. Knobs (environment):
+//! `NURTURE_BENCH_WORKERS` (2), `NURTURE_BENCH_PARTITIONS` (16),
+//! `NURTURE_BENCH_ROUTING_WINDOW_SECS` (0), `NURTURE_BENCH_EVENTS` (100,000),
+//! `NURTURE_BENCH_LEADS` (5,000), `NURTURE_BENCH_BATCH_ONLY=1` (figure 1 only).
 //!
 //! 1. batch ingest: 100,000 events in batches of 500 from 4 clients; the rate
 //!    at which they are acknowledged (durable), and at which they are applied;
@@ -53,6 +56,15 @@ fn main() {
     }
 }
 
+/// A number from the environment (the bench's knobs: workers, partitions,
+/// routing window, workload size), or `default`.
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 async fn bench_backend(name: &str, url: String) {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -75,9 +87,9 @@ async fn bench_backend(name: &str, url: String) {
         log_json: false,
         stall_after: std::time::Duration::from_secs(30),
         max_batch: nurture::daemon::processor::MAX_BATCH,
-        workers: 2,
-        partitions: nurture::store::DEFAULT_PARTITIONS,
-        routing_window: std::time::Duration::ZERO,
+        workers: setting("NURTURE_BENCH_WORKERS", 2),
+        partitions: setting("NURTURE_BENCH_PARTITIONS", nurture::store::DEFAULT_PARTITIONS),
+        routing_window: std::time::Duration::from_secs(setting("NURTURE_BENCH_ROUTING_WINDOW_SECS", 0)),
         http: Default::default(),
         clock: nurture::clock::Clock::system(),
     };
@@ -93,9 +105,10 @@ async fn bench_backend(name: &str, url: String) {
     wait_ready(&c, &base).await;
 
     // 1. Batch ingest, then the time to apply everything.
-    let n = 100_000;
+    let n: usize = setting("NURTURE_BENCH_EVENTS", 100_000);
+    let leads: usize = setting("NURTURE_BENCH_LEADS", 5_000);
     let now = chrono::Utc::now();
-    let mut events = gen::generate(7, 5_000, n, now);
+    let mut events = gen::generate(7, leads, n, now);
     // End the stream now: the events span about two weeks of the past.
     let shift = events.last().unwrap().at - now;
     for e in &mut events {
@@ -129,7 +142,7 @@ async fn bench_backend(name: &str, url: String) {
     wait_drained(&c, &base).await;
     let applied = start.elapsed();
     println!(
-        "{name}: batch ingest (500/batch, 4 clients): {:.0} events/s acknowledged; all applied in {:.1} s = {:.0} events/s processed",
+        "{name}: batch ingest (500/batch, 4 clients, {leads} leads): {:.0} events/s acknowledged; all applied in {:.1} s = {:.0} events/s processed",
         n as f64 / acked.as_secs_f64(),
         applied.as_secs_f64(),
         n as f64 / applied.as_secs_f64()
@@ -150,6 +163,12 @@ async fn bench_backend(name: &str, url: String) {
             "ingest summary: nurture batch ingest {ours:.0} events/s acknowledged, plain sqlx insert loop {raw:.0} rows/s, SQLite: {:.0} % (target >= 30 %)",
             100.0 * ours / raw
         );
+    }
+
+    if setting("NURTURE_BENCH_BATCH_ONLY", 0u8) == 1 {
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        return;
     }
 
     // 2. One event per POST.

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The daemon against its database's own ceiling, in one run (docs/benchmarks.md,
+# "Against PostgreSQL's ceiling"). First pgbench runs what an applied event costs
+# at least — insert the event, upsert its lead, insert an outbox row — 100 events
+# per durable transaction, CLIENTS (2) clients, for SECS (20) seconds; then the
+# daemon bench (`cargo bench --bench daemon postgres`, batch ingest only) on the
+# same server. Prints one summary line: both rates and their ratio.
+# Needs NURTURE_TEST_DATABASE_URL (default: the local server); a `nurture_ceiling`
+# database is made on it. Knobs of the daemon bench pass through
+# (NURTURE_BENCH_WORKERS, NURTURE_BENCH_LEADS, ...).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export NURTURE_TEST_DATABASE_URL="${NURTURE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+CLIENTS="${CLIENTS:-2}"
+SECS="${SECS:-20}"
+base="${NURTURE_TEST_DATABASE_URL%/*}"
+db="$base/nurture_ceiling"
+psql -q "$NURTURE_TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS nurture_ceiling WITH (FORCE)" -c "CREATE DATABASE nurture_ceiling"
+psql -q "$db" <<'SQL'
+CREATE TABLE events (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, lead TEXT NOT NULL,
+  at BIGINT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE leads (id TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, lead TEXT NOT NULL, payload TEXT NOT NULL);
+SQL
+script="$(mktemp)"
+trap 'rm -f "$script"' EXIT
+{
+  echo 'BEGIN;'
+  payload="$(printf 'x%.0s' $(seq 1 200))"
+  for i in $(seq 1 100); do
+    # Each client its own leads: no lock waits between clients.
+    echo "\\set l$i :client_id * 1000000 + random(1, 5000)"
+    echo "INSERT INTO events (id, lead, at, payload) VALUES (:client_id || '-' || random(1, 9000000000000), 'l' || :l$i, 0, '$payload');"
+    echo "INSERT INTO leads (id, state, updated_at) VALUES ('l' || :l$i, '$payload', 0) ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at;"
+    echo "INSERT INTO outbox (lead, payload) VALUES ('l' || :l$i, '$payload');"
+  done
+  echo 'END;'
+} > "$script"
+tps="$(pgbench -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -f "$script" "$db" 2>/dev/null \
+  | awk '/^tps/ {print $3; exit}')"
+ceiling="$(awk -v t="$tps" 'BEGIN {printf "%.0f", t * 100}')"
+echo "pgbench: $CLIENTS clients, 100 events per durable transaction: $ceiling events/s" >&2
+out="$(NURTURE_BENCH_BATCH_ONLY=1 cargo bench --quiet --bench daemon -- postgres | tee /dev/stderr)"
+applied="$(printf '%s\n' "$out" | sed -n 's/.*= \([0-9]*\) events\/s processed.*/\1/p' | tail -n1)"
+ratio="$(awk -v a="$applied" -v c="$ceiling" 'BEGIN {printf "%.0f", 100 * a / c}')"
+echo "ceiling summary: pgbench $ceiling events/s, nurture applied $applied events/s: $ratio % (target >= 40 %)"
