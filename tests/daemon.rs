@@ -64,7 +64,7 @@ fn ingest_gives_the_same_state_as_simulate() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     for db in backends("same_as_simulate", dir.path()) {
-        let d = Daemon::start(&db, &rules, None);
+        let d = Daemon::start_args(&db, &rules, None, &["--routing-window", "0s"]);
         let c = client();
         // One request: the events span weeks of the past, and a live daemon
         // runs due work up to now between requests, as it should; in one
@@ -116,7 +116,7 @@ fn a_tick_over_more_leads_than_one_step_takes_matches_simulate() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     for db in backends("tick_in_parts", dir.path()) {
-        let d = Daemon::start(&db, &rules, None);
+        let d = Daemon::start_args(&db, &rules, None, &["--routing-window", "0s"]);
         let c = client();
         // One batch, so the daemon sees them in the order `simulate` does.
         let (s, r) = post(&c, &d.url("/v1/events"), &json!({ "batch": events }));
@@ -140,8 +140,9 @@ fn a_tick_over_more_leads_than_one_step_takes_matches_simulate() {
 
 /// Applied in 16 partitions, by three daemons on PostgreSQL (one on
 /// SQLite), a `nurture gen` workload with nightly ticks, SQLs, feedback and
-/// recycling ends exactly as `simulate` says, owners too: routing decisions
-/// wait for other partitions' earlier work (docs/daemon.md, Partitions).
+/// recycling ends exactly as `simulate` says, owners too: with
+/// `--routing-window 0s` routing decisions wait for other partitions'
+/// earlier work (docs/daemon.md, Partitions).
 #[test]
 fn partitions_and_three_daemons_decide_as_simulate_does() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,7 +164,14 @@ fn partitions_and_three_daemons_decide_as_simulate_does() {
     for db in backends("partitions_as_simulate", dir.path()) {
         let n = if db.starts_with("postgres") { 3 } else { 1 };
         let daemons: Vec<Daemon> = (0..n)
-            .map(|_| Daemon::start_args(&db, &rules, None, &["--workers", "2"]))
+            .map(|_| {
+                Daemon::start_args(
+                    &db,
+                    &rules,
+                    None,
+                    &["--workers", "2", "--routing-window", "0s"],
+                )
+            })
             .collect();
         let c = client();
         // One batch, so the daemons see them in the order `simulate` does.

@@ -3,7 +3,7 @@
 //! `NURTURE_TEST_DATABASE_URL` names a server (a `nurture_bench` database is
 //! made on it). Prints one summary line per figure. Knobs (environment):
 //! `NURTURE_BENCH_WORKERS` (2), `NURTURE_BENCH_PARTITIONS` (16),
-//! `NURTURE_BENCH_ROUTING_WINDOW_SECS` (0), `NURTURE_BENCH_EVENTS` (100,000),
+//! `NURTURE_BENCH_ROUTING_WINDOW_SECS` (unset: routing never waits), `NURTURE_BENCH_EVENTS` (100,000),
 //! `NURTURE_BENCH_LEADS` (5,000), `NURTURE_BENCH_BATCH_ONLY=1` (figure 1 only).
 //!
 //! 1. batch ingest: 100,000 events in batches of 500 from 4 clients; the rate
@@ -88,8 +88,14 @@ async fn bench_backend(name: &str, url: String) {
         stall_after: std::time::Duration::from_secs(30),
         max_batch: nurture::daemon::processor::MAX_BATCH,
         workers: setting("NURTURE_BENCH_WORKERS", 2),
-        partitions: setting("NURTURE_BENCH_PARTITIONS", nurture::store::DEFAULT_PARTITIONS),
-        routing_window: std::time::Duration::from_secs(setting("NURTURE_BENCH_ROUTING_WINDOW_SECS", 0)),
+        partitions: setting(
+            "NURTURE_BENCH_PARTITIONS",
+            nurture::store::DEFAULT_PARTITIONS,
+        ),
+        routing_window: std::env::var("NURTURE_BENCH_ROUTING_WINDOW_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_secs),
         http: Default::default(),
         clock: nurture::clock::Clock::system(),
     };

@@ -53,9 +53,10 @@ pub struct ServeConfig {
     /// Partitions a new database is made with (`--partitions`); a database
     /// keeps the number it was made with.
     pub partitions: u32,
-    /// How far apart in time two partitions' routing decisions may be taken
-    /// out of order (`--routing-window`; zero: never).
-    pub routing_window: Duration,
+    /// Routing decisions wait for other partitions' work from more than
+    /// this much earlier (`--routing-window`; zero: exactly in time order;
+    /// `None`: they never wait, and go in the order steps commit).
+    pub routing_window: Option<Duration>,
     /// The HTTP server's timeouts and limits.
     pub http: HttpSettings,
     /// What time it is for the daemon: the system clock unless a test
@@ -226,7 +227,9 @@ pub async fn run(
         metrics: metrics.clone(),
         clock: cfg.clock.clone(),
         max_batch: cfg.max_batch,
-        routing_window_ms: i64::try_from(cfg.routing_window.as_millis()).unwrap_or(i64::MAX),
+        routing_window_ms: cfg
+            .routing_window
+            .map(|w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX)),
     });
     // SQLite has one daemon, holding every partition; on PostgreSQL the
     // daemons lease them among themselves.
@@ -385,7 +388,7 @@ mod tests {
             max_batch: 100,
             workers: 2,
             partitions: 16,
-            routing_window: Duration::ZERO,
+            routing_window: None,
             http: HttpSettings::default(),
             clock: Clock::system(),
         };

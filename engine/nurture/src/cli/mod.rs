@@ -186,14 +186,14 @@ struct ServeArgs {
     #[arg(long, env = "NURTURE_PARTITIONS", default_value_t = crate::store::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: u32,
     /// Routing decisions (an owner picked, a capacity checked, a place
-    /// freed) are taken in the order of their events' times across
-    /// partitions: one waits while another partition has earlier work. This
-    /// lets one go ahead of work less than this much earlier instead
-    /// (faster under a backlog; two leads that become SQLs this close
-    /// together may take a rotation's turns in either order). 0s: exactly
-    /// as `simulate`.
-    #[arg(long, env = "NURTURE_ROUTING_WINDOW", default_value = "0s")]
-    routing_window: crate::rules::config::DurationSpec,
+    /// freed) wait while another partition has work from more than this
+    /// much earlier, so they are taken in the order of their events' times,
+    /// as `simulate` takes them (0s: exactly). Unset: they never wait and go
+    /// in the order the partitions' steps commit (fastest; capacity and
+    /// rotations stay exact, but which lead gets which owner may differ
+    /// from `simulate` under a backlog). See docs/daemon.md, Partitions.
+    #[arg(long, env = "NURTURE_ROUTING_WINDOW")]
+    routing_window: Option<crate::rules::config::DurationSpec>,
     /// Close a connection that has not sent a whole request head for this
     /// long: a new one, one sending headers slowly, or a keep-alive
     /// connection idle after its last response.
@@ -469,7 +469,9 @@ fn serve(a: ServeArgs) -> ExitCode {
         max_batch: a.max_batch,
         workers: usize::from(a.workers),
         partitions: a.partitions,
-        routing_window: a.routing_window.0.to_std().unwrap_or(Duration::ZERO),
+        routing_window: a
+            .routing_window
+            .map(|w| w.0.to_std().unwrap_or(Duration::ZERO)),
         http: crate::api::server::HttpSettings {
             header_timeout: a
                 .header_timeout

@@ -57,8 +57,9 @@ pub struct Processor {
     pub max_batch: i64,
     /// How far (ms) behind an item's time another partition's next item
     /// may be for the item to read or change the routing book anyway
-    /// (`--routing-window`; 0: strictly in time order).
-    pub routing_window_ms: i64,
+    /// (`--routing-window`; 0: strictly in time order; `None`: it never
+    /// waits).
+    pub routing_window_ms: Option<i64>,
 }
 
 /// A lead as loaded and as it is now, within one step.
@@ -607,6 +608,9 @@ impl Processor {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let Some(window) = self.routing_window_ms else {
+            return Ok(true);
+        };
         if st.others.is_none() {
             // Each other partition's earliest work, computed once a step
             // (the schedule's next time is slow to find).
@@ -628,7 +632,7 @@ impl Processor {
         let part = st.part;
         // Compared in stored precision (milliseconds): an event keeps the
         // fraction it was sent with, its row's `at` does not.
-        let at = crate::store::millis(&at) - self.routing_window_ms;
+        let at = crate::store::millis(&at).saturating_sub(window);
         let ok = st.others.iter().flatten().all(|(q, first)| match first {
             None => true,
             Some(t) => {
