@@ -93,28 +93,51 @@ fn ingest_gives_the_same_state_as_simulate() {
     }
 }
 
+/// A `nurture gen` workload starting `days_ago` days before now, written
+/// to `dir/events.jsonl`: the file, and its events.
+fn generated(
+    dir: &Path,
+    leads: u32,
+    events: u32,
+    seed: u32,
+    days_ago: i64,
+) -> (PathBuf, Vec<Value>) {
+    let file = dir.join("events.jsonl");
+    let out = Command::new(BIN)
+        .args([
+            "gen",
+            "--leads",
+            &leads.to_string(),
+            "--events",
+            &events.to_string(),
+        ])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--start",
+            &now_rfc3339(-days_ago * 86_400),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&file, &out.stdout).unwrap();
+    let events = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (file, events)
+}
+
 /// A nightly `schedule` tick over more leads than one step takes (1,000)
 /// runs in parts, a step each, and ends exactly where `simulate` does.
 #[test]
 fn a_tick_over_more_leads_than_one_step_takes_matches_simulate() {
     let dir = tempfile::tempdir().unwrap();
     let rules = repo().join("rules");
-    let events_file = dir.path().join("events.jsonl");
     // ~1,800 leads over about a day, 40 days ago: from the 31st night on,
     // the nightly decay (rules/scoring.yaml) takes points from every one.
-    let start = now_rfc3339(-40 * 86_400);
-    let out = Command::new(BIN)
-        .args(["gen", "--leads", "2000", "--events", "5000", "--seed", "5"])
-        .args(["--start", &start])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(&events_file, &out.stdout).unwrap();
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (events_file, events) = generated(dir.path(), 2000, 5000, 5, 40);
     for db in backends("tick_in_parts", dir.path()) {
         let d = Daemon::start_args(&db, &rules, None, &["--routing-window", "0s"]);
         let c = client();
@@ -147,20 +170,7 @@ fn a_tick_over_more_leads_than_one_step_takes_matches_simulate() {
 fn partitions_and_three_daemons_decide_as_simulate_does() {
     let dir = tempfile::tempdir().unwrap();
     let rules = repo().join("rules");
-    let events_file = dir.path().join("events.jsonl");
-    let start = now_rfc3339(-20 * 86_400);
-    let out = Command::new(BIN)
-        .args(["gen", "--leads", "1500", "--events", "5000", "--seed", "11"])
-        .args(["--start", &start])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(&events_file, &out.stdout).unwrap();
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (events_file, events) = generated(dir.path(), 1500, 5000, 11, 20);
     for db in backends("partitions_as_simulate", dir.path()) {
         let n = if db.starts_with("postgres") { 3 } else { 1 };
         let daemons: Vec<Daemon> = (0..n)

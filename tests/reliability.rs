@@ -152,33 +152,21 @@ fn assert_applied_and_mailed_once(
     });
     // Read the outcome straight from the database: events applied per lead,
     // and the sends the timeline marks as repeats after a crash.
-    let (applied, uncertain): (BTreeMap<String, i64>, BTreeSet<String>) =
-        with_db(db, async |pool| {
-            use sqlx::Row;
-            // (An `identify` applied twice would change nothing more: the
-            // emails below are what a repeat would show in.)
-            let rows = sqlx::query(
-                "SELECT lead, COUNT(*) FROM events WHERE processed_at IS NOT NULL GROUP BY lead",
-            )
-            .fetch_all(pool)
-            .await
-            .unwrap();
-            let applied = rows
-                .iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-                .collect();
-            let rows = sqlx::query("SELECT detail FROM timeline WHERE kind = 'email_sent'")
-                .fetch_all(pool)
-                .await
-                .unwrap();
-            let uncertain = rows
-                .iter()
-                .filter_map(|r| serde_json::from_str::<Value>(&r.get::<String, _>(0)).ok())
-                .filter(|d| d["uncertain"] == json!(true))
-                .filter_map(|d| d["message_id"].as_str().map(str::to_string))
-                .collect();
-            (applied, uncertain)
-        });
+    let applied: BTreeMap<String, i64> = with_db(db, async |pool| {
+        use sqlx::Row;
+        // (An `identify` applied twice would change nothing more: the
+        // emails below are what a repeat would show in.)
+        let rows = sqlx::query(
+            "SELECT lead, COUNT(*) FROM events WHERE processed_at IS NOT NULL GROUP BY lead",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        rows.iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+            .collect()
+    });
+    let uncertain = uncertain_sends(db);
     // No acknowledged event lost, none applied twice; no email lost.
     for id in acked {
         assert_eq!(

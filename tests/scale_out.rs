@@ -313,20 +313,3 @@ fn three_daemons_share_the_work_and_one_killed_is_taken_over() {
         d.stop();
     }
 }
-
-/// Message-IDs the timeline marks as possibly sent twice (a crash came
-/// between handing a message to the server and recording it).
-fn uncertain_sends(db: &str) -> BTreeSet<String> {
-    with_db(db, async |pool| {
-        use sqlx::Row;
-        sqlx::query("SELECT detail FROM timeline WHERE kind = 'email_sent'")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .iter()
-            .filter_map(|r| serde_json::from_str::<Value>(&r.get::<String, _>(0)).ok())
-            .filter(|d| d["uncertain"] == json!(true))
-            .filter_map(|d| d["message_id"].as_str().map(str::to_string))
-            .collect()
-    })
-}

@@ -344,3 +344,20 @@ pub fn rules_dir(dir: &Path, yaml: &str) -> PathBuf {
     std::fs::write(rules.join("rules.yaml"), yaml).unwrap();
     rules
 }
+
+/// Message-IDs the timeline marks as possibly sent twice: a crash came
+/// between handing a message to the server and recording it.
+pub fn uncertain_sends(db: &str) -> std::collections::BTreeSet<String> {
+    with_db(db, async |pool| {
+        use sqlx::Row;
+        sqlx::query("SELECT detail FROM timeline WHERE kind = 'email_sent'")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Value>(&r.get::<String, _>(0)).ok())
+            .filter(|d| d["uncertain"] == serde_json::json!(true))
+            .filter_map(|d| d["message_id"].as_str().map(str::to_string))
+            .collect()
+    })
+}

@@ -158,6 +158,15 @@ enum Drove {
     Blocked,
 }
 
+/// How applying one item went (Processor::apply_in_order).
+enum Applied {
+    Done,
+    /// It read or changed the routing book too early: undone, it waits.
+    Waits,
+    /// Evaluating it panicked (the message).
+    Panicked(String),
+}
+
 /// What the step had decided before an item, to undo the item: it changed
 /// the routing book too early (see [`Processor::book_may_change`]).
 struct Mark {
@@ -172,11 +181,8 @@ struct Mark {
 }
 
 impl Mark {
-    /// Marks where the step stands before `lead`'s next item; the book's
-    /// `consulted` then tells whether the item read or changed it.
-    fn of(st: &mut StepState, lead: &Option<LeadState>) -> Mark {
-        st.book_used |= st.book.consulted;
-        st.book.consulted = false;
+    /// Marks where the step stands before `lead`'s next item.
+    fn of(st: &StepState, lead: &Option<LeadState>) -> Mark {
         Mark {
             book: st.book.clone(),
             lead: lead.clone(),
@@ -434,16 +440,18 @@ impl Processor {
                         // Set aside: the event waits, not applied.
                         continue;
                     };
-                    let mark = Mark::of(st, &lead);
-                    if let Err(cause) = apply(eval, active, st, lead, Input::Event(ev)) {
-                        return Ok(Drove::Panicked {
-                            lead: ev.lead.clone(),
-                            cause,
-                        });
-                    }
-                    if st.book.consulted && !self.book_may_change(eval, st, ev.at, now).await? {
-                        mark.undo(st, &ev.lead);
-                        break;
+                    match self
+                        .apply_in_order(eval, active, st, &ev.lead, lead, Input::Event(ev), now)
+                        .await?
+                    {
+                        Applied::Done => {}
+                        Applied::Waits => break,
+                        Applied::Panicked(cause) => {
+                            return Ok(Drove::Panicked {
+                                lead: ev.lead.clone(),
+                                cause,
+                            })
+                        }
                     }
                     st.agenda.event_applied(ev.at);
                     st.processed.push(p.seq);
@@ -459,20 +467,29 @@ impl Processor {
                         continue;
                     };
                     if lead.is_some() {
-                        let mark = Mark::of(st, &lead);
-                        if let Err(cause) = apply(eval, active, st, lead, Input::Timer(&timer)) {
-                            return Ok(Drove::Panicked {
-                                lead: timer.lead.clone(),
-                                cause,
-                            });
-                        }
-                        if st.book.consulted
-                            && !self.book_may_change(eval, st, timer.at, now).await?
+                        match self
+                            .apply_in_order(
+                                eval,
+                                active,
+                                st,
+                                &timer.lead,
+                                lead,
+                                Input::Timer(&timer),
+                                now,
+                            )
+                            .await?
                         {
-                            let id = timer.lead.clone();
-                            mark.undo(st, &id);
-                            st.timers.insert(key, (seq, timer));
-                            break;
+                            Applied::Done => {}
+                            Applied::Waits => {
+                                st.timers.insert(key, (seq, timer));
+                                break;
+                            }
+                            Applied::Panicked(cause) => {
+                                return Ok(Drove::Panicked {
+                                    lead: timer.lead.clone(),
+                                    cause,
+                                })
+                            }
                         }
                     } else if let Some(slot) = st.leads.get_mut(&timer.lead) {
                         // Taken out by take(): back as it was (no lead).
@@ -562,22 +579,25 @@ impl Processor {
                 }
                 None => continue,
             };
-            let mark = Mark::of(st, &lead);
-            if let Err(cause) = apply(eval, active, st, lead, Input::Tick { at, rules }) {
-                return Ok(Some(Drove::Panicked { lead: id, cause }));
-            }
-            if st.book.consulted && !self.book_may_change(eval, st, at, now).await? {
-                mark.undo(st, &id);
-                // The tick goes on from this lead in a later step.
-                match done.or(after) {
-                    Some(last) => {
-                        st.tick_after = Some(last);
-                        st.agenda.suspend();
+            let input = Input::Tick { at, rules };
+            match self
+                .apply_in_order(eval, active, st, &id, lead, input, now)
+                .await?
+            {
+                Applied::Done => {}
+                Applied::Panicked(cause) => return Ok(Some(Drove::Panicked { lead: id, cause })),
+                Applied::Waits => {
+                    // The tick goes on from this lead in a later step.
+                    match done.or(after) {
+                        Some(last) => {
+                            st.tick_after = Some(last);
+                            st.agenda.suspend();
+                        }
+                        // Not begun: it begins again.
+                        None => st.tick_after = None,
                     }
-                    // Not begun: it begins again.
-                    None => st.tick_after = None,
+                    return Ok(Some(Drove::Blocked));
                 }
-                return Ok(Some(Drove::Blocked));
             }
             done = Some(id);
         }
@@ -590,6 +610,40 @@ impl Processor {
             None => st.agenda.ticked(at),
         }
         Ok(None)
+    }
+
+    /// Applies one item to `lead` (apply()), in time order across
+    /// partitions where a routing window is set: an item that read or
+    /// changed the routing book while another partition has earlier work is
+    /// undone and waits (book_may_change). Without a window nothing waits,
+    /// so nothing is marked to undo (no copy of the lead per item).
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_in_order(
+        &self,
+        eval: &Evaluator<'_>,
+        active: &Active,
+        st: &mut StepState,
+        id: &str,
+        lead: Option<LeadState>,
+        input: Input<'_>,
+        now: Timestamp,
+    ) -> Result<Applied, StoreError> {
+        // `consulted` tells whether this item read or changed the book; the
+        // step remembers earlier items' in `book_used`.
+        st.book_used |= st.book.consulted;
+        st.book.consulted = false;
+        let at = input.at();
+        let mark = self.routing_window_ms.map(|_| Mark::of(st, &lead));
+        if let Err(cause) = apply(eval, active, st, lead, input) {
+            return Ok(Applied::Panicked(cause));
+        }
+        if let Some(mark) = mark {
+            if st.book.consulted && !self.book_may_change(eval, st, at, now).await? {
+                mark.undo(st, id);
+                return Ok(Applied::Waits);
+            }
+        }
+        Ok(Applied::Done)
     }
 
     /// Whether an item at `at` of this step's partition may read or change
