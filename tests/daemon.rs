@@ -5,7 +5,7 @@
 use crate::support::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,24 +32,6 @@ fn simulate_fields(v: &Value) -> Value {
             .map(|k| (k.to_string(), v[*k].clone()))
             .collect(),
     )
-}
-
-/// What `simulate --until now` prints for the rules and events, lead by lead.
-fn simulate_until_now(rules: &Path, events: &Path) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args(["simulate"])
-        .arg(rules)
-        .arg("--events")
-        .arg(events)
-        .args(["--until", &now_rfc3339(0)])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -91,42 +73,6 @@ fn ingest_gives_the_same_state_as_simulate() {
         });
         d.stop();
     }
-}
-
-/// A `nurture gen` workload starting `days_ago` days before now, written
-/// to `dir/events.jsonl`: the file, and its events.
-fn generated(
-    dir: &Path,
-    leads: u32,
-    events: u32,
-    seed: u32,
-    days_ago: i64,
-) -> (PathBuf, Vec<Value>) {
-    let file = dir.join("events.jsonl");
-    let out = Command::new(BIN)
-        .args([
-            "gen",
-            "--leads",
-            &leads.to_string(),
-            "--events",
-            &events.to_string(),
-        ])
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--start",
-            &now_rfc3339(-days_ago * 86_400),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(&file, &out.stdout).unwrap();
-    let events = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (file, events)
 }
 
 /// A nightly `schedule` tick over more leads than one step takes (1,000)

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod arrival;
 mod cli;
 mod daemon;
 mod email;

@@ -361,3 +361,57 @@ pub fn uncertain_sends(db: &str) -> std::collections::BTreeSet<String> {
             .collect()
     })
 }
+
+/// What `simulate --until now` prints for the rules and events, lead by lead.
+pub fn simulate_until_now(rules: &Path, events: &Path) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["simulate"])
+        .arg(rules)
+        .arg("--events")
+        .arg(events)
+        .args(["--until", &now_rfc3339(0)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A `nurture gen` workload starting `days_ago` days before now, written
+/// to `dir/events.jsonl`: the file, and its events.
+pub fn generated(
+    dir: &Path,
+    leads: u32,
+    events: u32,
+    seed: u32,
+    days_ago: i64,
+) -> (PathBuf, Vec<Value>) {
+    let file = dir.join("events.jsonl");
+    let out = Command::new(BIN)
+        .args([
+            "gen",
+            "--leads",
+            &leads.to_string(),
+            "--events",
+            &events.to_string(),
+        ])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--start",
+            &now_rfc3339(-days_ago * 86_400),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&file, &out.stdout).unwrap();
+    let events = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (file, events)
+}

@@ -38,10 +38,17 @@ pub enum TimelineKind {
     Quarantined,
     Released,
     Erased,
+    /// An event came before the lead's history's end, within the allowed
+    /// lateness: the lead was re-folded with it in its place.
+    Refolded,
+    /// An event came before the lead's history's end and could not take
+    /// its place (later than the allowed lateness, or see the reason): it
+    /// was applied as it arrived.
+    Late,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 16] = [
+    pub const ALL: [TimelineKind; 18] = [
         TimelineKind::Event,
         TimelineKind::Scored,
         TimelineKind::StageChanged,
@@ -58,6 +65,8 @@ impl TimelineKind {
         TimelineKind::Quarantined,
         TimelineKind::Released,
         TimelineKind::Erased,
+        TimelineKind::Refolded,
+        TimelineKind::Late,
     ];
 
     /// The name stored in the `timeline.kind` column and shown by the API.
@@ -79,6 +88,8 @@ impl TimelineKind {
             TimelineKind::Quarantined => "quarantined",
             TimelineKind::Released => "released",
             TimelineKind::Erased => "erased",
+            TimelineKind::Refolded => "refolded",
+            TimelineKind::Late => "late",
         }
     }
 

@@ -96,6 +96,10 @@ async fn bench_backend(name: &str, url: String) {
             .ok()
             .and_then(|v| v.parse().ok())
             .map(std::time::Duration::from_secs),
+        allowed_lateness: std::time::Duration::from_secs(setting(
+            "NURTURE_BENCH_ALLOWED_LATENESS_SECS",
+            3600,
+        )),
         http: Default::default(),
         clock: nurture::clock::Clock::system(),
     };

@@ -57,6 +57,9 @@ pub struct ServeConfig {
     /// this much earlier (`--routing-window`; zero: exactly in time order;
     /// `None`: they never wait, and go in the order steps commit).
     pub routing_window: Option<Duration>,
+    /// How late an event may arrive and still take its place in its lead's
+    /// history (`--allowed-lateness`): the lead is re-folded.
+    pub allowed_lateness: Duration,
     /// The HTTP server's timeouts and limits.
     pub http: HttpSettings,
     /// What time it is for the daemon: the system clock unless a test
@@ -89,6 +92,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("workers", &self.workers)
             .field("partitions", &self.partitions)
             .field("routing_window", &self.routing_window)
+            .field("allowed_lateness", &self.allowed_lateness)
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
@@ -230,6 +234,7 @@ pub async fn run(
         routing_window_ms: cfg
             .routing_window
             .map(|w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX)),
+        allowed_lateness_ms: i64::try_from(cfg.allowed_lateness.as_millis()).unwrap_or(i64::MAX),
     });
     // SQLite has one daemon, holding every partition; on PostgreSQL the
     // daemons lease them among themselves.
@@ -389,6 +394,7 @@ mod tests {
             workers: 2,
             partitions: 16,
             routing_window: None,
+            allowed_lateness: Duration::from_secs(3600),
             http: HttpSettings::default(),
             clock: Clock::system(),
         };

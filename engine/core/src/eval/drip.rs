@@ -55,6 +55,7 @@ impl Run<'_, '_> {
                 next_step: 0,
                 due_at: Some(due),
                 waiting_consent: false,
+                sent_ahead: Vec::new(),
             });
             self.note(Note::Enrolled {
                 campaign: c.name.clone(),
@@ -124,6 +125,13 @@ impl Run<'_, '_> {
             return self.exit(pos, campaign, reason);
         }
         let Some(s) = c.steps.get(step) else { return };
+        // Sent before a late event re-ordered the lead's history: it went
+        // out once, and is not sent again.
+        let ahead = &mut self.lead.enrollments[pos].sent_ahead;
+        if let Some(k) = ahead.iter().position(|&a| a == step) {
+            ahead.remove(k);
+            return self.advance(pos, c, step);
+        }
         if let Some(cond) = &s.condition {
             if !self.holds(cond) {
                 self.note(Note::StepSkipped {

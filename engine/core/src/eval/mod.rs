@@ -135,6 +135,16 @@ impl<'r> Evaluator<'r> {
         run.finish()
     }
 
+    /// Routes a lead that is in `sql` without an owner or an offer, as
+    /// entering `sql` at `at` would have: a late event re-folded into its
+    /// history brought it there (crate::sim::refold), and routing is the
+    /// shared book's, decided now.
+    pub fn route_now(&self, lead: LeadState, book: &mut Book, at: Timestamp) -> Decision {
+        let mut run = Run::new(self, lead, book, at, None);
+        run.route(None);
+        run.finish()
+    }
+
     /// Applies one input to `lead` (`None`: not stored yet). An event makes
     /// the lead it names; a timer or tick of a lead that does not exist
     /// decides nothing (`None`).
@@ -144,11 +154,34 @@ impl<'r> Evaluator<'r> {
         book: &mut Book,
         input: Input<'_>,
     ) -> Option<Decision> {
-        match input {
-            Input::Event(ev) => Some(self.on_event(lead, book, ev)),
-            Input::Timer(t) => lead.map(|l| self.on_timer(l, book, t)),
-            Input::Tick { at, rules } => lead.map(|l| self.on_schedule(l, book, at, rules)),
+        let at = input.at();
+        let mut d = match input {
+            Input::Event(ev) => self.on_event(lead, book, ev),
+            Input::Timer(t) => {
+                let d = self.on_timer(lead?, book, t);
+                if d.effects.is_empty() {
+                    // Stale (sent, moved or left since): decided nothing.
+                    return Some(d);
+                }
+                d
+            }
+            Input::Tick { at, rules } => {
+                let l = lead?;
+                let scored = l.memory.counts.ledger;
+                let d = self.on_schedule(l, book, at, rules);
+                if d.lead.memory.counts.ledger == scored {
+                    // A tick that scored nothing leaves the lead as it was
+                    // (it is not written again).
+                    return Some(d);
+                }
+                d
+            }
+        };
+        // How far the lead's history goes: an event before this came late.
+        if d.lead.seen_to.is_none_or(|s| s < at) {
+            d.lead.seen_to = Some(at);
         }
+        Some(d)
     }
 
     /// The next instant after `after` at which `schedule` rules fire, and which.

@@ -165,6 +165,14 @@ impl Composer {
         }
     }
 
+    /// The Message-ID of drip step `step` (1-based) of `lead`'s enrollment
+    /// in `campaign` in `cycle`: one message per step per enrollment, so
+    /// resends reuse it and a step already queued can be told.
+    pub fn drip_message_id(&self, lead: &str, campaign: &str, cycle: u32, step: usize) -> String {
+        let key = format!("drip\0{lead}\0{campaign}\0{cycle}\0{step}");
+        message_id(&key, &self.from)
+    }
+
     fn drip(
         &self,
         lead: &LeadState,
@@ -203,14 +211,12 @@ impl Composer {
         let subject = render("subject")?.unwrap_or_default();
         let text = render("text")?.unwrap_or_default();
         let html = render("html")?;
-        // One message per step per enrollment: resends reuse this id.
-        let key = format!("drip\0{}\0{campaign}\0{}\0{step}", lead.id, lead.cycle);
         let mailto = format!(
             "mailto:{}?subject=unsubscribe%20{token}",
             address_of(&self.from)
         );
         Ok(Outgoing {
-            message_id: message_id(&key, &self.from),
+            message_id: self.drip_message_id(&lead.id, campaign, lead.cycle, step),
             from: self.from.clone(),
             to: lead.email.clone(),
             subject: one_line(&subject),

@@ -167,6 +167,11 @@ pub struct Enrollment {
     /// The due step waits for consent; it goes out on the event that grants it.
     #[serde(default)]
     pub waiting_consent: bool,
+    /// Steps (0-based) already sent before a late event re-ordered the
+    /// lead's history ([`crate::sim::refold`]): when one comes due it counts
+    /// as sent and is not sent again. Never more than the campaign's steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_ahead: Vec<usize>,
 }
 
 /// What happened to a lead, oldest first, append-only: the score ledger,
@@ -307,6 +312,11 @@ pub struct LeadState {
     pub created_at: Timestamp,
     #[serde(with = "serde_ts")]
     pub last_activity_at: Timestamp,
+    /// The time of the latest input that decided something for the lead: an
+    /// event, due work, a `schedule` tick that scored. An event that
+    /// happened before it arrived late (docs/daemon.md, "Arrival order").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_to: Option<Timestamp>,
     /// What happened to the lead, as far as its holder keeps it (see
     /// [`History`]). Not part of the stored state.
     #[serde(skip)]
@@ -350,6 +360,7 @@ impl LeadState {
             consent: Consent::Unknown,
             created_at: at,
             last_activity_at: at,
+            seen_to: None,
             history: History::default(),
             memory: Memory::default(),
             enrollments: Vec::new(),

@@ -4,9 +4,11 @@
 
 mod events;
 pub mod gen;
+mod refold;
 
 pub use crate::view::{lead_detail, lead_line};
 pub use events::{read_events_file, read_events_str};
+pub use refold::{cycle_at, refold, NotRefolded, Refolded};
 
 use crate::eval::{Agenda, Book, Decision, Due, Effect, Evaluator, Input, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};

@@ -78,7 +78,7 @@ enum Command {
         span: Option<String>,
     },
     /// Run the daemon: HTTP API, durable storage, scheduler.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// List leads in quarantine (set aside by the processor) with cause and
     /// time; with --retry, release one so a running daemon applies its
     /// waiting events again.
@@ -194,6 +194,14 @@ struct ServeArgs {
     /// from `simulate` under a backlog). See docs/daemon.md, Partitions.
     #[arg(long, env = "NURTURE_ROUTING_WINDOW")]
     routing_window: Option<crate::rules::config::DurationSpec>,
+    /// How long before the latest thing its lead has seen (an event, due
+    /// work, a `schedule` tick) an event may have happened and still take
+    /// its place in the lead's history: the lead is re-folded from its
+    /// stored events, as `simulate` would apply them. A later one is
+    /// applied as it arrives and marked `late` on the timeline
+    /// (docs/daemon.md, Arrival order). 0s: every event as it arrives.
+    #[arg(long, env = "NURTURE_ALLOWED_LATENESS", default_value = "1h")]
+    allowed_lateness: crate::rules::config::DurationSpec,
     /// Close a connection that has not sent a whole request head for this
     /// long: a new one, one sending headers slowly, or a keep-alive
     /// connection idle after its last response.
@@ -232,7 +240,7 @@ pub fn main() -> ExitCode {
             start,
             span,
         } => gen(leads, events, seed, &start, span.as_deref()),
-        Command::Serve(a) => serve(a),
+        Command::Serve(a) => serve(*a),
         Command::Migrate {
             database_url,
             partitions,
@@ -472,6 +480,7 @@ fn serve(a: ServeArgs) -> ExitCode {
         routing_window: a
             .routing_window
             .map(|w| w.0.to_std().unwrap_or(Duration::ZERO)),
+        allowed_lateness: a.allowed_lateness.0.to_std().unwrap_or(Duration::ZERO),
         http: crate::api::server::HttpSettings {
             header_timeout: a
                 .header_timeout

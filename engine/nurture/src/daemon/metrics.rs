@@ -48,6 +48,11 @@ pub struct Metrics {
     /// Steps ended early: an item would have changed the routing book while
     /// another partition had earlier work (it waits for a later step).
     pub steps_waited: Counter,
+    /// Events that came before their lead's history's end and took their
+    /// place in it (the lead re-folded), and those applied as they arrived
+    /// (later than the allowed lateness, or refused by the re-fold).
+    pub events_refolded: Counter,
+    pub events_late: Counter,
     /// What `/healthz` reads, told of failures as they are counted.
     health: Arc<Health>,
 }
@@ -87,6 +92,8 @@ impl Metrics {
             plugin_calls_in_flight: Gauge::default(),
             steps_redone: Counter::default(),
             steps_waited: Counter::default(),
+            events_refolded: Counter::default(),
+            events_late: Counter::default(),
             health,
             registry: Registry::default(),
         };
@@ -189,6 +196,16 @@ impl Metrics {
             "steps_waited",
             "Processing steps ended before an item that would change the routing book ahead of another partition's earlier work",
             m.steps_waited.clone(),
+        );
+        registry.register(
+            "events_refolded",
+            "Events that arrived before their lead's history's end and took their place in it (the lead re-folded)",
+            m.events_refolded.clone(),
+        );
+        registry.register(
+            "events_late",
+            "Events that arrived before their lead's history's end and were applied as they arrived (later than the allowed lateness, or a re-fold refused)",
+            m.events_late.clone(),
         );
         Metrics { registry, ..m }
     }

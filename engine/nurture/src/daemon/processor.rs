@@ -25,8 +25,12 @@ use crate::eval::{Agenda, Book, Due, Evaluator, Input, PluginEffect, PluginHost,
 use crate::model::{bounds, time::Timestamp, Event, LeadState};
 use crate::rules::Plugin;
 use crate::store::{lead_rows, EngineState, PendingEvent, StepTx, Store, StoreError, Writes};
-use nurture_core::writes::{collect as collect_decision, Collected, TimelineKind};
+use nurture_core::sim::{cycle_at, refold, NotRefolded, Refolded};
+use nurture_core::writes::{
+    collect as collect_decision, Collected, Entry, OutboxKind, TimelineKind,
+};
 use prometheus_client::metrics::gauge::Gauge;
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -60,6 +64,10 @@ pub struct Processor {
     /// (`--routing-window`; 0: strictly in time order; `None`: it never
     /// waits).
     pub routing_window_ms: Option<i64>,
+    /// How late (ms) an event may come, before the latest thing its lead
+    /// has seen, and still take its place: the lead is re-folded
+    /// (`--allowed-lateness`, sim::refold).
+    pub allowed_lateness_ms: i64,
 }
 
 /// A lead as loaded and as it is now, within one step.
@@ -103,6 +111,11 @@ struct StepState {
     others: Option<Vec<(i64, Option<Timestamp>)>>,
     /// Whether the step ended before an item that waits for other partitions.
     waited: bool,
+    /// Indexes (in the step's events) of the events applied so far: a late
+    /// event's lead is re-folded with those of its own among them.
+    applied_idx: Vec<usize>,
+    /// Leads re-folded in this step (their history is written whole).
+    refolded: BTreeSet<String>,
 }
 
 /// Metrics of an attempt, counted once it commits (an attempt done again
@@ -113,6 +126,9 @@ struct Counts {
     rule_errors: u64,
     sla_breaches: u64,
     not_composed: u64,
+    /// Events re-folded in, and applied late as they arrived.
+    refolded: u64,
+    late: u64,
     /// When each applied event was received.
     received: Vec<Timestamp>,
 }
@@ -165,6 +181,44 @@ enum Applied {
     Waits,
     /// Evaluating it panicked (the message).
     Panicked(String),
+}
+
+/// How re-folding a lead for a late event went (Processor::refold).
+enum Refold {
+    /// The lead was re-folded with the event in its place.
+    Done,
+    /// It could not be: the lead as it was, and why; the event is applied
+    /// as it arrives.
+    Refused(LeadState, NotRefolded),
+    /// Re-folding panicked (the message).
+    Panicked(String),
+    /// It brings the lead to `sql`, and routing it now would read the book
+    /// ahead of another partition's earlier work: the lead as it was; the
+    /// event waits for a later step.
+    Waits(LeadState),
+}
+
+/// Where `lead`'s history ends, if an event at `at` came before that end:
+/// the time of the latest input that decided something for it, or of a
+/// `schedule` tick its partition ran after `at`; and how much earlier (ms).
+fn late_by(
+    eval: &Evaluator<'_>,
+    st: &StepState,
+    lead: &LeadState,
+    at: Timestamp,
+) -> Option<(Timestamp, i64)> {
+    let mut end = lead.seen_to;
+    // A tick ran after the event happened (found only for an event older
+    // than the partition's schedule: the cron walk is slow).
+    if let Some(ticked) = st.agenda.ticked_to().filter(|t| *t > at) {
+        if eval.next_schedule(at).is_some_and(|(t, _)| t <= ticked) {
+            end = end.max(Some(ticked));
+        }
+    }
+    let end = end.filter(|e| *e > at)?;
+    let by = crate::store::millis(&end) - crate::store::millis(&at);
+    // Stored times keep milliseconds: a fraction of one is not late.
+    (by > 0).then_some((end, by))
 }
 
 /// What the step had decided before an item, to undo the item: it changed
@@ -340,7 +394,10 @@ impl Processor {
             tick_after,
             version,
         } = self.store.engine_state(part).await?;
-        let events = self.store.pending_events(part, budget).await?;
+        let mut events = self.store.pending_events(part, budget).await?;
+        // Applied in the order they happened (ties in arrival order), so
+        // events that arrive out of order within one batch need no re-fold.
+        events.sort_by_key(|p| p.event.as_ref().ok().map(|e| e.at));
         // With more events waiting than this batch holds, due work later than
         // the batch's last event waits for a later step, so order holds.
         let horizon = if events.len() as i64 == budget {
@@ -373,6 +430,8 @@ impl Processor {
             counts: Counts::default(),
             others: None,
             waited: false,
+            applied_idx: Vec::new(),
+            refolded: BTreeSet::new(),
         };
         for due in self.store.due_timers(part, horizon, budget).await? {
             match due.timer {
@@ -433,6 +492,7 @@ impl Processor {
             };
             match due {
                 Due::Event => {
+                    let idx = next_event;
                     let p = &events[next_event];
                     next_event += 1;
                     let Ok(ev) = &p.event else { continue };
@@ -440,11 +500,70 @@ impl Processor {
                         // Set aside: the event waits, not applied.
                         continue;
                     };
-                    match self
-                        .apply_in_order(eval, active, st, &ev.lead, lead, Input::Event(ev), now)
-                        .await?
-                    {
-                        Applied::Done => {}
+                    let late = lead.as_ref().and_then(|l| late_by(eval, st, l, ev.at));
+                    // Outer `None`: re-folded, the event applied in its place.
+                    let (lead, late) = match (lead, late) {
+                        (Some(cur), Some((until, by))) if by <= self.allowed_lateness_ms => {
+                            match self
+                                .refold(eval, active, st, events, ev, cur, until, by, now)
+                                .await?
+                            {
+                                Refold::Done => (None, None),
+                                Refold::Waits(cur) => {
+                                    if let Some(slot) = st.leads.get_mut(&ev.lead) {
+                                        slot.now = Some(cur);
+                                    }
+                                    break;
+                                }
+                                Refold::Refused(cur, why) => {
+                                    (Some(Some(cur)), Some((by, Some(why))))
+                                }
+                                Refold::Panicked(cause) => {
+                                    return Ok(Drove::Panicked {
+                                        lead: ev.lead.clone(),
+                                        cause,
+                                    })
+                                }
+                            }
+                        }
+                        (lead, Some((_, by))) => (Some(lead), Some((by, None))),
+                        (lead, None) => (Some(lead), None),
+                    };
+                    let outcome = match lead {
+                        // Re-folded: applied in its place.
+                        None => Applied::Done,
+                        Some(lead) => {
+                            self.apply_in_order(
+                                eval,
+                                active,
+                                st,
+                                &ev.lead,
+                                lead,
+                                Input::Event(ev),
+                                now,
+                            )
+                            .await?
+                        }
+                    };
+                    if let (Applied::Done, Some((by, why))) = (&outcome, late) {
+                        st.out.timeline.push(Entry::new(
+                            &ev.lead,
+                            ev.at,
+                            TimelineKind::Late,
+                            json!({
+                                "event": ev.id,
+                                "late_by_ms": by,
+                                "allowed_ms": self.allowed_lateness_ms,
+                                "reason": why.map_or(
+                                    "later than the allowed lateness",
+                                    NotRefolded::as_str,
+                                ),
+                            }),
+                        ));
+                        st.counts.late += 1;
+                    }
+                    match outcome {
+                        Applied::Done => st.applied_idx.push(idx),
                         Applied::Waits => break,
                         Applied::Panicked(cause) => {
                             return Ok(Drove::Panicked {
@@ -646,6 +765,137 @@ impl Processor {
         Ok(Applied::Done)
     }
 
+    /// Re-folds `current` for the late event `ev`: its stored events and
+    /// those applied in this step, with `ev` in its place, up to `until`
+    /// (sim::refold). What the event changed is collected as any decision
+    /// is; the step's write replaces the lead's ledger, transitions and
+    /// drip steps. The routing book is not touched.
+    #[allow(clippy::too_many_arguments)]
+    async fn refold(
+        &self,
+        eval: &Evaluator<'_>,
+        active: &Active,
+        st: &mut StepState,
+        events: &[PendingEvent],
+        ev: &Event,
+        current: LeadState,
+        until: Timestamp,
+        by: i64,
+        now: Timestamp,
+    ) -> Result<Refold, StoreError> {
+        let mut applied = self.store.applied_events(&ev.lead).await?;
+        applied.extend(
+            st.applied_idx
+                .iter()
+                .filter_map(|&i| events.get(i).and_then(|p| p.event.as_ref().ok()))
+                .filter(|e| e.lead == ev.lead)
+                .cloned(),
+        );
+        // Steps queued, stored and in this step.
+        let mut queued: std::collections::HashSet<String> = self
+            .store
+            .queued_drips(&ev.lead)
+            .await?
+            .into_iter()
+            .collect();
+        queued.extend(
+            st.out
+                .outbox
+                .iter()
+                .filter(|q| q.lead == ev.lead && q.kind == OutboxKind::Email)
+                .filter_map(|q| q.payload["message_id"].as_str().map(str::to_string)),
+        );
+        let composer = &active.composer;
+        let sent = |campaign: &str, cycle: u32, step: usize| {
+            queued.contains(&composer.drip_message_id(&ev.lead, campaign, cycle, step))
+        };
+        let mut result = None;
+        if let Err(cause) = contained(eval, || {
+            result = Some(refold(eval, &current, &applied, ev, until, &sent));
+        }) {
+            return Ok(Refold::Panicked(cause));
+        }
+        let Some(result) = result else {
+            return Ok(Refold::Panicked("re-fold ended without a result".into()));
+        };
+        let Refolded {
+            mut lead,
+            effects,
+            timers,
+            kept,
+            route_at,
+            steps,
+        } = match result {
+            Ok(r) => r,
+            Err(why) => return Ok(Refold::Refused(current, why)),
+        };
+        if let Some(at) = route_at {
+            // Routed now, with the shared book: in time order across
+            // partitions when a routing window is set.
+            st.book_used |= st.book.consulted;
+            if self.routing_window_ms.is_some() && !self.book_may_change(eval, st, at, now).await? {
+                return Ok(Refold::Waits(current));
+            }
+        }
+        // Steps queued that the re-folded history does not send: kept.
+        let refolded_ids: std::collections::HashSet<String> = steps
+            .iter()
+            .map(|(c, cycle, step)| composer.drip_message_id(&ev.lead, c, *cycle, *step))
+            .collect();
+        let kept = kept
+            + queued
+                .iter()
+                .filter(|id| !refolded_ids.contains(*id))
+                .count();
+        let detail = json!({
+            "event": ev.id,
+            "late_by_ms": by,
+            "score": {"from": current.score, "to": lead.score},
+            "stage": {"from": current.stage, "to": lead.stage},
+            "added": effects.len(),
+            "kept": kept,
+        });
+        let cycle = lead.cycle;
+        for (at, e) in effects {
+            // An email of a cycle since ended is composed for its own.
+            if let crate::eval::Effect::SendEmail { campaign, .. } = &e {
+                lead.cycle = cycle_at(&lead, campaign, &at);
+            }
+            let d = crate::eval::Decision {
+                lead,
+                effects: vec![e],
+            };
+            lead = collect_decision(&active.composer, &active.rules, d, at, &mut st.out);
+            lead.cycle = cycle;
+        }
+        if let Some(at) = route_at {
+            let mut routed = None;
+            let book = &mut st.book;
+            if let Err(cause) = contained(eval, || routed = Some(eval.route_now(lead, book, at))) {
+                return Ok(Refold::Panicked(cause));
+            }
+            let Some(d) = routed else {
+                return Ok(Refold::Panicked("routing ended without a decision".into()));
+            };
+            lead = collect_decision(&active.composer, &active.rules, d, at, &mut st.out);
+        }
+        // The SLA clock routing started (drip steps come in `timers`).
+        let made: Vec<Timer> = st.out.timers.drain(..).collect();
+        for t in made.into_iter().chain(timers) {
+            st.order += 1;
+            st.timers.insert((t.at, st.order), (None, t));
+        }
+        st.out
+            .timeline
+            .push(Entry::new(&ev.lead, ev.at, TimelineKind::Refolded, detail));
+        st.refolded.insert(ev.lead.clone());
+        st.counts.refolded += 1;
+        if let Some(slot) = st.leads.get_mut(&ev.lead) {
+            slot.now = Some(lead);
+        }
+        Ok(Refold::Done)
+    }
+
     /// Whether an item at `at` of this step's partition may read or change
     /// the routing book now: only when every other partition's next item
     /// (its next event, due work, a due `schedule` tick) is later (or less
@@ -740,6 +990,8 @@ impl Processor {
         m.rule_errors.inc_by(c.rule_errors);
         m.sla_breaches.inc_by(c.sla_breaches);
         m.emails_not_composed.inc_by(c.not_composed);
+        m.events_refolded.inc_by(c.refolded);
+        m.events_late.inc_by(c.late);
         for e in w
             .timeline
             .iter()
@@ -870,6 +1122,7 @@ fn collect(
         aside,
         touched,
         counts,
+        refolded,
         ..
     } = st;
     let counts = Counts {
@@ -901,6 +1154,7 @@ fn collect(
             .iter()
             .map(|(lead, cause)| (lead.clone(), storable(cause)))
             .collect(),
+        refolded: refolded.into_iter().collect(),
     };
     // A step whose decisions read the book checks it is unchanged when it
     // commits, as one that changed it does.

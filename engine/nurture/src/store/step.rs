@@ -156,6 +156,41 @@ impl Store {
         Ok(out)
     }
 
+    /// The events applied to `lead` so far, in arrival order: what a late
+    /// event is re-folded with (sim::refold). Rows that no longer read
+    /// back (erased) are left out.
+    pub async fn applied_events(&self, lead: &str) -> Result<Vec<Event>, StoreError> {
+        let sql = self.sql(
+            "SELECT payload FROM events WHERE lead = $1 AND processed_at IS NOT NULL ORDER BY seq",
+        );
+        let rows = sqlx::query(&sql).bind(lead).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let payload: String = row.try_get(0)?;
+            let event = serde_json::from_str(&payload)
+                .ok()
+                .and_then(|v| Event::from_json(&v, None).ok());
+            out.extend(event);
+        }
+        Ok(out)
+    }
+
+    /// The Message-IDs of the drip emails queued for `lead`: a re-fold
+    /// sends no step twice.
+    pub async fn queued_drips(&self, lead: &str) -> Result<Vec<String>, StoreError> {
+        let sql = self.sql("SELECT payload FROM outbox WHERE lead = $1 AND kind = 'email'");
+        let rows = sqlx::query(&sql).bind(lead).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let payload: String = row.try_get(0)?;
+            let id = serde_json::from_str::<serde_json::Value>(&payload)
+                .ok()
+                .and_then(|v| v["message_id"].as_str().map(str::to_string));
+            out.extend(id);
+        }
+        Ok(out)
+    }
+
     /// Scheduled work of `part` due at or before `now`, earliest first, but
     /// for leads in quarantine.
     pub async fn due_timers(
@@ -379,6 +414,28 @@ impl<'s> StepTx<'s> {
         if !w.timers_done.is_empty() {
             self.exec_in("DELETE FROM due_work WHERE seq IN", vec![], &w.timers_done)
                 .await?;
+        }
+        // Re-folded leads: their ledger and transitions are written whole
+        // again, and their drip steps scheduled again (SLA clocks stay).
+        for chunk in w.refolded.chunks(MAX_PARAMS) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            for sql in [
+                format!("DELETE FROM ledger WHERE lead IN ({list})"),
+                format!("DELETE FROM transitions WHERE lead IN ({list})"),
+                format!(
+                    "DELETE FROM due_work WHERE lead IN ({list}) AND kind LIKE '%\"type\":\"drip\"%'"
+                ),
+            ] {
+                let sql = self.store.sql(&sql).into_owned();
+                let mut q = sqlx::query(&sql);
+                for lead in chunk {
+                    q = q.bind(lead.clone());
+                }
+                q.execute(&mut *self.tx).await?;
+            }
         }
         let timers = w.timers_new.iter().map(|t| {
             vec![
@@ -627,4 +684,7 @@ pub struct Writes {
     pub outbox: Vec<Queued>,
     /// Leads set aside, with the cause: their events and due work wait.
     pub quarantine: Vec<(String, String)>,
+    /// Leads re-folded for a late event: their stored ledger, transitions
+    /// and drip steps are replaced by those in `leads` and `timers_new`.
+    pub refolded: Vec<String>,
 }
