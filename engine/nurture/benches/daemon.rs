@@ -4,7 +4,8 @@
 //! made on it). Prints one summary line per figure. Knobs (environment):
 //! `NURTURE_BENCH_WORKERS` (2), `NURTURE_BENCH_PARTITIONS` (16),
 //! `NURTURE_BENCH_ROUTING_WINDOW_SECS` (unset: routing never waits), `NURTURE_BENCH_EVENTS` (100,000),
-//! `NURTURE_BENCH_LEADS` (5,000), `NURTURE_BENCH_BATCH_ONLY=1` (figure 1 only).
+//! `NURTURE_BENCH_LEADS` (5,000), `NURTURE_BENCH_ALLOWED_LATENESS_SECS` (3600),
+//! `NURTURE_BENCH_BATCH_ONLY=1` (figure 1 only).
 //!
 //! 1. batch ingest: 100,000 events in batches of 500 from 4 clients; the rate
 //!    at which they are acknowledged (durable), and at which they are applied;
