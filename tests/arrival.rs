@@ -102,131 +102,167 @@ fn shuffled_concurrent_and_delayed_deliveries_end_as_simulate_does() {
     let (events_file, events) = generated(dir.path(), 1000, 10000, 23, 10);
     let (on_time, held) = scrambled(&events, 400, 0x9e37_79b9_7f4a_7c15);
     let simulated = simulate_until_now(&rules, &events_file);
-    let expected: Vec<Value> = simulated.iter().map(state).collect();
-    assert!(expected.len() > 800, "{} leads", expected.len());
+    assert!(simulated.len() > 800, "{} leads", simulated.len());
     for db in backends("arrival_order", dir.path()) {
-        let n = if db.starts_with("postgres") { 3 } else { 1 };
-        let daemons: Vec<Daemon> = (0..n)
-            .map(|_| {
-                Daemon::start_args(
-                    &db,
-                    &rules,
-                    None,
-                    &["--workers", "2", "--allowed-lateness", "30d"],
-                )
-            })
-            .collect();
+        let daemons = start(&db, &rules);
         post_concurrently(&daemons[0], &on_time);
-        post_concurrently(&daemons[n - 1], &held);
-        let c = client();
-        let d = &daemons[0];
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let mut differs = Vec::new();
-            if pending(&c, d) == 0.0 {
-                differs = expected
-                    .iter()
-                    .filter_map(|e| {
-                        let id = e["lead"].as_str().unwrap();
-                        let got = lead(&c, d, id).map(|v| state(&v));
-                        (got.as_ref() != Some(e) && !marked_late(&c, d, id))
-                            .then(|| (e.clone(), got))
-                    })
-                    .collect();
-                if differs.is_empty() {
-                    break;
-                }
-            }
-            // The last tick may still be going on: look again, for a while.
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{db}: {} of {} leads differ from simulate, e.g. {:#?}",
-                differs.len(),
-                expected.len(),
-                differs.iter().take(2).collect::<Vec<_>>()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        // Every step `simulate` sends went out; one more only where it had
-        // gone out before a late event showed it would not have: kept, not
-        // undone, and the lead's timeline says so. An event applied as it
-        // arrived (`late`) is only one whose re-fold would have changed
-        // routing, already decided; none found its lead's stored state
-        // other than its events give.
-        let mut late = 0;
-        for sim in &simulated {
-            let id = sim["lead"].as_str().unwrap();
-            let got = steps(&lead(&c, d, id).unwrap());
-            let want = steps(sim);
-            let (_, t) = get(&c, &d.url(&format!("/v1/leads/{id}/timeline?limit=1000")));
-            if !want.is_subset(&got) {
-                let queued: Vec<Value> = outbox(&db, "email")
-                    .into_iter()
-                    .filter(|r| r.lead == id)
-                    .map(|r| json!([r.payload["message_id"], r.payload["subject"]]))
-                    .collect();
-                panic!(
-                    "{db}: {id}: sent {got:?}, simulate {want:?}; queued {queued:?}; simulate says {sim:#}; timeline {:#}",
-                    t["entries"]
-                );
-            }
-            let entries = t["entries"].as_array().unwrap();
-            let kept: i64 = entries
-                .iter()
-                .filter(|e| e["kind"] == "refolded")
-                .filter_map(|e| e["detail"]["kept"].as_i64())
-                .sum();
-            let lates: Vec<&Value> = entries.iter().filter(|e| e["kind"] == "late").collect();
-            for l in &lates {
-                let reason = l["detail"]["reason"].as_str().unwrap_or("");
-                assert!(reason.contains("owner, offer or SLA"), "{db}: {id}: {l:#}");
-            }
-            late += lates.len();
-            if got.len() > want.len() {
-                assert!(
-                    kept >= 1 || !lates.is_empty(),
-                    "{db}: {id}: sent {got:?}, simulate {want:?}, not explained: {:#}",
-                    t["entries"]
-                );
-            }
-        }
-        // Counted by whichever daemon applied them.
-        let count = |name: &str| -> f64 {
-            daemons
-                .iter()
-                .map(|d| {
-                    metric(
-                        &c.get(d.url("/metrics")).send().unwrap().text().unwrap(),
-                        name,
-                    )
-                })
-                .sum()
-        };
-        let refolded = count("nurture_events_refolded_total");
+        post_concurrently(&daemons[daemons.len() - 1], &held);
+        let (refolded, late) = end_as_simulated(&db, &daemons, &simulated, 60);
         assert!(refolded > 100.0, "{db}: {refolded} events re-folded");
         // Late recycles are rare: about one in 5,000 re-folds here.
         assert!(
             late as f64 <= refolded / 100.0,
             "{db}: {late} late of {refolded}"
         );
-        assert_eq!(
-            count("nurture_events_late_total"),
-            late as f64,
-            "{db}: late events counted"
-        );
         eprintln!("{db}: {refolded} events re-folded, {late} applied late (routing)");
-        // Each drip step queued once: Message-IDs are one per step.
-        let mut ids = BTreeMap::new();
-        for row in outbox(&db, "email") {
-            *ids.entry(row.payload["message_id"].to_string())
-                .or_insert(0) += 1;
-        }
-        let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "{db}: queued twice: {twice:?}");
         for d in daemons {
             d.stop();
         }
     }
+}
+
+/// The size, as an import of history goes: a 100,000-event
+/// `nurture gen` workload (5,000 leads over two weeks: decay ticks, drips,
+/// SQLs, SLA breaches, feedback, recycles) posted in order in 500-event
+/// batches while the daemons (one on SQLite, three on PostgreSQL) apply
+/// what came so far, due work and ticks up to now included: what arrives
+/// next re-folds its leads, and every lead ends as `simulate` says.
+#[test]
+fn a_hundred_thousand_events_imported_end_as_simulate_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = repo().join("rules");
+    let (events_file, events) = generated(dir.path(), 5000, 100_000, 31, 14);
+    let simulated = simulate_until_now(&rules, &events_file);
+    assert!(simulated.len() > 4_000, "{} leads", simulated.len());
+    for db in backends("hundred_thousand", dir.path()) {
+        let daemons = start(&db, &rules);
+        let c = client();
+        for (k, batch) in events.chunks(500).enumerate() {
+            let d = &daemons[k % daemons.len()];
+            let (s, r) = post(&c, &d.url("/v1/events"), &json!({ "batch": batch }));
+            assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        }
+        let (refolded, late) = end_as_simulated(&db, &daemons, &simulated, 600);
+        eprintln!("{db}: {refolded} events re-folded, {late} applied late (routing)");
+        for d in daemons {
+            d.stop();
+        }
+    }
+}
+
+/// One daemon with two workers on SQLite, three on PostgreSQL, taking
+/// events up to 30 days late (an import of history).
+fn start(db: &str, rules: &std::path::Path) -> Vec<Daemon> {
+    let n = if db.starts_with("postgres") { 3 } else { 1 };
+    (0..n)
+        .map(|_| {
+            Daemon::start_args(
+                db,
+                rules,
+                None,
+                &["--workers", "2", "--allowed-lateness", "30d"],
+            )
+        })
+        .collect()
+}
+
+/// Waits (up to `secs`) until every lead the daemons hold is as `simulated`
+/// says (but those marked `late`), then checks what went out: every step
+/// `simulate` sends went out; one more only where it had gone out before a
+/// late event showed it would not have (kept, not undone, and the lead's
+/// timeline says so); an event applied as it arrived (`late`) is only one
+/// whose re-fold would have changed routing already decided (none found
+/// its lead's stored state other than its events give); no Message-ID is
+/// queued twice. Returns the events re-folded and those applied late.
+fn end_as_simulated(db: &str, daemons: &[Daemon], simulated: &[Value], secs: u64) -> (f64, usize) {
+    let expected: Vec<Value> = simulated.iter().map(state).collect();
+    let c = client();
+    let d = &daemons[0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let mut differs = Vec::new();
+        if pending(&c, d) == 0.0 {
+            differs = expected
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| {
+                    let d = &daemons[i % daemons.len()];
+                    let id = e["lead"].as_str().unwrap();
+                    let got = lead(&c, d, id).map(|v| state(&v));
+                    (got.as_ref() != Some(e) && !marked_late(&c, d, id)).then(|| (e.clone(), got))
+                })
+                .collect();
+            if differs.is_empty() {
+                break;
+            }
+        }
+        // The last tick may still be going on: look again, for a while.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{db}: {} of {} leads differ from simulate, e.g. {:#?}",
+            differs.len(),
+            expected.len(),
+            differs.iter().take(2).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let mut late = 0;
+    for sim in simulated {
+        let id = sim["lead"].as_str().unwrap();
+        let got = steps(&lead(&c, d, id).unwrap());
+        let want = steps(sim);
+        let (_, t) = get(&c, &d.url(&format!("/v1/leads/{id}/timeline?limit=1000")));
+        assert!(
+            want.is_subset(&got),
+            "{db}: {id}: sent {got:?}, simulate {want:?}; timeline {:#}",
+            t["entries"]
+        );
+        let entries = t["entries"].as_array().unwrap();
+        let kept: i64 = entries
+            .iter()
+            .filter(|e| e["kind"] == "refolded")
+            .filter_map(|e| e["detail"]["kept"].as_i64())
+            .sum();
+        let lates: Vec<&Value> = entries.iter().filter(|e| e["kind"] == "late").collect();
+        for l in &lates {
+            let reason = l["detail"]["reason"].as_str().unwrap_or("");
+            assert!(reason.contains("owner, offer or SLA"), "{db}: {id}: {l:#}");
+        }
+        late += lates.len();
+        if got.len() > want.len() {
+            assert!(
+                kept >= 1 || !lates.is_empty(),
+                "{db}: {id}: sent {got:?}, simulate {want:?}, not explained: {:#}",
+                t["entries"]
+            );
+        }
+    }
+    // Counted by whichever daemon applied them.
+    let count = |name: &str| -> f64 {
+        daemons
+            .iter()
+            .map(|d| {
+                metric(
+                    &c.get(d.url("/metrics")).send().unwrap().text().unwrap(),
+                    name,
+                )
+            })
+            .sum()
+    };
+    assert_eq!(
+        count("nurture_events_late_total"),
+        late as f64,
+        "{db}: late events counted"
+    );
+    // Each drip step queued once: Message-IDs are one per step.
+    let mut ids = BTreeMap::new();
+    for row in outbox(db, "email") {
+        *ids.entry(row.payload["message_id"].to_string())
+            .or_insert(0) += 1;
+    }
+    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{db}: queued twice: {twice:?}");
+    (count("nurture_events_refolded_total"), late)
 }
 
 /// An event within the allowed lateness takes its place (`refolded` on the

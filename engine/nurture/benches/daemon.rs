@@ -5,7 +5,9 @@
 //! `NURTURE_BENCH_WORKERS` (2), `NURTURE_BENCH_PARTITIONS` (16),
 //! `NURTURE_BENCH_ROUTING_WINDOW_SECS` (unset: routing never waits), `NURTURE_BENCH_EVENTS` (100,000),
 //! `NURTURE_BENCH_LEADS` (5,000), `NURTURE_BENCH_ALLOWED_LATENESS_SECS` (3600),
-//! `NURTURE_BENCH_BATCH_ONLY=1` (figure 1 only).
+//! `NURTURE_BENCH_BATCH_ONLY=1` (figure 1 only), `NURTURE_BENCH_DAEMONS` (1: on
+//! PostgreSQL, this many daemons share the work: the others are processes of
+//! the release binary on the same database, leasing partitions).
 //!
 //! 1. batch ingest: 100,000 events in batches of 500 from 4 clients; the rate
 //!    at which they are acknowledged (durable), and at which they are applied;
@@ -114,6 +116,21 @@ async fn bench_backend(name: &str, url: String) {
     ));
     let c = reqwest::Client::new();
     wait_ready(&c, &base).await;
+    let daemons = if name == "postgres" {
+        setting("NURTURE_BENCH_DAEMONS", 1usize).max(1)
+    } else {
+        1
+    };
+    let mut others = Vec::new();
+    for _ in 1..daemons {
+        let other = Other::start(&url, &rules, outbox.path());
+        wait_ready(&c, &other.base).await;
+        others.push(other);
+    }
+    if daemons > 1 {
+        // Leases are shared out in rounds of a second.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
 
     // 1. Batch ingest, then the time to apply everything.
     let n: usize = setting("NURTURE_BENCH_EVENTS", 100_000);
@@ -153,7 +170,7 @@ async fn bench_backend(name: &str, url: String) {
     wait_drained(&c, &base).await;
     let applied = start.elapsed();
     println!(
-        "{name}: batch ingest (500/batch, 4 clients, {leads} leads): {:.0} events/s acknowledged; all applied in {:.1} s = {:.0} events/s processed",
+        "{name}: batch ingest (500/batch, 4 clients, {leads} leads, {daemons} daemon(s)): {:.0} events/s acknowledged; all applied in {:.1} s = {:.0} events/s processed",
         n as f64 / acked.as_secs_f64(),
         applied.as_secs_f64(),
         n as f64 / applied.as_secs_f64()
@@ -328,6 +345,53 @@ async fn wait_ready(c: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the daemon did not start");
+}
+
+/// Another daemon on the same database: a process of the release binary,
+/// stopped when dropped.
+struct Other {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Other {
+    fn start(url: &str, rules: &Path, outbox: &Path) -> Other {
+        use std::io::BufRead;
+        let workers = setting("NURTURE_BENCH_WORKERS", 2usize).to_string();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nurture"))
+            .args(["serve", "--database-url", url, "--listen", "127.0.0.1:0"])
+            .arg("--rules")
+            .arg(rules)
+            .arg("--outbox")
+            .arg(outbox)
+            .args(["--workers", &workers])
+            .env("NURTURE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The address it listens on is its first line on stdout.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.contains("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim_start_matches("http://")
+            .to_string();
+        Other {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Other {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn wait_drained(c: &reqwest::Client, base: &str) {

@@ -100,30 +100,36 @@ fn fold(eval: &Evaluator<'_>, id: &str, events: &[&Event], until: Timestamp) -> 
     }
 }
 
-/// Re-folds `current` (the lead as stored, and as this step left it) with
-/// the `late` event, given the events `applied` to it so far (any order);
+/// Re-folds `current` (the lead as stored, and as this step left it;
+/// `None` for one not seen before, whose first event came after a tick it
+/// happened before) with the `late` event, given the events `applied` to it
+/// so far (any order);
 /// the history runs up to `until`, where the lead stands now. `sent`
 /// tells whether drip step `step` (1-based) of the lead's enrollment in
 /// `campaign` in `cycle` is queued already.
 pub fn refold(
     eval: &Evaluator<'_>,
-    current: &LeadState,
+    current: Option<&LeadState>,
     applied: &[Event],
     late: &Event,
     until: Timestamp,
     sent: &dyn Fn(&str, u32, usize) -> bool,
 ) -> Result<Refolded, NotRefolded> {
-    let id = current.id.as_str();
+    let id = late.lead.as_str();
     let mut events: Vec<&Event> = applied.iter().collect();
     let before = fold(eval, id, &events, until);
     events.push(late);
     let after = fold(eval, id, &events, until.max(late.at));
-    let (Some(was), Some(mut lead)) = (before.lead, after.lead) else {
+    let Some(mut lead) = after.lead else {
         return Err(NotRefolded::Diverged);
     };
-    if decisive(&was) != decisive(current) {
-        return Err(NotRefolded::Diverged);
-    }
+    let fresh = LeadState::new(id, late.at);
+    let was = match (before.lead, current) {
+        (Some(was), Some(current)) if decisive(&was) == decisive(current) => was,
+        (None, None) => fresh.clone(),
+        _ => return Err(NotRefolded::Diverged),
+    };
+    let current = current.unwrap_or(&fresh);
     // Routed only in the re-folded history: routed now, for real.
     let unrouted = |l: &LeadState| l.owner.is_none() && l.offered_to.is_empty();
     let route_at = if routing(&was) == routing(&lead) {
@@ -390,7 +396,7 @@ templates:
                     let sent = |c: &str, cy: u32, s: usize| {
                         queued.iter().any(|q| q.0 == c && q.1 == cy && q.2 == s)
                     };
-                    let r = refold(eval, &cur, &applied, e, until, &sent).unwrap();
+                    let r = refold(eval, Some(&cur), &applied, e, until, &sent).unwrap();
                     for (_, e) in &r.effects {
                         if let Effect::SendEmail { campaign, step, .. } = e {
                             emails += 1;
@@ -483,7 +489,15 @@ templates:
         let mut cur = d2.lead;
         cur.seen_to = Some(t.at);
         let sent = |c: &str, cycle: u32, step: usize| c == "welcome" && cycle == 0 && step == 1;
-        let r = refold(&eval, &cur, std::slice::from_ref(&v1), &v2, t.at, &sent).unwrap();
+        let r = refold(
+            &eval,
+            Some(&cur),
+            std::slice::from_ref(&v1),
+            &v2,
+            t.at,
+            &sent,
+        )
+        .unwrap();
         // In time order the lead enrolled at 10:00 and step 1 went out at
         // 11:00 too: nothing new to send, and step 2 is due 2 days on.
         assert!(
@@ -517,7 +531,15 @@ templates:
         cur.history = Default::default();
         let until = crate::model::time::parse("2026-01-01T12:00:00Z").unwrap();
         let nothing = |_: &str, _: u32, _: usize| false;
-        let r = refold(&eval, &cur, std::slice::from_ref(&v1), &v0, until, &nothing).unwrap();
+        let r = refold(
+            &eval,
+            Some(&cur),
+            std::slice::from_ref(&v1),
+            &v0,
+            until,
+            &nothing,
+        )
+        .unwrap();
         let sends: Vec<_> = r
             .effects
             .iter()
@@ -598,7 +620,7 @@ templates:
         let late = ev("v9", "page_view", "2026-01-01T10:02:30Z", none);
         let until = cur.seen_to.unwrap();
         let nothing = |_: &str, _: u32, _: usize| false;
-        let r = refold(&eval, &cur, &views, &late, until, &nothing).unwrap();
+        let r = refold(&eval, Some(&cur), &views, &late, until, &nothing).unwrap();
         assert_eq!(r.lead.stage, crate::model::Stage::Sql);
         assert_eq!(
             r.lead.owner, None,
@@ -620,12 +642,12 @@ templates:
             serde_json::json!({"status": "rejected"}),
         );
         let until = routed.seen_to.unwrap();
-        let err = refold(&eval, &routed, &all, &recycle, until, &nothing).unwrap_err();
+        let err = refold(&eval, Some(&routed), &all, &recycle, until, &nothing).unwrap_err();
         assert_eq!(err, NotRefolded::Routing);
         // A stored lead its events do not give is refused too.
         let mut other = cur.clone();
         other.score += 1;
-        let err = refold(&eval, &other, &views, &views[0], until, &nothing).unwrap_err();
+        let err = refold(&eval, Some(&other), &views, &views[0], until, &nothing).unwrap_err();
         assert_eq!(err, NotRefolded::Diverged);
     }
 }

@@ -189,13 +189,13 @@ enum Refold {
     Done,
     /// It could not be: the lead as it was, and why; the event is applied
     /// as it arrives.
-    Refused(LeadState, NotRefolded),
+    Refused(Option<LeadState>, NotRefolded),
     /// Re-folding panicked (the message).
     Panicked(String),
     /// It brings the lead to `sql`, and routing it now would read the book
     /// ahead of another partition's earlier work: the lead as it was; the
     /// event waits for a later step.
-    Waits(LeadState),
+    Waits(Option<LeadState>),
 }
 
 /// Where `lead`'s history ends, if an event at `at` came before that end:
@@ -204,10 +204,11 @@ enum Refold {
 fn late_by(
     eval: &Evaluator<'_>,
     st: &StepState,
-    lead: &LeadState,
+    lead: Option<&LeadState>,
     at: Timestamp,
 ) -> Option<(Timestamp, i64)> {
-    let mut end = lead.seen_to;
+    // A lead not seen before has no history but its partition's ticks.
+    let mut end = lead.and_then(|l| l.seen_to);
     // A tick ran after the event happened (found only for an event older
     // than the partition's schedule: the cron walk is slow).
     if let Some(ticked) = st.agenda.ticked_to().filter(|t| *t > at) {
@@ -500,10 +501,10 @@ impl Processor {
                         // Set aside: the event waits, not applied.
                         continue;
                     };
-                    let late = lead.as_ref().and_then(|l| late_by(eval, st, l, ev.at));
+                    let late = late_by(eval, st, lead.as_ref(), ev.at);
                     // Outer `None`: re-folded, the event applied in its place.
                     let (lead, late) = match (lead, late) {
-                        (Some(cur), Some((until, by))) if by <= self.allowed_lateness_ms => {
+                        (cur, Some((until, by))) if by <= self.allowed_lateness_ms => {
                             match self
                                 .refold(eval, active, st, events, ev, cur, until, by, now)
                                 .await?
@@ -511,13 +512,11 @@ impl Processor {
                                 Refold::Done => (None, None),
                                 Refold::Waits(cur) => {
                                     if let Some(slot) = st.leads.get_mut(&ev.lead) {
-                                        slot.now = Some(cur);
+                                        slot.now = cur;
                                     }
                                     break;
                                 }
-                                Refold::Refused(cur, why) => {
-                                    (Some(Some(cur)), Some((by, Some(why))))
-                                }
+                                Refold::Refused(cur, why) => (Some(cur), Some((by, Some(why)))),
                                 Refold::Panicked(cause) => {
                                     return Ok(Drove::Panicked {
                                         lead: ev.lead.clone(),
@@ -778,7 +777,7 @@ impl Processor {
         st: &mut StepState,
         events: &[PendingEvent],
         ev: &Event,
-        current: LeadState,
+        current: Option<LeadState>,
         until: Timestamp,
         by: i64,
         now: Timestamp,
@@ -811,7 +810,7 @@ impl Processor {
         };
         let mut result = None;
         if let Err(cause) = contained(eval, || {
-            result = Some(refold(eval, &current, &applied, ev, until, &sent));
+            result = Some(refold(eval, current.as_ref(), &applied, ev, until, &sent));
         }) {
             return Ok(Refold::Panicked(cause));
         }
@@ -850,8 +849,8 @@ impl Processor {
         let detail = json!({
             "event": ev.id,
             "late_by_ms": by,
-            "score": {"from": current.score, "to": lead.score},
-            "stage": {"from": current.stage, "to": lead.stage},
+            "score": {"from": current.as_ref().map(|c| c.score), "to": lead.score},
+            "stage": {"from": current.as_ref().map(|c| c.stage), "to": lead.stage},
             "added": effects.len(),
             "kept": kept,
         });
@@ -890,9 +889,13 @@ impl Processor {
             .push(Entry::new(&ev.lead, ev.at, TimelineKind::Refolded, detail));
         st.refolded.insert(ev.lead.clone());
         st.counts.refolded += 1;
-        if let Some(slot) = st.leads.get_mut(&ev.lead) {
-            slot.now = Some(lead);
-        }
+        st.leads
+            .entry(ev.lead.clone())
+            .or_insert(Slot {
+                before: None,
+                now: None,
+            })
+            .now = Some(lead);
         Ok(Refold::Done)
     }
 
