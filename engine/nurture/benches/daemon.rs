@@ -75,7 +75,7 @@ async fn bench_backend(name: &str, url: String) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let outbox = tempfile::tempdir().unwrap();
     let cfg = ServeConfig {
-        database_url: url,
+        database_url: url.clone(),
         rules: rules.clone(),
         listen: String::new(),
         api_token: None,
