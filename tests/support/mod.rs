@@ -364,12 +364,17 @@ pub fn uncertain_sends(db: &str) -> std::collections::BTreeSet<String> {
 
 /// What `simulate --until now` prints for the rules and events, lead by lead.
 pub fn simulate_until_now(rules: &Path, events: &Path) -> Vec<Value> {
+    simulate_until(rules, events, &now_rfc3339(0))
+}
+
+/// What `simulate --until UNTIL` prints for the rules and events, lead by lead.
+pub fn simulate_until(rules: &Path, events: &Path, until: &str) -> Vec<Value> {
     let out = Command::new(BIN)
         .args(["simulate"])
         .arg(rules)
         .arg("--events")
         .arg(events)
-        .args(["--until", &now_rfc3339(0)])
+        .args(["--until", until])
         .output()
         .unwrap();
     assert!(out.status.success());
