@@ -864,7 +864,7 @@ impl Processor {
                 lead,
                 effects: vec![e],
             };
-            lead = collect_decision(&active.composer, &active.rules, d, at, &mut st.out);
+            lead = st.take_in(active, d, at);
             lead.cycle = cycle;
         }
         if let Some(at) = route_at {
@@ -876,26 +876,18 @@ impl Processor {
             let Some(d) = routed else {
                 return Ok(Refold::Panicked("routing ended without a decision".into()));
             };
-            lead = collect_decision(&active.composer, &active.rules, d, at, &mut st.out);
+            // Its SLA clock goes into the step's due work.
+            lead = st.take_in(active, d, at);
         }
-        // The SLA clock routing started (drip steps come in `timers`).
-        let made: Vec<Timer> = st.out.timers.drain(..).collect();
-        for t in made.into_iter().chain(timers) {
-            st.order += 1;
-            st.timers.insert((t.at, st.order), (None, t));
+        for t in timers {
+            st.schedule(t);
         }
         st.out
             .timeline
             .push(Entry::new(&ev.lead, ev.at, TimelineKind::Refolded, detail));
         st.refolded.insert(ev.lead.clone());
         st.counts.refolded += 1;
-        st.leads
-            .entry(ev.lead.clone())
-            .or_insert(Slot {
-                before: None,
-                now: None,
-            })
-            .now = Some(lead);
+        st.put(lead);
         Ok(Refold::Done)
     }
 
@@ -1078,21 +1070,43 @@ fn apply(
         let Some(d) = eval.apply(lead, &mut st.book, input) else {
             return;
         };
-        let timers = st.out.timers.len();
-        let lead = collect_decision(&active.composer, &active.rules, d, at, &mut st.out);
-        for t in st.out.timers.drain(timers..) {
-            st.order += 1;
-            st.timers.insert((t.at, st.order), (None, t));
+        let lead = st.take_in(active, d, at);
+        st.put(lead);
+    })
+}
+
+impl StepState {
+    /// Takes in what a decision at `at` left (writes::collect): its
+    /// timeline entries and messages (composed from the lead as decided)
+    /// into the step's writes, its timers into the step's due work; gives
+    /// the lead back.
+    fn take_in(&mut self, active: &Active, d: crate::eval::Decision, at: Timestamp) -> LeadState {
+        let timers = self.out.timers.len();
+        let lead = collect_decision(&active.composer, &active.rules, d, at, &mut self.out);
+        let made: Vec<Timer> = self.out.timers.drain(timers..).collect();
+        for t in made {
+            self.schedule(t);
         }
+        lead
+    }
+
+    /// Work due later, made in this step (not stored yet).
+    fn schedule(&mut self, t: Timer) {
+        self.order += 1;
+        self.timers.insert((t.at, self.order), (None, t));
+    }
+
+    /// The lead as this step leaves it.
+    fn put(&mut self, lead: LeadState) {
         let id = lead.id.clone();
-        st.leads
+        self.leads
             .entry(id)
             .or_insert(Slot {
                 before: None,
                 now: None,
             })
             .now = Some(lead);
-    })
+    }
 }
 
 /// The step's state as writes: changed leads, new timers not run, the
