@@ -272,13 +272,27 @@ fn end_as_simulated(
         "{db}: late events counted"
     );
     // Each drip step queued once: Message-IDs are one per step.
-    let mut ids = BTreeMap::new();
+    let mut ids: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
     for row in outbox(db, "email") {
-        *ids.entry(row.payload["message_id"].to_string())
-            .or_insert(0) += 1;
+        ids.entry(row.payload["message_id"].to_string())
+            .or_default()
+            .push(row);
     }
-    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "{db}: queued twice: {twice:?}");
+    if let Some((id, rows)) = ids.iter().find(|(_, rows)| rows.len() > 1) {
+        let lead = &rows[0].lead;
+        let (_, t) = get(
+            &c,
+            &daemons[0].url(&format!("/v1/leads/{lead}/timeline?limit=1000")),
+        );
+        panic!(
+            "{db}: {id} queued {} times for {lead}: {:#?}\ntimeline: {:#}",
+            rows.len(),
+            rows.iter()
+                .map(|r| (r.seq, &r.payload["subject"]))
+                .collect::<Vec<_>>(),
+            t["entries"]
+        );
+    }
     (count("nurture_events_refolded_total"), late)
 }
 

@@ -13,3 +13,4 @@ mod poison;
 mod reliability;
 mod routing;
 mod scale_out;
+mod ticks;

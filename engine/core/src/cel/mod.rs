@@ -7,6 +7,7 @@
 
 mod check;
 mod views;
+pub mod wake;
 
 pub use check::{EVENT_FIELDS, LEAD_FIELDS};
 
@@ -36,6 +37,8 @@ pub struct Condition {
     /// Where a lead caches this condition's result; `None` for conditions
     /// that read `now` or `event`, whose results never carry over.
     pub slot: Option<usize>,
+    /// How it depends on `now` (when a `schedule` tick can change a lead).
+    pub shape: Arc<wake::Shape>,
 }
 
 /// What a condition reads, found from its source. Over-approximate by design:
@@ -244,8 +247,14 @@ impl CelEnv {
         }
         let deps = Deps::of(source);
         let slot = (!deps.now && !deps.event).then(|| self.slots.fetch_add(1, Ordering::Relaxed));
+        let shape = Arc::new(if deps.now {
+            wake::shape(&program)
+        } else {
+            wake::Shape::Bounded(Vec::new())
+        });
         Ok(Condition {
             source: source.into(),
+            shape,
             program: Arc::new(program),
             label: "".into(),
             deps,

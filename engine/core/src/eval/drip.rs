@@ -168,6 +168,7 @@ impl Run<'_, '_> {
         );
         self.effects.push(Effect::SendEmail {
             campaign: campaign.to_string(),
+            cycle,
             step: step + 1,
             template: s.template.clone(),
         });

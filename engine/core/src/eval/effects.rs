@@ -35,6 +35,12 @@ pub enum Effect {
     /// Send drip step `step` (1-based) of `campaign` with `template`.
     SendEmail {
         campaign: String,
+        /// The enrollment's cycle, which its Message-ID names: a lead
+        /// recycled while enrolled finishes the old enrollment, and may
+        /// then enroll again in the new cycle (not in outputs: the step's
+        /// place is what `simulate` and the timeline show).
+        #[serde(skip)]
+        cycle: u32,
         step: usize,
         template: String,
     },

@@ -14,11 +14,13 @@ mod effects;
 mod lifecycle;
 mod routing;
 mod scoring;
+mod wake;
 
 pub use agenda::{Agenda, Due};
 pub use effects::{Effect, Note, PluginEffect, Postponed, Timer, TimerKind, WebhookDetail};
 pub use routing::Book;
 pub use scoring::{check_effects, BOUNCED};
+pub use wake::Wake;
 
 use crate::cel::{self as cond, EvalIssue, Scope};
 use crate::model::{time::Timestamp, Event, LeadState};

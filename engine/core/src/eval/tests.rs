@@ -646,6 +646,48 @@ fn feedback_in_time_stops_the_sla() {
         .any(|(_, _, e)| matches!(e, Effect::Note(Note::SlaBreached { .. }))));
 }
 
+/// A lead recycled while enrolled finishes that enrollment, then enrolls
+/// again in its new cycle: each email names the cycle of its enrollment
+/// (its Message-ID does), so the two welcomes are two messages.
+#[test]
+fn emails_name_the_cycle_of_their_enrollment_across_a_recycle() {
+    let yaml = format!(
+        "{}\nrouting:\n  owners: [{{ id: a, email: a@x.io }}]\n  rules: [{{ name: r, owners: [a], strategy: round_robin }}]\n  recycle_score: 5\n",
+        DRIP.replace("    STEPS", "    steps:\n      - { after: 0d, template: t1 }\n      - { after: 2d, template: t2 }")
+            .replace(" CAP", "")
+            .replace("stages:\n  lead: 'lead.email != \"\"'", "scoring:\n  - { name: hot, on: hot, points: 100 }\nstages:\n  lead: 'lead.email != \"\"'\n  sql: 'lead.score >= 100'")
+    );
+    let r = rules(&yaml);
+    let w = run(
+        &r,
+        vec![
+            identify("1", "2026-01-05T10:00:00Z", "opted_in"),
+            ev("2", "u", "hot", "2026-01-05T11:00:00Z", json!({})),
+            ev(
+                "3",
+                "u",
+                "sales_feedback",
+                "2026-01-06T11:00:00Z",
+                json!({"properties": {"status": "rejected"}}),
+            ),
+            ev("4", "u", "page_viewed", "2026-01-09T10:00:00Z", json!({})),
+        ],
+        Some("2026-01-10T00:00:00Z"),
+    );
+    let emails: Vec<(u32, usize)> = w
+        .effects
+        .iter()
+        .filter_map(|(_, _, e)| match e {
+            Effect::SendEmail { cycle, step, .. } => Some((*cycle, *step)),
+            _ => None,
+        })
+        .collect();
+    // t1 and t2 of the first enrollment (t2 after the recycle), then t1 of
+    // the second.
+    assert_eq!(emails, vec![(0, 1), (0, 2), (1, 1)]);
+    assert_eq!(w.leads["u"].cycle, 1);
+}
+
 /// Issue 17: a rule can tell a recycled lead (`lead.recycled_count`).
 #[test]
 fn rules_see_how_often_a_lead_was_recycled() {

@@ -120,10 +120,11 @@ impl Composer {
         match effect {
             Effect::SendEmail {
                 campaign,
+                cycle,
                 step,
                 template,
             } => self
-                .drip(lead, campaign, *step, template)
+                .drip(lead, campaign, *cycle, *step, template)
                 .map(|m| vec![m]),
             Effect::NotifyOwner { owner, email, rule } => {
                 let subject = format!("New lead for you: {}", display_name(lead));
@@ -177,6 +178,7 @@ impl Composer {
         &self,
         lead: &LeadState,
         campaign: &str,
+        cycle: u32,
         step: usize,
         template: &str,
     ) -> Result<Outgoing, ComposeError> {
@@ -216,7 +218,7 @@ impl Composer {
             address_of(&self.from)
         );
         Ok(Outgoing {
-            message_id: self.drip_message_id(&lead.id, campaign, lead.cycle, step),
+            message_id: self.drip_message_id(&lead.id, campaign, cycle, step),
             from: self.from.clone(),
             to: lead.email.clone(),
             subject: one_line(&subject),
@@ -386,6 +388,7 @@ settings:
         let at = time::parse("2026-01-02T00:00:00Z").unwrap();
         let effect = Effect::SendEmail {
             campaign: "c".into(),
+            cycle: 0,
             step: 1,
             template: "hi".into(),
         };
@@ -417,11 +420,26 @@ settings:
         assert_eq!(again, m);
         let step2 = Effect::SendEmail {
             campaign: "c".into(),
+            cycle: 0,
             step: 2,
             template: "hi".into(),
         };
         let other = c.compose(&r, &lead(), &step2, at).unwrap().remove(0);
         assert_ne!(other.message_id, m.message_id);
+        // The enrollment's cycle names the message, not the lead's (a lead
+        // recycled while enrolled finishes the old enrollment).
+        let next_cycle = Effect::SendEmail {
+            campaign: "c".into(),
+            cycle: 1,
+            step: 1,
+            template: "hi".into(),
+        };
+        let mut recycled = lead();
+        recycled.cycle = 1;
+        let old = c.compose(&r, &recycled, &effect, at).unwrap().remove(0);
+        assert_eq!(old.message_id, m.message_id);
+        let new = c.compose(&r, &lead(), &next_cycle, at).unwrap().remove(0);
+        assert_ne!(new.message_id, m.message_id);
     }
 
     #[test]
@@ -470,6 +488,7 @@ settings:
         let c = composer(&r);
         let effect = Effect::SendEmail {
             campaign: "c".into(),
+            cycle: 0,
             step: 1,
             template: "hi".into(),
         };

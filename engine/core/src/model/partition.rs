@@ -9,14 +9,22 @@
 /// constants, which is why it is written out rather than taken from a
 /// hasher whose output may change between releases.
 pub fn partition_of(lead: &str, count: u32) -> u32 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    (fnv1a(FNV_OFFSET, lead.as_bytes()) % u64::from(count.max(1))) as u32
+}
+
+/// FNV-1a's starting value.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes`, continuing from `h` (start at [`FNV_OFFSET`]):
+/// a hash that stays the same across releases and machines, for what is
+/// stored.
+pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for b in lead.as_bytes() {
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(PRIME);
     }
-    (h % u64::from(count.max(1))) as u32
+    h
 }
 
 #[cfg(test)]

@@ -38,6 +38,11 @@ pub struct Ruleset {
     /// Whether a condition after scoring (fit, stages, campaigns, routing)
     /// reads `now`: if none does, a schedule tick that scored nothing changes nothing.
     pub settle_reads_now: bool,
+    /// Identifies what a lead's stored tick wake (eval::Wake) was computed
+    /// from: the `schedule` rules' names and conditions and whether settling
+    /// reads the clock. The same across releases and restarts; a wake stored
+    /// under another key is computed again.
+    pub wake_key: i64,
     /// The files the rules came from (for reloads and summaries).
     pub files: Vec<PathBuf>,
     pub(crate) cel: CelEnv,
@@ -264,9 +269,11 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     let fingerprint = COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let settle_reads_now = settle_reads_now(&fit, &stages, &campaigns, &route_rules);
 
+    let wake_key = wake_key(&scoring, &scheduled, settle_reads_now);
     Ok(Ruleset {
         fingerprint,
         settle_reads_now,
+        wake_key,
         scoring,
         by_type,
         any_type,
@@ -313,6 +320,23 @@ fn index_triggers(
         list.dedup();
     }
     (by_type, any_type, scheduled)
+}
+
+/// See [`Ruleset::wake_key`]. The version string changes whenever the
+/// analysis (cel::wake) does.
+fn wake_key(scoring: &[ScoringRule], scheduled: &[usize], settle_reads_now: bool) -> i64 {
+    use crate::model::partition::{fnv1a, FNV_OFFSET};
+    let mut h = fnv1a(FNV_OFFSET, b"tick-wake-1");
+    h = fnv1a(h, &[u8::from(settle_reads_now)]);
+    for &i in scheduled {
+        let r = &scoring[i];
+        let cond = r.condition.as_ref().map_or("", |c| &c.source);
+        for part in [r.name.as_str(), cond] {
+            h = fnv1a(h, &(part.len() as u64).to_le_bytes());
+            h = fnv1a(h, part.as_bytes());
+        }
+    }
+    h as i64
 }
 
 /// Whether a condition evaluated while a lead settles reads `now`.

@@ -158,8 +158,13 @@ pub fn refold(
     let mut added: Vec<(Timestamp, Effect)> = after
         .effects
         .iter()
-        .filter(|(at, e)| match e {
-            Effect::SendEmail { campaign, step, .. } => due(at, campaign, *step),
+        .filter(|(_, e)| match e {
+            Effect::SendEmail {
+                campaign,
+                cycle,
+                step,
+                ..
+            } => !sent(campaign, *cycle, *step),
             _ => false,
         })
         .cloned()
@@ -398,9 +403,15 @@ templates:
                     };
                     let r = refold(eval, Some(&cur), &applied, e, until, &sent).unwrap();
                     for (_, e) in &r.effects {
-                        if let Effect::SendEmail { campaign, step, .. } = e {
+                        if let Effect::SendEmail {
+                            campaign,
+                            cycle,
+                            step,
+                            ..
+                        } = e
+                        {
                             emails += 1;
-                            queued.push((campaign.clone(), r.lead.cycle, *step));
+                            queued.push((campaign.clone(), *cycle, *step));
                         }
                     }
                     let mut l = r.lead;
@@ -415,9 +426,15 @@ templates:
                     let mut book = crate::eval::Book::default();
                     let d = eval.on_event(lead.take(), &mut book, e);
                     for e in &d.effects {
-                        if let Effect::SendEmail { campaign, step, .. } = e {
+                        if let Effect::SendEmail {
+                            campaign,
+                            cycle,
+                            step,
+                            ..
+                        } = e
+                        {
                             emails += 1;
-                            queued.push((campaign.clone(), d.lead.cycle, *step));
+                            queued.push((campaign.clone(), *cycle, *step));
                         }
                     }
                     let mut l = d.lead;

@@ -53,6 +53,8 @@ pub struct Metrics {
     /// (later than the allowed lateness, or refused by the re-fold).
     pub events_refolded: Counter,
     pub events_late: Counter,
+    /// Leads a `schedule` tick evaluated (it skips those it cannot change).
+    pub tick_leads: Counter,
     /// What `/healthz` reads, told of failures as they are counted.
     health: Arc<Health>,
 }
@@ -94,6 +96,7 @@ impl Metrics {
             steps_waited: Counter::default(),
             events_refolded: Counter::default(),
             events_late: Counter::default(),
+            tick_leads: Counter::default(),
             health,
             registry: Registry::default(),
         };
@@ -206,6 +209,11 @@ impl Metrics {
             "events_late",
             "Events that arrived before their lead's history's end and were applied as they arrived (later than the allowed lateness, or a re-fold refused)",
             m.events_late.clone(),
+        );
+        registry.register(
+            "tick_leads",
+            "Leads a schedule tick evaluated: those its rules may change (a lead no schedule rule can change until its next event is skipped)",
+            m.tick_leads.clone(),
         );
         Metrics { registry, ..m }
     }

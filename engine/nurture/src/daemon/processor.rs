@@ -22,10 +22,16 @@ use super::metrics::Metrics;
 use super::rules::{Active, RulesHandle};
 use crate::clock::Clock;
 use crate::eval::{Agenda, Book, Due, Evaluator, Input, PluginEffect, PluginHost, Timer};
-use crate::model::{bounds, time::Timestamp, Event, LeadState};
+use crate::model::{
+    bounds,
+    time::{millis, Timestamp},
+    Event, LeadState,
+};
 use crate::rules::Plugin;
-use crate::store::{lead_rows, EngineState, PendingEvent, StepTx, Store, StoreError, Writes};
-use nurture_core::sim::{cycle_at, refold, NotRefolded, Refolded};
+use crate::store::{
+    lead_rows, EngineState, PendingEvent, StepTx, Store, StoreError, TickWakes, Writes,
+};
+use nurture_core::sim::{refold, NotRefolded, Refolded};
 use nurture_core::writes::{
     collect as collect_decision, Collected, Entry, OutboxKind, TimelineKind,
 };
@@ -74,6 +80,9 @@ pub struct Processor {
 struct Slot {
     before: Option<LeadState>,
     now: Option<LeadState>,
+    /// Its stored tick wake was computed under other rules (or none):
+    /// written again even if the lead does not change (eval::Wake).
+    stale_wake: bool,
 }
 
 /// What one attempt at a step has loaded and decided so far.
@@ -116,6 +125,8 @@ struct StepState {
     applied_idx: Vec<usize>,
     /// Leads re-folded in this step (their history is written whole).
     refolded: BTreeSet<String>,
+    /// The rules' Ruleset::wake_key: a lead loaded with another is stale.
+    wake_key: i64,
 }
 
 /// Metrics of an attempt, counted once it commits (an attempt done again
@@ -129,6 +140,8 @@ struct Counts {
     /// Events re-folded in, and applied late as they arrived.
     refolded: u64,
     late: u64,
+    /// Leads ticks evaluated.
+    tick_leads: u64,
     /// When each applied event was received.
     received: Vec<Timestamp>,
 }
@@ -331,7 +344,9 @@ impl Processor {
             rules: &active.rules,
             plugins: counted.as_ref().map(|c| c as &dyn PluginHost),
         };
-        let (mut st, events, horizon) = self.load(part, now, budget, aside).await?;
+        let (mut st, events, horizon) = self
+            .load(part, now, budget, aside, active.rules.wake_key)
+            .await?;
         let applied = match self
             .drive(&eval, &active, &mut st, &events, now, horizon, budget)
             .await?
@@ -350,7 +365,7 @@ impl Processor {
             return Ok(Attempt::Done(Stepped { applied: 0, waited }));
         }
         let set_aside = st.aside.len();
-        let (w, state, book_changed, counts, aside, touched) = collect(st);
+        let (w, state, book_changed, counts, aside, touched) = collect(st, &eval);
         let written = self.write(&w, &state, book_changed, now).await?;
         match written {
             Ok(true) => {}
@@ -386,6 +401,7 @@ impl Processor {
         now: Timestamp,
         budget: i64,
         aside: &BTreeMap<String, String>,
+        wake_key: i64,
     ) -> Result<(StepState, Vec<PendingEvent>, Timestamp), StoreError> {
         let EngineState {
             part,
@@ -433,6 +449,7 @@ impl Processor {
             waited: false,
             applied_idx: Vec::new(),
             refolded: BTreeSet::new(),
+            wake_key,
         };
         for due in self.store.due_timers(part, horizon, budget).await? {
             match due.timer {
@@ -657,19 +674,28 @@ impl Processor {
     ) -> Result<Option<Drove>, StoreError> {
         let chunk = if budget >= BATCH { TICK_CHUNK } else { budget };
         let after = st.tick_after.take();
+        // Only the leads it may change (eval::Wake): a tick skips the rest.
+        let at_ms = millis(&at);
         let mut ids = self
             .store
-            .lead_ids_after(st.part, after.as_deref(), chunk)
+            .lead_ids_after(
+                st.part,
+                after.as_deref(),
+                chunk,
+                (at_ms, eval.rules.wake_key),
+            )
             .await?;
         // A full page may have more after it: stop at its last id.
         let cut = (ids.len() as i64 == chunk)
             .then(|| ids.last().cloned())
             .flatten();
-        // Leads created in this step are not stored yet.
+        // Leads this step has (created, or changed since they were stored):
+        // by their wake as they are now.
+        ids.retain(|id| !st.leads.contains_key(id));
         ids.extend(
             st.leads
                 .iter()
-                .filter(|(_, s)| s.now.is_some())
+                .filter(|(_, s)| s.now.as_ref().is_some_and(|l| eval.tick_wake(l).due(at_ms)))
                 .map(|(id, _)| id)
                 .filter(|id| after.as_deref().is_none_or(|a| id.as_str() > a))
                 .filter(|id| cut.as_ref().is_none_or(|c| *id <= c))
@@ -702,7 +728,7 @@ impl Processor {
                 .apply_in_order(eval, active, st, &id, lead, input, now)
                 .await?
             {
-                Applied::Done => {}
+                Applied::Done => st.counts.tick_leads += 1,
                 Applied::Panicked(cause) => return Ok(Some(Drove::Panicked { lead: id, cause })),
                 Applied::Waits => {
                     // The tick goes on from this lead in a later step.
@@ -854,18 +880,13 @@ impl Processor {
             "added": effects.len(),
             "kept": kept,
         });
-        let cycle = lead.cycle;
+        // An email of a cycle since ended names its own (Effect::SendEmail).
         for (at, e) in effects {
-            // An email of a cycle since ended is composed for its own.
-            if let crate::eval::Effect::SendEmail { campaign, .. } = &e {
-                lead.cycle = cycle_at(&lead, campaign, &at);
-            }
             let d = crate::eval::Decision {
                 lead,
                 effects: vec![e],
             };
             lead = st.take_in(active, d, at);
-            lead.cycle = cycle;
         }
         if let Some(at) = route_at {
             let mut routed = None;
@@ -987,6 +1008,7 @@ impl Processor {
         m.emails_not_composed.inc_by(c.not_composed);
         m.events_refolded.inc_by(c.refolded);
         m.events_late.inc_by(c.late);
+        m.tick_leads.inc_by(c.tick_leads);
         for e in w
             .timeline
             .iter()
@@ -1005,6 +1027,7 @@ impl Processor {
     /// Loads the stored leads among `ids` not yet in this step, in bulk; a
     /// lead whose state does not read back is set aside with the reason.
     async fn load_leads(&self, st: &mut StepState, ids: &[String]) -> Result<(), StoreError> {
+        let wake_key = st.wake_key;
         let ids: Vec<String> = ids
             .iter()
             .filter(|id| !st.leads.contains_key(*id) && !st.aside.contains_key(*id))
@@ -1018,6 +1041,7 @@ impl Processor {
                         Slot {
                             before: Some(lead.clone()),
                             now: Some(lead),
+                            stale_wake: stored.tick_rules != Some(wake_key),
                         },
                     );
                 }
@@ -1031,6 +1055,7 @@ impl Processor {
                 st.leads.entry(id).or_insert(Slot {
                     before: None,
                     now: None,
+                    stale_wake: false,
                 });
             }
         }
@@ -1104,6 +1129,7 @@ impl StepState {
             .or_insert(Slot {
                 before: None,
                 now: None,
+                stale_wake: false,
             })
             .now = Some(lead);
     }
@@ -1114,6 +1140,7 @@ impl StepState {
 /// leads set aside and touched.
 fn collect(
     st: StepState,
+    eval: &Evaluator<'_>,
 ) -> (
     Writes,
     EngineState,
@@ -1149,10 +1176,18 @@ fn collect(
         ..counts
     };
     let mut changed = Vec::new();
+    let mut ticks = TickWakes {
+        key: Some(eval.rules.wake_key),
+        ..TickWakes::default()
+    };
     for slot in leads.into_values() {
         if let Some(lead) = slot.now {
+            let wake = eval.tick_wake(&lead).column();
             if slot.before.as_ref() != Some(&lead) {
                 changed.push((slot.before, lead));
+                ticks.at.push(wake);
+            } else if slot.stale_wake {
+                ticks.refresh.push((lead.id, wake));
             }
         }
     }
@@ -1172,6 +1207,7 @@ fn collect(
             .map(|(lead, cause)| (lead.clone(), storable(cause)))
             .collect(),
         refolded: refolded.into_iter().collect(),
+        ticks,
     };
     // A step whose decisions read the book checks it is unchanged when it
     // commits, as one that changed it does.

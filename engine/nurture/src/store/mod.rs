@@ -24,7 +24,8 @@ pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, StageFunnel};
 pub use routing::PoolEntry;
 pub use step::{
-    lead_rows, DueTimer, EngineState, OtherPartition, PendingEvent, StepTx, StoredLead, Writes,
+    lead_rows, DueTimer, EngineState, OtherPartition, PendingEvent, StepTx, StoredLead, TickWakes,
+    Writes,
 };
 pub use timeline::{Place, TimelineEntry};
 

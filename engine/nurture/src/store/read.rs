@@ -308,7 +308,7 @@ impl Store {
             }
             Err(_) => "{}".into(),
         };
-        let sql = self.sql("UPDATE leads SET email = '', state = $1, erased_at = $2, updated_at = $2 WHERE id = $3");
+        let sql = self.sql("UPDATE leads SET email = '', state = $1, erased_at = $2, updated_at = $2, tick_rules = NULL WHERE id = $3");
         sqlx::query(&sql)
             .bind(state)
             .bind(millis(&now))

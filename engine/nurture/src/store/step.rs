@@ -87,6 +87,8 @@ pub struct DueTimer {
 pub struct StoredLead {
     pub id: String,
     pub state: Result<LeadState, String>,
+    /// The rules its tick wake was computed under (`leads.tick_rules`).
+    pub tick_rules: Option<i64>,
 }
 
 /// The quarantine filter on a table's `lead` column.
@@ -268,16 +270,20 @@ impl Store {
     }
 
     /// Up to `limit` stored lead ids of `part` after `after`, in byte
-    /// order, but for leads in quarantine.
+    /// order, but for leads in quarantine: those a tick at `tick.0` (ms)
+    /// may change, by their wake stored under the rules `tick.1`
+    /// (eval::Wake; a wake stored under other rules counts as due).
     pub async fn lead_ids_after(
         &self,
         part: i64,
         after: Option<&str>,
         limit: i64,
+        tick: (i64, i64),
     ) -> Result<Vec<String>, StoreError> {
         let sql = self
             .sql(&format!(
             "SELECT l.id FROM leads l WHERE l.part = $1 AND l.id > $2 AND {NOT_QUARANTINED}l.id) \
+             AND (l.tick_rules IS NULL OR l.tick_rules <> $4 OR l.tick_at <= $5) \
              ORDER BY l.id LIMIT $3"
         ))
             .into_owned();
@@ -285,6 +291,8 @@ impl Store {
             .bind(part)
             .bind(after.unwrap_or("").to_string())
             .bind(limit)
+            .bind(tick.1)
+            .bind(tick.0)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -302,7 +310,9 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(",");
             let sql = self
-                .sql(&format!("SELECT id, state FROM leads WHERE id IN ({list})"))
+                .sql(&format!(
+                    "SELECT id, state, tick_rules FROM leads WHERE id IN ({list})"
+                ))
                 .into_owned();
             let mut q = sqlx::query(&sql);
             for id in chunk {
@@ -313,6 +323,7 @@ impl Store {
                 out.push(StoredLead {
                     id: row.try_get(0)?,
                     state: parse_state(&state),
+                    tick_rules: row.try_get(2)?,
                 });
             }
         }
@@ -456,7 +467,7 @@ impl<'s> StepTx<'s> {
         let mut rows = Vec::new();
         let mut history = HistoryRows::default();
         let mut enrollments = Vec::new();
-        for r in leads {
+        for (i, r) in leads.into_iter().enumerate() {
             let mut row = r.lead;
             // The first column is the id (rows::LEAD_COLUMNS).
             let part = match row.first() {
@@ -464,20 +475,25 @@ impl<'s> StepTx<'s> {
                 _ => 0,
             };
             row.push(Arg::Int(part));
+            // Without a wake (none computed), the lead counts as due.
+            let wake = w.ticks.at.get(i).copied().flatten();
+            row.push(Arg::OptInt(wake));
+            row.push(Arg::OptInt(w.ticks.key.filter(|_| i < w.ticks.at.len())));
             rows.push(row);
             history.extend(r.history);
             enrollments.extend(r.enrollments);
         }
         let leads = rows;
         self.insert(
-            "INSERT INTO leads (id, email, stage, owner, score, fit, consent, created_at, updated_at, state, part)",
-            11,
+            "INSERT INTO leads (id, email, stage, owner, score, fit, consent, created_at, updated_at, state, part, tick_at, tick_rules)",
+            13,
             leads,
             " ON CONFLICT (id) DO UPDATE SET email = excluded.email, stage = excluded.stage, owner = excluded.owner, \
              score = excluded.score, fit = excluded.fit, consent = excluded.consent, updated_at = excluded.updated_at, \
-             state = excluded.state",
+             state = excluded.state, tick_at = excluded.tick_at, tick_rules = excluded.tick_rules",
         )
         .await?;
+        self.refresh_wakes(&w.ticks).await?;
         insert_history(self.store, &mut self.tx, history, "").await?;
         self.insert(
             "INSERT INTO enrollments (lead, campaign, cycle, status, next_step, due_at)",
@@ -525,6 +541,32 @@ impl<'s> StepTx<'s> {
             " ON CONFLICT (lead) DO NOTHING",
         )
         .await?;
+        Ok(())
+    }
+
+    /// Writes the wake alone of leads read but not changed (TickWakes::refresh),
+    /// in statements of at most MAX_PARAMS / 2 leads.
+    async fn refresh_wakes(&mut self, ticks: &TickWakes) -> Result<(), StoreError> {
+        let Some(key) = ticks.key else { return Ok(()) };
+        for chunk in ticks.refresh.chunks(MAX_PARAMS / 2 - 1) {
+            let mut cases = String::new();
+            let mut ids = Vec::new();
+            for i in 0..chunk.len() {
+                let (id, at) = (2 * i + 2, 2 * i + 3);
+                cases.push_str(&format!(" WHEN ${id} THEN CAST(${at} AS BIGINT)"));
+                ids.push(format!("${id}"));
+            }
+            let sql = format!(
+                "UPDATE leads SET tick_rules = $1, tick_at = CASE id{cases} END WHERE id IN ({})",
+                ids.join(",")
+            );
+            let sql = self.store.sql(&sql).into_owned();
+            let mut q = sqlx::query(&sql).bind(key);
+            for (id, at) in chunk {
+                q = q.bind(id.clone()).bind(*at);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
@@ -687,4 +729,18 @@ pub struct Writes {
     /// Leads re-folded for a late event: their stored ledger, transitions
     /// and drip steps are replaced by those in `leads` and `timers_new`.
     pub refolded: Vec<String>,
+    /// When a tick may next change each lead (eval::Wake).
+    pub ticks: TickWakes,
+}
+
+/// When a `schedule` tick may next change the leads a step wrote or read
+/// (eval::Wake::column), under the rules `key` (Ruleset::wake_key).
+#[derive(Default)]
+pub struct TickWakes {
+    pub key: Option<i64>,
+    /// One per lead of [`Writes::leads`], in its order.
+    pub at: Vec<Option<i64>>,
+    /// Leads read but not changed whose stored wake was computed under
+    /// other rules: the wake alone is written again.
+    pub refresh: Vec<(String, Option<i64>)>,
 }

@@ -136,7 +136,7 @@ impl Store {
                     " ON CONFLICT (lead, n) DO NOTHING",
                 )
                 .await?;
-                let sql = self.sql("UPDATE leads SET state = $1 WHERE id = $2");
+                let sql = self.sql("UPDATE leads SET state = $1, tick_rules = NULL WHERE id = $2");
                 sqlx::query(&sql)
                     .bind(state)
                     .bind(id)
