@@ -176,6 +176,20 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migr
 
 pub use nurture_core::model::time::{from_millis, millis};
 
+/// Up to how many rows a backlog count is exact (Store::queue_depth,
+/// Store::outbox_pending).
+pub const EXACT_COUNT: i64 = 1_000;
+
+/// A backlog of `count` rows (counted up to EXACT_COUNT + 1) whose ids run
+/// from `lo` to at most `hi`: exact, or above EXACT_COUNT the id range (an
+/// upper bound).
+pub(crate) fn depth(count: i64, lo: Option<i64>, hi: Option<i64>) -> i64 {
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if count > EXACT_COUNT => (hi - lo + 1).max(count),
+        _ => count,
+    }
+}
+
 impl Store {
     /// Connects (creating a SQLite file if needed); does not migrate.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
@@ -445,25 +459,22 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Events not yet applied, and scheduled work, for metrics.
-    /// Events not yet applied and scheduled work waiting: exact up to
-    /// 100,000 each; above that an estimate from the ids (an upper bound), so
-    /// the health check and the metrics stay cheap with millions waiting
-    /// (counting 8M pending rows took ~5 s on PostgreSQL).
+    /// Events not yet applied and scheduled work waiting, for `/healthz`
+    /// and the gauges: exact up to [`EXACT_COUNT`] each; above that an
+    /// estimate from the ids (an upper bound), so that a health check polled
+    /// many times a second costs a few index lookups however much waits
+    /// (counting up to 100,000 pending rows on each of the bench's polls
+    /// took a fifth of PostgreSQL's time, docs/benchmarks.md).
     pub async fn queue_depth(&self) -> Result<(i64, i64), StoreError> {
-        const CAP: i64 = 100_000;
-        let row: AnyRow = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE processed_at IS NULL LIMIT 100001) p), \
+        let row: AnyRow = sqlx::query(&format!(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE processed_at IS NULL LIMIT {over}) p), \
                     (SELECT MIN(seq) FROM events WHERE processed_at IS NULL), (SELECT MAX(seq) FROM events), \
-                    (SELECT COUNT(*) FROM (SELECT 1 FROM due_work LIMIT 100001) d), \
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM due_work LIMIT {over}) d), \
                     (SELECT MIN(seq) FROM due_work), (SELECT MAX(seq) FROM due_work)",
-        )
+            over = EXACT_COUNT + 1
+        ))
         .fetch_one(&self.pool)
         .await?;
-        let depth = |count: i64, lo: Option<i64>, hi: Option<i64>| match (lo, hi) {
-            (Some(lo), Some(hi)) if count > CAP => (hi - lo + 1).max(count),
-            _ => count,
-        };
         Ok((
             depth(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
             depth(row.try_get(3)?, row.try_get(4)?, row.try_get(5)?),
@@ -504,5 +515,20 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_is_exact_up_to_the_cap_and_an_upper_bound_above() {
+        assert_eq!(depth(0, None, None), 0);
+        assert_eq!(depth(7, Some(100), Some(5_000)), 7);
+        assert_eq!(depth(EXACT_COUNT, Some(1), Some(90_000)), EXACT_COUNT);
+        // Counted past the cap: the ids from the lowest waiting to the last.
+        assert_eq!(depth(EXACT_COUNT + 1, Some(10_001), Some(90_000)), 80_000);
+        assert_eq!(depth(EXACT_COUNT + 1, Some(5), Some(5)), EXACT_COUNT + 1);
     }
 }

@@ -355,10 +355,27 @@ impl Store {
 
     /// Outbox rows (emails, notices, webhooks) not yet delivered or given
     /// up: 0 means nothing decided is still to go out.
+    /// Exact up to EXACT_COUNT, an upper bound from the ids above (as
+    /// Store::queue_depth: `/healthz` reads it).
     pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
-        let sql = format!("SELECT COUNT(*) FROM outbox WHERE state IN {OPEN}");
-        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
-        Ok(n)
+        // The lowest open id, one index endpoint per state.
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state IN {OPEN} LIMIT {over}) p), \
+                    (SELECT MIN(seq) FROM outbox WHERE state = 'pending'), \
+                    (SELECT MIN(seq) FROM outbox WHERE state = 'sending'), \
+                    (SELECT MIN(seq) FROM outbox WHERE state = 'uncertain'), \
+                    (SELECT MAX(seq) FROM outbox)",
+            over = super::EXACT_COUNT + 1
+        );
+        let row = sqlx::query(&sql).fetch_one(&self.pool).await?;
+        let lowest = [1, 2, 3]
+            .into_iter()
+            .map(|i| row.try_get::<Option<i64>, _>(i))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .min();
+        Ok(super::depth(row.try_get(0)?, lowest, row.try_get(4)?))
     }
 
     /// Rows of `kinds` due now (pending, or leased by a sender that died).
