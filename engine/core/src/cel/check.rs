@@ -28,6 +28,16 @@ pub const LEAD_FIELDS: [&str; 11] = [
 /// The fields a condition can read on `event` (see `views::EventView`).
 pub const EVENT_FIELDS: [&str; 6] = ["id", "type", "lead", "at", "properties", "traits"];
 
+/// What a constant `duration("…")` or `timestamp("…")` is, as CEL itself
+/// reads it; `None` if it cannot be read.
+pub(super) fn constant_value(func: &str, arg: &str) -> Option<cel::Value> {
+    let quoted = serde_json::Value::String(arg.to_string()).to_string();
+    Program::compile(&format!("{func}({quoted})"))
+        .ok()?
+        .execute(&cel::Context::default())
+        .ok()
+}
+
 /// Every problem found in `program`, compiled from `source`.
 pub fn check(program: &Program, source: &str) -> Vec<CelError> {
     let mut w = Walker {
@@ -156,13 +166,10 @@ impl<'p> Walker<'p> {
         if func != "duration" && func != "timestamp" {
             return;
         }
-        let quoted = serde_json::Value::String(arg.to_string()).to_string();
-        let ok = Program::compile(&format!("{func}({quoted})"))
-            .ok()
-            .is_some_and(|p| p.execute(&cel::Context::default()).is_ok());
-        if ok {
+        if constant_value(func, arg).is_some() {
             return;
         }
+        let quoted = serde_json::Value::String(arg.to_string()).to_string();
         let message = if func == "duration" {
             let fix = hours(arg)
                 .map(|h| format!("; write \"{h}h\""))

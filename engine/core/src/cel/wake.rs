@@ -178,12 +178,7 @@ impl Linear {
 /// A constant `duration("…")` or `timestamp("…")` (since the epoch), in ns,
 /// as CEL itself reads it.
 fn constant_ns(func: &str, arg: &str) -> Option<i128> {
-    let quoted = serde_json::Value::String(arg.to_string()).to_string();
-    let value = Program::compile(&format!("{func}({quoted})"))
-        .ok()?
-        .execute(&cel::Context::default())
-        .ok()?;
-    match value {
+    match super::check::constant_value(func, arg)? {
         Value::Duration(d) => d.num_nanoseconds().map(i128::from),
         Value::Timestamp(t) => t.timestamp_nanos_opt().map(i128::from),
         _ => None,

@@ -6,7 +6,7 @@ use crate::rules::Ruleset;
 use crate::sim::World;
 use serde_json::{json, Value};
 
-fn rules(yaml: &str) -> Ruleset {
+pub(super) fn rules(yaml: &str) -> Ruleset {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
     Ruleset::load(dir.path()).unwrap_or_else(|d| panic!("{d}"))
@@ -646,18 +646,25 @@ fn feedback_in_time_stops_the_sla() {
         .any(|(_, _, e)| matches!(e, Effect::Note(Note::SlaBreached { .. }))));
 }
 
+/// The drip campaign `c` with `steps`, a `hot` event that makes an SQL, and
+/// one owner whose rejection recycles the lead with 5 points.
+fn recycling(steps: &str) -> String {
+    format!(
+        "{}\nrouting:\n  owners: [{{ id: a, email: a@x.io }}]\n  rules: [{{ name: r, owners: [a], strategy: round_robin }}]\n  recycle_score: 5\n",
+        DRIP.replace("STEPS", steps)
+            .replace(" CAP", "")
+            .replace("stages:\n  lead: 'lead.email != \"\"'", "scoring:\n  - { name: hot, on: hot, points: 100 }\nstages:\n  lead: 'lead.email != \"\"'\n  sql: 'lead.score >= 100'")
+    )
+}
+
 /// A lead recycled while enrolled finishes that enrollment, then enrolls
 /// again in its new cycle: each email names the cycle of its enrollment
 /// (its Message-ID does), so the two welcomes are two messages.
 #[test]
 fn emails_name_the_cycle_of_their_enrollment_across_a_recycle() {
-    let yaml = format!(
-        "{}\nrouting:\n  owners: [{{ id: a, email: a@x.io }}]\n  rules: [{{ name: r, owners: [a], strategy: round_robin }}]\n  recycle_score: 5\n",
-        DRIP.replace("    STEPS", "    steps:\n      - { after: 0d, template: t1 }\n      - { after: 2d, template: t2 }")
-            .replace(" CAP", "")
-            .replace("stages:\n  lead: 'lead.email != \"\"'", "scoring:\n  - { name: hot, on: hot, points: 100 }\nstages:\n  lead: 'lead.email != \"\"'\n  sql: 'lead.score >= 100'")
-    );
-    let r = rules(&yaml);
+    let r = rules(&recycling(
+        "steps:\n      - { after: 0d, template: t1 }\n      - { after: 2d, template: t2 }",
+    ));
     let w = run(
         &r,
         vec![
@@ -716,14 +723,12 @@ fn rules_see_how_often_a_lead_was_recycled() {
 
 #[test]
 fn rejected_leads_are_recycled_and_nurtured_again() {
-    let yaml = format!(
-        "{}\nrouting:\n  owners: [{{ id: a, email: a@x.io }}]\n  rules: [{{ name: r, owners: [a], strategy: round_robin }}]\n  recycle_score: 5\n",
-        DRIP.replace("    STEPS", "    steps:\n      - { after: 0d, template: t1 }")
-            .replace(" CAP", "")
-            .replace("stages:\n  lead: 'lead.email != \"\"'", "scoring:\n  - { name: hot, on: hot, points: 100 }\nstages:\n  lead: 'lead.email != \"\"'\n  sql: 'lead.score >= 100'")
-            .replace("exit: 'lead.attributes.done == true'", "exit: 'lead.stage == \"sql\"'")
+    let r = rules(
+        &recycling("steps:\n      - { after: 0d, template: t1 }").replace(
+            "exit: 'lead.attributes.done == true'",
+            "exit: 'lead.stage == \"sql\"'",
+        ),
     );
-    let r = rules(&yaml);
     let w = run(
         &r,
         vec![

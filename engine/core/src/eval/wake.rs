@@ -56,6 +56,7 @@ impl Evaluator<'_> {
         if rules.settle_reads_now {
             return Wake::Always;
         }
+        let ctx = rules.cel_context();
         let mut wake = Wake::Never;
         for &i in &rules.scheduled {
             let Some(cond) = &rules.scoring[i].condition else {
@@ -88,7 +89,7 @@ impl Evaluator<'_> {
                 },
                 None => lead.last_activity_at,
             };
-            let holds = Scope::new(probe, None).eval(cond, &rules.cel_context(), lead);
+            let holds = Scope::new(probe, None).eval(cond, &ctx, lead);
             let rule = match holds {
                 Ok(true) => from.map_or(Wake::Always, Wake::From),
                 Ok(false) | Err(EvalIssue::Missing) => Wake::Never,
@@ -106,20 +107,15 @@ impl Evaluator<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::rules;
     use super::*;
     use crate::model::time::millis;
-
-    fn ms(s: &str) -> i64 {
-        millis(&crate::model::time::parse(s).unwrap())
-    }
     use crate::model::Event;
     use crate::rules::Ruleset;
     use crate::sim::World;
 
-    fn rules(yaml: &str) -> Ruleset {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
-        Ruleset::load(dir.path()).unwrap_or_else(|d| panic!("{d}"))
+    fn ms(s: &str) -> i64 {
+        millis(&crate::model::time::parse(s).unwrap())
     }
 
     const DECAY: &str = r#"

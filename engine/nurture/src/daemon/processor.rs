@@ -1182,11 +1182,12 @@ fn collect(
     };
     for slot in leads.into_values() {
         if let Some(lead) = slot.now {
-            let wake = eval.tick_wake(&lead).column();
+            // A wake only where one is written: unchanged leads keep theirs.
             if slot.before.as_ref() != Some(&lead) {
+                ticks.at.push(eval.tick_wake(&lead).column());
                 changed.push((slot.before, lead));
-                ticks.at.push(wake);
             } else if slot.stale_wake {
+                let wake = eval.tick_wake(&lead).column();
                 ticks.refresh.push((lead.id, wake));
             }
         }
