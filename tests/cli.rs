@@ -937,10 +937,249 @@ fn simulate_rejects_a_garbage_until() {
     assert!(matches!(run.code, Some(c) if c != 0), "{run:#?}");
     assert_eq!(run.stdout, "");
     assert!(
-        run.stderr
-            .starts_with("--until: \"next tuesday\" is not an RFC 3339 time"),
+        run.stderr.starts_with(
+            "--until: \"next tuesday\" is neither a date (2026-02-20) nor an RFC 3339 time"
+        ),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn simulate_explain_tells_every_decision_and_its_reason() {
+    let args = |explain: &str| {
+        nurture(&[
+            "simulate",
+            "rules",
+            "--events",
+            "rules/events.jsonl",
+            "--until",
+            "2026-02-20",
+            explain,
+        ])
+    };
+    let text = args("--explain");
+    text.assert_no_panic();
+    assert_eq!(text.code, Some(0), "{text:#?}");
+    let out = &text.stdout;
+    for line in [
+        // A header with the score and fit rule by rule.
+        "u1: opportunity, score 45 (company-size +10, pricing-page +30, form-fill +30, demo-request +40, email-click +5, inactivity-decay -70), fit 30 (target-industry +20, decision-maker +10), owner anna, consent opted_in\n",
+        "  2026-01-06T09:30:00Z  stage lead -> mql because lead.score >= 50\n",
+        "  2026-01-06T09:40:00Z  assigned to anna by routing rule enterprise (round_robin)\n",
+        "  2026-01-06T09:40:00Z  notice to anna@example.com: \"New lead for you: Ann\"\n",
+        "  2026-01-06T15:00:00Z  stage sql -> opportunity: sales answered accepted\n",
+        // Emails rendered, and a skipped step with the condition that failed.
+        "  2026-01-05T11:00:00Z  email sent: campaign nurture-immature step 1 (welcome): \"Welcome, there\"\n",
+        "  2026-01-08T11:00:00Z  campaign nurture-immature step 2 skipped: its `if` does not hold: lead.attributes.industry == \"software\"\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    // As JSON: the simulate line's keys, breakdowns and the timeline; the
+    // same leads in the same states as without --explain.
+    let json = args("--explain=json");
+    assert_eq!(json.code, Some(0), "{json:#?}");
+    let plain = nurture(&[
+        "simulate",
+        "rules",
+        "--events",
+        "rules/events.jsonl",
+        "--until",
+        "2026-02-20T00:00:00Z",
+    ]);
+    assert_eq!(plain.code, Some(0), "{plain:#?}");
+    let lines: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let plain: Vec<serde_json::Value> = plain
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), plain.len());
+    for (l, p) in lines.iter().zip(&plain) {
+        for (k, v) in p.as_object().unwrap() {
+            assert_eq!(&l[k], v, "{k} of {}", p["lead"]);
+        }
+    }
+    let u2 = &lines[1];
+    assert_eq!(u2["fit_breakdown"][0]["rule"], "free-mail");
+    let welcome = u2["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "email")
+        .unwrap();
+    assert_eq!(welcome["template"], "welcome");
+    assert_eq!(welcome["messages"][0]["subject"], "Welcome, there");
+    assert!(
+        welcome["messages"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Unsubscribe: http://localhost:8080/"),
+        "{welcome}"
+    );
+}
+
+#[test]
+fn a_failing_plugin_is_told_by_simulate_explain_and_under_a_failed_test() {
+    let wasm = repo().join("tests/plugins/plain_panic.wasm");
+    let rules = format!(
+        "plugins:\n  - {{ name: boom, wasm: '{}', on: identify }}\n\
+         scoring:\n  - {{ name: signup, on: identify, points: 5 }}\n",
+        wasm.display()
+    );
+    let s = Scratch::new(&[
+        ("a.yaml", &rules),
+        (
+            "tests/boom.test.yaml",
+            "tests:
+  - name: the plugin gives points
+    events:
+      - { lead: u1, type: identify, at: \"2026-01-05T10:00:00Z\" }
+    expect:
+      u1: { score: 15 }
+  - name: no plugin fails
+    events:
+      - { lead: u1, type: identify, at: \"2026-01-05T10:00:00Z\" }
+    expect:
+      u1: { plugin_errors: [] }
+  - name: this plugin is known to fail
+    events:
+      - { lead: u1, type: identify, at: \"2026-01-05T10:00:00Z\" }
+    expect:
+      u1: { score: 5, plugin_errors: [boom] }
+",
+        ),
+        (
+            "events.jsonl",
+            "{\"id\":\"e1\",\"lead\":\"u1\",\"type\":\"identify\",\"at\":\"2026-01-05T10:00:00Z\"}\n",
+        ),
+    ]);
+    let run = nurture(&["test", &s.rules_arg()]);
+    run.assert_no_panic();
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let out = &run.stdout;
+    assert!(
+        out.contains("  u1.score: expected 15, got 5 (signup +5)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "  at run time: u1: 2026-01-05T10:00:00Z: plugin boom failed: trapped: plugin panicked"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  u1.plugin_errors: expected [], got [boom: trapped: plugin panicked"),
+        "{out}"
+    );
+    assert!(out.contains("PASS this plugin is known to fail\n"), "{out}");
+    assert!(out.ends_with("rule tests: 1 passed, 2 failed\n"), "{out}");
+
+    let events = s.rules().join("events.jsonl");
+    let run = nurture(&[
+        "simulate",
+        &s.rules_arg(),
+        "--events",
+        &events.display().to_string(),
+        "--explain",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("  2026-01-05T10:00:00Z  plugin boom FAILED: trapped: plugin panicked"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn simulate_compare_reports_what_a_candidate_changes() {
+    // The candidate raises the MQL bar from 50 to 60 and doubles the
+    // pricing page's points.
+    let cand = tempfile::tempdir().unwrap();
+    for f in [
+        "nurture.yaml",
+        "routing.yaml",
+        "plugins.yaml",
+        "scoring.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo().join("rules").join(f)).unwrap();
+        let text = text
+            .replace("mql: 'lead.score >= 50'", "mql: 'lead.score >= 60'")
+            .replace("../plugins/", &format!("{}/plugins/", repo().display()))
+            .replacen(
+                "points: 10\n    limit: { times: 3, per: 30d }",
+                "points: 20\n    limit: { times: 3, per: 30d }",
+                1,
+            );
+        std::fs::write(cand.path().join(f), text).unwrap();
+    }
+    let args = |format: &str| {
+        nurture(&[
+            "simulate",
+            "rules",
+            "--events",
+            "rules/events.jsonl",
+            "--until",
+            "2026-02-20",
+            "--compare",
+            cand.path().to_str().unwrap(),
+            "--format",
+            format,
+        ])
+    };
+    let run = args("text");
+    run.assert_no_panic();
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let out = &run.stdout;
+    assert!(
+        out.starts_with("3 leads, 2 end differently with the candidate rules\n"),
+        "{out}"
+    );
+    // u1 was an MQL at 55 points; with 60 it passes at once to sql on the
+    // same click, u2 gains 10 points from its pricing view.
+    assert!(
+        out.contains("  u2: lead score 7 fit -10 owner none"),
+        "{out}"
+    );
+    assert!(out.contains("first difference in the ledger: pricing-page +10 at 2026-01-20T10:00:00Z -> pricing-page +20 at 2026-01-20T10:00:00Z"), "{out}");
+
+    let json = args("json");
+    assert_eq!(json.code, Some(0), "{json:#?}");
+    let lines: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["leads"], 3);
+    assert_eq!(summary["differing"], lines.len() - 1);
+    assert_eq!(lines[0]["lead"], "u1");
+    assert!(
+        lines[0]["first_difference"]["part"].is_string(),
+        "{}",
+        lines[0]
+    );
+
+    // The same rules on both sides: nothing differs.
+    let same = nurture(&[
+        "simulate",
+        "rules",
+        "--events",
+        "rules/events.jsonl",
+        "--compare",
+        "rules",
+    ]);
+    assert_eq!(same.code, Some(0), "{same:#?}");
+    assert!(
+        same.stdout.starts_with("3 leads, 0 end differently"),
+        "{}",
+        same.stdout
     );
 }
 

@@ -594,6 +594,37 @@ fn check_refuses_imports_the_host_does_not_have_at_the_wasm_key() {
     assert_eq!(lines[2], format!("2 errors in {dir}"));
 }
 
+#[test]
+fn check_asks_each_plugin_for_its_config_and_reports_a_refused_one_at_the_config_key() {
+    let tmp = TempDir::new().unwrap();
+    // A misspelt key (free-mail's config denies unknown fields), a number
+    // as text, a good config, and none at all (the SDK's defaults).
+    let yaml = format!(
+        "plugins:\n  - name: typo\n    wasm: '{fm}'\n    on: identify\n    config: {{ penalti: -10 }}\n\
+         \x20 - name: text\n    wasm: '{cs}'\n    on: [page_viewed, identify]\n    config: {{ enterprise_points: \"25\" }}\n\
+         \x20 - name: good\n    wasm: '{cs}'\n    on: identify\n    config: {{ enterprise_points: 25 }}\n\
+         \x20 - name: bare\n    wasm: '{fm}'\n    on: '*'\n",
+        fm = example("free_mail").display(),
+        cs = example("company_size").display(),
+    );
+    std::fs::write(tmp.path().join("rules.yaml"), yaml).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let run = nurture(&["check", dir]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let file = format!("{dir}/rules.yaml");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{file}:5:13: plugin `typo`: its config is refused: unknown field `penalti`, expected `penalty` or `domains`"),
+            format!("{file}:9:13: plugin `text`: its config is refused: invalid type: string \"25\", expected i64"),
+            format!("2 errors in {dir}"),
+        ],
+        "{}",
+        run.stderr
+    );
+}
+
 /// A component of one core module whose functions have `sizes` bytes of
 /// code each, less up to 10 (`i32.const 0; drop`, over and over).
 fn component_with_functions(sizes: &[usize]) -> Vec<u8> {

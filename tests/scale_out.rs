@@ -173,12 +173,19 @@ fn three_daemons_share_the_work_and_one_killed_is_taken_over() {
         .collect();
     let (s, r) = post(&c, &a.url("/v1/events"), &json!({ "batch": batch }));
     assert_eq!(s, StatusCode::ACCEPTED, "{r}");
-    eventually(10, "every partition applied again after the kill", || {
+    // How soon is a benchmark's question (about 4 s: docs/scaling.md); this
+    // asserts that it happens, with room for a loaded CI machine.
+    let t0 = std::time::Instant::now();
+    eventually(60, "every partition applied again after the kill", || {
         probes
             .iter()
             .all(|id| lead(&c, &b, id).is_some())
             .then_some(())
     });
+    eprintln!(
+        "every partition applied again {:?} after the kill",
+        t0.elapsed()
+    );
 
     // Restarted, it joins again and takes its share.
     std::thread::sleep(Duration::from_millis(500));

@@ -16,10 +16,11 @@ use crate::eval::Evaluator;
 use crate::model::{Consent, Event, Stage};
 use crate::rules::source::YamlPath;
 use crate::rules::{deserialize_at, read_yaml, Diagnostic, Ruleset};
-use crate::sim::World;
+use crate::sim::{explain, World};
+use crate::writes::Entry;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +60,15 @@ pub struct Expect {
     /// Attributes that must have these values (others may exist).
     #[serde(default)]
     attributes: Option<Map<String, Value>>,
+    /// Timeline entries that must appear, in this order (others may come
+    /// between): each names some fields of an entry as `simulate
+    /// --explain` prints it, e.g. `{ kind: note, note: step_postponed,
+    /// reason: window }`.
+    #[serde(default)]
+    timeline: Option<Vec<Map<String, Value>>>,
+    /// The plugins expected to fail for this lead (`[]`: none may fail).
+    #[serde(default)]
+    plugin_errors: Option<Vec<String>>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -73,6 +83,9 @@ pub struct CaseResult {
     pub place: String,
     /// Differences, empty when the case passed.
     pub diffs: Vec<String>,
+    /// What failed at run time (plugins, conditions, emails that could not
+    /// be composed), by lead: shown with the differences.
+    pub problems: Vec<String>,
 }
 
 /// Runs every `*.test.yaml` under `dir` against `rules`. Errors in test files
@@ -87,7 +100,11 @@ pub fn run_dir_with(
     dir: &Path,
     plugins: Option<&dyn crate::eval::PluginHost>,
 ) -> Result<Vec<CaseResult>, Vec<Diagnostic>> {
-    let eval = Evaluator { rules, plugins };
+    let eval = Evaluator {
+        rules,
+        plugins,
+        explain: true,
+    };
     let mut files = Vec::new();
     crate::rules::collect_yaml(dir, &mut files, true);
     files.sort();
@@ -151,13 +168,17 @@ fn run_file(eval: Evaluator<'_>, path: &Path) -> Result<Vec<CaseResult>, Vec<Dia
                 }
             }
         }
-        let until = match case.until.as_deref().map(crate::model::time::parse) {
+        let until = match case
+            .until
+            .as_deref()
+            .map(crate::model::time::parse_time_or_date)
+        {
             None => None,
             Some(Ok(t)) => Some(t),
             Some(Err(e)) => {
                 errors.push(at(
                     &case_path.key("until"),
-                    format!("until: not an RFC 3339 time: {e}"),
+                    format!("until: neither a date (2026-01-10) nor an RFC 3339 time: {e}"),
                 ));
                 continue;
             }
@@ -166,18 +187,34 @@ fn run_file(eval: Evaluator<'_>, path: &Path) -> Result<Vec<CaseResult>, Vec<Dia
             continue;
         }
         let mut world = World::new(eval);
+        world.explain();
         world.run(&mut events, until);
+        let stories = world.stories.as_ref();
+        let story = |id: &str| stories.map_or(&[][..], |s| s.of(id));
         let mut diffs = Vec::new();
         for (lead, exp) in &case.expect {
             match world.leads.get(lead) {
                 None => diffs.push(format!("{lead}: expected a lead, but no event created it")),
-                Some(l) => compare(lead, exp, l, &mut diffs),
+                Some(l) => {
+                    compare(lead, exp, l, &mut diffs);
+                    compare_story(lead, exp, story(lead), &mut diffs);
+                }
             }
         }
+        let problems = world
+            .in_order()
+            .iter()
+            .flat_map(|l| {
+                explain::problems(story(&l.id))
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", l.id))
+            })
+            .collect();
         results.push(CaseResult {
             name: case.name,
             place,
             diffs,
+            problems,
         });
     }
     if errors.is_empty() {
@@ -252,4 +289,68 @@ fn compare(id: &str, e: &Expect, l: &crate::model::LeadState, diffs: &mut Vec<St
             check(&format!("attributes.{k}"), v.to_string(), got);
         }
     }
+}
+
+/// The timeline and plugin failures `e` expects of lead `id`'s story.
+fn compare_story(id: &str, e: &Expect, story: &[Entry], diffs: &mut Vec<String>) {
+    if let Some(want) = &e.plugin_errors {
+        // Which plugins failed, not how often.
+        let failures = explain::plugin_failures(story);
+        let failed: BTreeSet<&str> = failures.iter().map(|(plugin, _)| plugin.as_str()).collect();
+        let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+        if want != failed {
+            let failures: Vec<String> = failures.iter().map(|(p, e)| format!("{p}: {e}")).collect();
+            diffs.push(format!(
+                "{id}.plugin_errors: expected [{}], got [{}]",
+                want.into_iter().collect::<Vec<_>>().join(", "),
+                failures.join("; ")
+            ));
+        }
+    }
+    let Some(want) = &e.timeline else { return };
+    let entries: Vec<Value> = story.iter().map(explain::entry_json).collect();
+    let mut from = 0;
+    for (n, w) in want.iter().enumerate() {
+        let found = entries[from..]
+            .iter()
+            .position(|got| w.iter().all(|(k, v)| matches(&got[k.as_str()], v)));
+        match found {
+            Some(i) => from += i + 1,
+            None => {
+                let shown: Vec<String> = entries.iter().map(brief).collect();
+                diffs.push(format!(
+                    "{id}.timeline[{n}]: no entry{} matches {}; the timeline:\n      {}",
+                    if n == 0 { "" } else { " after the one before" },
+                    Value::Object(w.clone()),
+                    shown.join("\n      ")
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a field as shown matches what a test wrote: equal, or a number
+/// written as text (YAML keeps `1` and `"1"` apart; marketers may not).
+fn matches(got: &Value, want: &Value) -> bool {
+    got == want
+        || match (got, want) {
+            (Value::Number(g), Value::String(w)) => g.to_string() == *w,
+            (Value::String(g), Value::Number(w)) => *g == w.to_string(),
+            _ => false,
+        }
+}
+
+/// One timeline entry on a line: time, kind, the rest.
+fn brief(e: &Value) -> String {
+    let mut rest = e.as_object().cloned().unwrap_or_default();
+    let at = rest.remove("at").unwrap_or_default();
+    let kind = rest.remove("kind").unwrap_or_default();
+    rest.remove("messages");
+    format!(
+        "{} {} {}",
+        at.as_str().unwrap_or(""),
+        kind.as_str().unwrap_or(""),
+        Value::Object(rest)
+    )
 }

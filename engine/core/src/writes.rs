@@ -45,10 +45,13 @@ pub enum TimelineKind {
     /// its place (later than the allowed lateness, or see the reason): it
     /// was applied as it arrived.
     Late,
+    /// An email, notice or webhook decided for imported history (its time
+    /// had passed when it was imported): recorded, not sent.
+    Withheld,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 18] = [
+    pub const ALL: [TimelineKind; 19] = [
         TimelineKind::Event,
         TimelineKind::Scored,
         TimelineKind::StageChanged,
@@ -67,6 +70,7 @@ impl TimelineKind {
         TimelineKind::Erased,
         TimelineKind::Refolded,
         TimelineKind::Late,
+        TimelineKind::Withheld,
     ];
 
     /// The name stored in the `timeline.kind` column and shown by the API.
@@ -90,6 +94,7 @@ impl TimelineKind {
             TimelineKind::Erased => "erased",
             TimelineKind::Refolded => "refolded",
             TimelineKind::Late => "late",
+            TimelineKind::Withheld => "withheld",
         }
     }
 
@@ -185,6 +190,8 @@ pub struct Queued {
     pub lead: String,
     pub kind: OutboxKind,
     pub payload: Value,
+    /// Imported history: stored as decided (state `withheld`), never sent.
+    pub withheld: bool,
 }
 
 /// What one decision leaves to store, and what to count.
@@ -194,11 +201,13 @@ pub struct Collected {
     pub outbox: Vec<Queued>,
     /// New timers, in the order decided.
     pub timers: Vec<Timer>,
-    /// Condition errors and plugin failures.
+    /// Condition errors (text compared as a number too) and plugin failures.
     pub rule_errors: u64,
     pub sla_breaches: u64,
     /// Emails whose template failed to render.
     pub not_composed: u64,
+    /// Emails, notices and webhooks of imported history, not sent.
+    pub withheld: u64,
 }
 
 /// Turns a decision made at `at` into what to store (what the lead's
@@ -213,13 +222,29 @@ pub fn collect(
 ) -> LeadState {
     let Decision { lead, effects } = decision;
     let id = &lead.id;
+    // Imported history: what it decided was due before the import, kept
+    // as decided (a re-fold holds steps against it) but never sent.
+    let quiet = lead.quiet_until.is_some_and(|q| at <= q);
+    let withheld = |kind: TimelineKind, detail: &mut Value| {
+        if quiet {
+            detail["reason"] = json!("imported history");
+            TimelineKind::Withheld
+        } else {
+            kind
+        }
+    };
     for e in effects {
+        if quiet && !matches!(e, Effect::Schedule(_) | Effect::Note(_)) {
+            out.withheld += 1;
+        }
         match e {
             Effect::Schedule(t) => out.timers.push(t),
             Effect::Note(note) => {
                 if matches!(
                     note,
-                    Note::ConditionError { .. } | Note::PluginFailed { .. }
+                    Note::ConditionError { .. }
+                        | Note::NotANumber { .. }
+                        | Note::PluginFailed { .. }
                 ) {
                     out.rule_errors += 1;
                 }
@@ -232,14 +257,16 @@ pub fn collect(
             }
             Effect::Webhook { .. } => {
                 let payload = serde_json::to_value(&e).unwrap_or(Value::Null);
-                out.timeline
-                    .push(Entry::new(id, at, TimelineKind::Webhook, payload.clone()));
+                let mut detail = payload.clone();
+                let kind = withheld(TimelineKind::Webhook, &mut detail);
+                out.timeline.push(Entry::new(id, at, kind, detail));
                 // A webhook's body is fixed now, from the lead as decided.
                 let payload = crate::webhook::outbox_payload(&e, &lead, at).unwrap_or(payload);
                 out.outbox.push(Queued {
                     lead: id.clone(),
                     kind: OutboxKind::Webhook,
                     payload,
+                    withheld: quiet,
                 });
             }
             mail => {
@@ -258,8 +285,10 @@ pub fn collect(
                                 lead: id.clone(),
                                 kind,
                                 payload: serde_json::to_value(m).unwrap_or(Value::Null),
+                                withheld: quiet,
                             });
                         }
+                        let entry_kind = withheld(entry_kind, &mut entry);
                         out.timeline.push(Entry::new(id, at, entry_kind, entry));
                     }
                     Err(err) => {

@@ -154,6 +154,7 @@ async fn enqueue(store: &Store, count: usize) -> usize {
                 lead: format!("lead{i}"),
                 kind: OutboxKind::Email,
                 payload: serde_json::to_value(&m).unwrap(),
+                withheld: false,
             });
             // The sender checks each lead's consent as it sends.
             let mut lead = LeadState::new(&format!("lead{i}"), chrono::Utc::now());

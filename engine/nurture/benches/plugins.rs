@@ -24,6 +24,11 @@ fn plugin(name: &str, wasm: PathBuf) -> Plugin {
             pos: nurture::rules::source::Pos { line: 1, col: 1 },
             message: String::new(),
         },
+        config_at: Diagnostic {
+            file: "config".into(),
+            pos: nurture::rules::source::Pos { line: 1, col: 1 },
+            message: String::new(),
+        },
         wasm,
         on: vec!["identify".into()],
         config_json: r#"{"enterprise_employees":1000}"#.into(),

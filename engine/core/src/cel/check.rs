@@ -1,13 +1,15 @@
 //! What `nurture check` finds in a condition that parses but would fail or
-//! read nothing at run time: misspelt `lead` / `event` fields, and constant
-//! `duration(...)` / `timestamp(...)` arguments that cannot parse.
+//! read nothing at run time: misspelt `lead` / `event` fields, unknown
+//! `lists.<name>`, and constant `duration(...)` / `timestamp(...)`
+//! arguments that cannot parse. The same walk finds the fields a condition
+//! compares with a number, which the evaluator names when one holds text.
 //!
 //! Found by walking the parsed expression, so words inside strings and
 //! variables bound by comprehensions (`exists(x, ...)`) are never mistaken
 //! for reads.
 
 use super::CelError;
-use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::ast::{operators, EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::Program;
 
 /// The fields a condition can read on `lead` (see `views::LeadView`).
@@ -38,24 +40,63 @@ pub(super) fn constant_value(func: &str, arg: &str) -> Option<cel::Value> {
         .ok()
 }
 
-/// Every problem found in `program`, compiled from `source`.
-pub fn check(program: &Program, source: &str) -> Vec<CelError> {
+/// What the walk found in one condition.
+pub struct Checked {
+    pub errors: Vec<CelError>,
+    /// Fields compared with a number (`lead.attributes.employees >= 1000`),
+    /// each as its path from the variable: `["lead", "attributes", "employees"]`.
+    pub numeric: Vec<Vec<String>>,
+}
+
+/// Every problem found in `program`, compiled from `source`; `lists` are
+/// the names of the rules' lists.
+pub fn check(program: &Program, source: &str, lists: &[String]) -> Checked {
     let mut w = Walker {
         program,
         source,
+        lists,
         bound: Vec::new(),
         errors: Vec::new(),
+        numeric: Vec::new(),
     };
     w.walk(program.expression());
-    w.errors
+    Checked {
+        errors: w.errors,
+        numeric: w.numeric,
+    }
 }
 
 struct Walker<'p> {
     program: &'p Program,
     source: &'p str,
+    lists: &'p [String],
     /// Variables bound by the comprehensions around the current node.
     bound: Vec<&'p str>,
     errors: Vec<CelError>,
+    numeric: Vec<Vec<String>>,
+}
+
+/// Comparisons whose operand of text, against a number, is worth naming.
+const COMPARISONS: [&str; 6] = [
+    operators::LESS,
+    operators::LESS_EQUALS,
+    operators::GREATER,
+    operators::GREATER_EQUALS,
+    operators::EQUALS,
+    operators::NOT_EQUALS,
+];
+
+/// A number written in the condition (`1000`, `2.5`, `-3`).
+fn number_literal(e: &IdedExpr) -> bool {
+    match &e.expr {
+        Expr::Literal(LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_)) => {
+            true
+        }
+        Expr::Call(c) if c.func_name == operators::NEGATE && c.args.len() == 1 => {
+            number_literal(&c.args[0])
+        }
+        _ => false,
+    }
 }
 
 impl<'p> Walker<'p> {
@@ -66,6 +107,20 @@ impl<'p> Walker<'p> {
                 self.walk(&s.operand);
             }
             Expr::Call(c) => {
+                if c.target.is_none()
+                    && c.args.len() == 2
+                    && COMPARISONS.contains(&c.func_name.as_str())
+                {
+                    for (field, number) in [(&c.args[0], &c.args[1]), (&c.args[1], &c.args[0])] {
+                        if number_literal(number) {
+                            if let Some(path) = self.data_path(field) {
+                                if !self.numeric.contains(&path) {
+                                    self.numeric.push(path);
+                                }
+                            }
+                        }
+                    }
+                }
                 // `lead["scores"]` reads a field just as `lead.scores` does.
                 if c.func_name == cel::common::ast::operators::INDEX && c.args.len() == 2 {
                     if let Expr::Literal(LiteralValue::String(f)) = &c.args[1].expr {
@@ -120,7 +175,80 @@ impl<'p> Walker<'p> {
         }
     }
 
-    /// `operand.field`, checked when the operand is `lead` or `event` itself.
+    /// The path of a key read inside `lead.attributes`, `event.properties`
+    /// or `event.traits` (`lead.attributes.company.size`, or with `["…"]`).
+    fn data_path(&self, e: &IdedExpr) -> Option<Vec<String>> {
+        let mut path = Vec::new();
+        let mut at = e;
+        loop {
+            match &at.expr {
+                Expr::Select(s) if !s.test => {
+                    path.push(s.field.clone());
+                    at = &s.operand;
+                }
+                Expr::Call(c)
+                    if c.func_name == operators::INDEX
+                        && c.target.is_none()
+                        && c.args.len() == 2 =>
+                {
+                    let Expr::Literal(LiteralValue::String(k)) = &c.args[1].expr else {
+                        return None;
+                    };
+                    path.push(k.inner().to_string());
+                    at = &c.args[0];
+                }
+                Expr::Ident(root) if !self.bound.contains(&root.as_str()) => {
+                    path.push(root.clone());
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        path.reverse();
+        let open = match path[0].as_str() {
+            "lead" => ["attributes"].as_slice(),
+            "event" => ["properties", "traits"].as_slice(),
+            _ => return None,
+        };
+        (path.len() >= 3 && open.contains(&path[1].as_str())).then_some(path)
+    }
+
+    /// `lists.name`: one of the rules' lists.
+    fn list(&mut self, operand: &IdedExpr, name: &str) {
+        if self.lists.iter().any(|l| l == name) {
+            return;
+        }
+        let known = if self.lists.is_empty() {
+            "no lists are defined: add them in a top-level `lists:` section".to_string()
+        } else {
+            let names: Vec<String> = self.lists.iter().map(|l| format!("`{l}`")).collect();
+            format!("the lists are {}", names.join(", "))
+        };
+        let hint = crate::suggest::suggest(name, self.lists.iter().map(String::as_str))
+            .map(|s| format!(" (did you mean `lists.{s}`?)"))
+            .unwrap_or_default();
+        let (line, col) = self.line_col(self.after(operand, name));
+        self.errors.push(CelError {
+            line,
+            col,
+            message: format!("unknown list `{name}`{hint}; {known}"),
+        });
+    }
+
+    /// Where `name` is written after `operand` (`lists.` / `lead["`).
+    fn after(&self, operand: &IdedExpr, name: &str) -> usize {
+        let after = self.end_of(operand);
+        // `get`: the parser's offsets need not fall on a character boundary
+        // of text with multi-byte characters.
+        self.source
+            .get(after..)
+            .and_then(|rest| rest.find(name))
+            .map(|i| after + i)
+            .unwrap_or(after)
+    }
+
+    /// `operand.field`, checked when the operand is `lead`, `event` or
+    /// `lists` itself.
     fn field(&mut self, operand: &IdedExpr, field: &str) {
         let Expr::Ident(root) = &operand.expr else {
             return;
@@ -131,6 +259,7 @@ impl<'p> Walker<'p> {
         let (known, open): (&[&str], &str) = match root.as_str() {
             "lead" => (&LEAD_FIELDS, "attributes"),
             "event" => (&EVENT_FIELDS, "properties"),
+            "lists" => return self.list(operand, field),
             _ => return,
         };
         if known.contains(&field) {
@@ -139,17 +268,7 @@ impl<'p> Walker<'p> {
         let hint = crate::suggest::suggest(field, known.iter().copied())
             .map(|s| format!(" (did you mean `{root}.{s}`?)"))
             .unwrap_or_default();
-        // The field is written after the operand (`lead.` / `lead["`).
-        let after = self.end_of(operand);
-        // `get`: the parser's offsets need not fall on a character boundary
-        // of text with multi-byte characters.
-        let at = self
-            .source
-            .get(after..)
-            .and_then(|rest| rest.find(field))
-            .map(|i| after + i)
-            .unwrap_or(after);
-        let (line, col) = self.line_col(at);
+        let (line, col) = self.line_col(self.after(operand, field));
         self.errors.push(CelError {
             line,
             col,
@@ -275,6 +394,64 @@ mod tests {
             "'lead.scores' == lead.email",
         ] {
             assert_eq!(errors(ok), Vec::new(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn unknown_lists_are_errors_with_a_suggestion() {
+        let lists: std::collections::BTreeMap<String, Vec<serde_json::Value>> = [
+            ("target_countries".to_string(), vec!["DE".into()]),
+            ("free_mail".to_string(), vec!["gmail.com".into()]),
+        ]
+        .into();
+        let env = CelEnv::with_lists(&lists);
+        let e = env
+            .compile("lead.attributes.country in lists.target_countrys")
+            .unwrap_err();
+        assert_eq!((e[0].line, e[0].col), (1, 34));
+        assert_eq!(
+            e[0].message,
+            "unknown list `target_countrys` (did you mean `lists.target_countries`?); the lists are `free_mail`, `target_countries`"
+        );
+        for ok in [
+            "lead.attributes.country in lists.target_countries",
+            "lists.free_mail.exists(d, lead.email.endsWith('@' + d))",
+            "lists['free_mail'].size() > 0",
+        ] {
+            assert!(env.compile(ok).is_ok(), "{ok}");
+        }
+        // `lists` is a variable like the others: a typo of it is one too.
+        let e = env.compile("'DE' in list.target_countries").unwrap_err();
+        assert!(
+            e[0].message.contains("(did you mean `lists`?)"),
+            "{}",
+            e[0].message
+        );
+    }
+
+    #[test]
+    fn fields_compared_with_a_number_are_found() {
+        let numeric = |src: &str| {
+            let p = cel::Program::compile(src).unwrap();
+            super::check(&p, src, &[]).numeric
+        };
+        let path = |p: &str| p.split('.').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            numeric("lead.attributes.employees >= 1000 && 2.5 < event.properties.x && lead.attributes['a b'].c == -3"),
+            [
+                path("lead.attributes.employees"),
+                path("event.properties.x"),
+                vec!["lead".into(), "attributes".into(), "a b".into(), "c".into()],
+            ]
+        );
+        for none in [
+            "lead.score >= 10",
+            "int(lead.attributes.employees) >= 1000",
+            "lead.attributes.plan == 'pro'",
+            "lead.attributes.a >= lead.attributes.b",
+            "[1].exists(lead, lead.attributes.x > 1)",
+        ] {
+            assert_eq!(numeric(none), Vec::<Vec<String>>::new(), "{none}");
         }
     }
 

@@ -1,5 +1,5 @@
 //! CEL conditions: compiled once when rules load, evaluated against `lead`,
-//! `event` and `now`.
+//! `event`, `now` and the rules' `lists`.
 //!
 //! Values are converted into CEL lazily: a condition that never reads `lead`
 //! does not pay for converting it, and a lead is converted again only after
@@ -18,13 +18,13 @@ use cel::context::VariableResolver;
 use cel::objects::Key;
 use cel::{Context, Env, ExecutionError, Program, Value};
 use serde_json::Value as Json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use views::{EventView, LeadView};
 
 /// The variables a condition may read.
-pub const VARIABLES: [&str; 3] = ["lead", "event", "now"];
+pub const VARIABLES: [&str; 4] = ["lead", "event", "now", "lists"];
 
 /// A compiled CEL condition.
 #[derive(Clone)]
@@ -39,6 +39,12 @@ pub struct Condition {
     pub slot: Option<usize>,
     /// How it depends on `now` (when a `schedule` tick can change a lead).
     pub shape: Arc<wake::Shape>,
+    /// The rules' lists, as CEL values built once, if the condition reads
+    /// `lists`.
+    lists: Option<Arc<dyn Val>>,
+    /// Fields compared with a number (paths from `lead` / `event`): when the
+    /// condition fails and one of them holds text, the evaluator says so.
+    numeric: Arc<[Vec<String>]>,
 }
 
 /// What a condition reads, found from its source. Over-approximate by design:
@@ -151,6 +157,36 @@ impl Condition {
         self.label = label.into();
         self
     }
+
+    /// Whether the condition reads the rules' `lists`.
+    pub fn reads_lists(&self) -> bool {
+        self.lists.is_some()
+    }
+
+    /// A field the condition compares with a number that holds text instead
+    /// (`lead.attributes.employees` = `"1,500"`): its path and text. Looked
+    /// at only when the condition did not hold, so a condition that holds
+    /// pays nothing.
+    pub fn number_as_text(
+        &self,
+        lead: &LeadState,
+        event: Option<&Event>,
+    ) -> Option<(String, String)> {
+        self.numeric.iter().find_map(|path| {
+            let object = match (path[0].as_str(), path[1].as_str()) {
+                ("lead", _) => &lead.attributes,
+                ("event", "properties") => &event?.properties,
+                ("event", _) => &event?.traits,
+                _ => return None,
+            };
+            let mut keys = path[2..].iter();
+            let mut v = object.get(keys.next()?)?;
+            for k in keys {
+                v = v.as_object()?.get(k)?;
+            }
+            v.as_str().map(|text| (path.join("."), text.to_string()))
+        })
+    }
 }
 
 impl std::fmt::Debug for Condition {
@@ -173,6 +209,9 @@ pub struct CelEnv {
     env: Arc<Env>,
     /// Hands out cache slots to the conditions compiled here.
     slots: Arc<AtomicUsize>,
+    /// The rules' lists as one CEL map, converted once for every condition.
+    lists: Arc<dyn Val>,
+    list_names: Arc<[String]>,
 }
 
 impl Default for CelEnv {
@@ -185,11 +224,41 @@ impl Default for CelEnv {
         CelEnv {
             env: Arc::new(env),
             slots: Arc::default(),
+            lists: list_value(&BTreeMap::new()),
+            list_names: Arc::new([]),
         }
     }
 }
 
+/// Lists as one CEL map of lists.
+fn list_value(lists: &BTreeMap<String, Vec<Json>>) -> Arc<dyn Val> {
+    let map: HashMap<Key, Value> = lists
+        .iter()
+        .map(|(k, v)| {
+            (
+                key(k),
+                Value::List(Arc::new(v.iter().map(json_to_cel).collect())),
+            )
+        })
+        .collect();
+    let value = Value::Map(cel::objects::Map { map: Arc::new(map) });
+    // Lists hold only text, numbers and booleans, which always convert.
+    let boxed: Box<dyn Val> = value
+        .try_into()
+        .unwrap_or_else(|_| Box::new(cel::common::types::CelNull) as Box<dyn Val>);
+    Arc::from(boxed)
+}
+
 impl CelEnv {
+    /// The environment of rules with these `lists:`.
+    pub fn with_lists(lists: &BTreeMap<String, Vec<Json>>) -> CelEnv {
+        CelEnv {
+            lists: list_value(lists),
+            list_names: lists.keys().cloned().collect(),
+            ..CelEnv::default()
+        }
+    }
+
     pub fn compile(&self, source: &str) -> Result<Condition, Vec<CelError>> {
         if source.trim().is_empty() {
             return Err(vec![CelError {
@@ -236,15 +305,20 @@ impl CelEnv {
                     line: 1,
                     col,
                     message: format!(
-                        "unknown variable `{v}`{hint}; conditions can read `lead`, `event` and `now`"
+                        "unknown variable `{v}`{hint}; conditions can read `lead`, `event`, `now` and `lists`"
                     ),
                 }]);
             }
         }
-        let problems = check::check(&program, source);
-        if !problems.is_empty() {
-            return Err(problems);
+        let checked = check::check(&program, source, &self.list_names);
+        if !checked.errors.is_empty() {
+            return Err(checked.errors);
         }
+        let lists = program
+            .references()
+            .variables()
+            .contains(&"lists")
+            .then(|| self.lists.clone());
         let deps = Deps::of(source);
         let slot = (!deps.now && !deps.event).then(|| self.slots.fetch_add(1, Ordering::Relaxed));
         let shape = Arc::new(if deps.now {
@@ -259,6 +333,8 @@ impl CelEnv {
             label: "".into(),
             deps,
             slot,
+            lists,
+            numeric: checked.numeric.into(),
         })
     }
 
@@ -331,6 +407,7 @@ pub struct Scope<'a> {
 struct Resolver<'a, 's> {
     scope: &'s Scope<'a>,
     lead: LeadView<'s>,
+    lists: Option<&'s dyn Val>,
 }
 
 impl VariableResolver for Resolver<'_, '_> {
@@ -343,6 +420,7 @@ impl VariableResolver for Resolver<'_, '_> {
                 .as_ref()
                 .map(|e| CowVal::Borrowed(e as &dyn Val)),
             "now" => Some(CowVal::Borrowed(&self.scope.now)),
+            "lists" => self.lists.map(CowVal::Borrowed),
             _ => None,
         }
     }
@@ -356,6 +434,11 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// The event being applied, if any.
+    pub fn event(&self) -> Option<&'a Event> {
+        self.event.as_ref().map(|e| e.0)
+    }
+
     pub fn eval(
         &self,
         cond: &Condition,
@@ -365,6 +448,7 @@ impl<'a> Scope<'a> {
         let resolver = Resolver {
             scope: self,
             lead: LeadView(lead),
+            lists: cond.lists.as_deref(),
         };
         let mut scope = ctx.new_inner_scope();
         scope.set_variable_resolver(&resolver);

@@ -46,7 +46,7 @@ impl Run<'_, '_> {
             {
                 continue;
             }
-            let due = self.now + c.steps[0].after;
+            let due = c.steps[0].due(self.now, self.now);
             self.lead.enrollments.push(Enrollment {
                 campaign: c.name.clone(),
                 cycle,
@@ -175,14 +175,15 @@ impl Run<'_, '_> {
         self.advance(pos, c, step);
     }
 
-    /// Schedules the step after `step`, timed from now, or completes.
+    /// Schedules the step after `step` (sent or skipped now): `after` from
+    /// now, `at` from the enrollment but not before now; or completes.
     fn advance(&mut self, pos: usize, c: &Campaign, step: usize) {
         let next = step + 1;
         let e = &mut self.lead.enrollments[pos];
         e.next_step = next;
         match c.steps.get(next) {
             Some(s) => {
-                let due = self.now + s.after;
+                let due = s.due(e.enrolled_at, self.now);
                 e.due_at = Some(due);
                 let cycle = e.cycle;
                 self.schedule(
@@ -254,12 +255,12 @@ impl Run<'_, '_> {
     /// Outside the campaign's send window, the start of its next minute.
     fn window_opens_at(&self, c: &Campaign) -> Option<Timestamp> {
         let window = c.window.as_ref()?;
-        let tz = match c.zone {
-            Some(ZoneSpec::Fixed(tz)) => tz,
-            Some(ZoneSpec::Lead) => self
-                .lead
-                .attributes
-                .get("timezone")
+        let tz = match &c.zone {
+            Some(ZoneSpec::Fixed(tz)) => *tz,
+            // The lead's attribute, if it names a zone; otherwise UTC.
+            Some(zone) => zone
+                .attribute()
+                .and_then(|key| self.lead.attributes.get(key))
                 .and_then(|v| v.as_str())
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(chrono_tz::UTC),

@@ -26,6 +26,8 @@ pub enum TimerKind {
     },
     /// The owner's time to give feedback runs out.
     Sla { owner: String },
+    /// The offer of `claim` rule `rule` expires (its `claim_within`).
+    Claim { rule: String },
 }
 
 /// Something the shell must do, or record.
@@ -106,6 +108,23 @@ pub enum Note {
         rule: String,
         message: String,
     },
+    /// The condition of `rule` compares `field` (`lead.attributes.employees`)
+    /// with a number, but the lead or event has text there (`value`, at most
+    /// 100 characters): it did not hold. Instead of a condition error, at
+    /// most once per rule and field per decision.
+    NotANumber {
+        rule: String,
+        field: String,
+        value: String,
+    },
+    /// A scoring rule whose condition held earned nothing: its limit was
+    /// used up (only when explaining, see `Evaluator::explain`).
+    LimitReached {
+        rule: String,
+        times: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        per: Option<String>,
+    },
     PluginFailed {
         plugin: String,
         error: String,
@@ -133,6 +152,31 @@ pub enum Note {
     },
     Unrouted {
         reason: String,
+    },
+    /// Routing rule `rule` held but every owner of it was at capacity: the
+    /// next rule whose `if` holds was tried.
+    RuleFull {
+        rule: String,
+    },
+    /// Nobody claimed the offer of `rule` within its `claim_within`: the lead
+    /// went to the fallback owner `to`, or (none) on to the next rule.
+    ClaimExpired {
+        rule: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
+    /// A fallback owner (a rule's or the SLA's) was at capacity, so not used.
+    FallbackFull {
+        owner: String,
+    },
+    /// After `breaches` SLA breaches (past `routing.sla.max_reassign`) the
+    /// clock stopped for good: the lead went from `owner` to the fallback
+    /// owner `to`, or (none) stays with `owner`. No more breaches follow.
+    SlaStopped {
+        owner: String,
+        breaches: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
     Offered {
         rule: String,

@@ -96,6 +96,9 @@ impl Run<'_, '_> {
         self.lead.routing_rule = None;
         self.lead.offered_to.clear();
         self.lead.offered_at = None;
+        // Bounded routing memory belongs to the routing it counted.
+        self.lead.sla_breaches = 0;
+        self.lead.claim_due = None;
         let reset = self.rules.recycle_score.saturating_sub(self.lead.score);
         self.add_points("recycle", reset, None, reason.clone());
         // The feedback event caused it; keep it for the explanation.

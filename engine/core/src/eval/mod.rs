@@ -69,6 +69,10 @@ pub struct Decision {
 pub struct Evaluator<'r> {
     pub rules: &'r Ruleset,
     pub plugins: Option<&'r dyn PluginHost>,
+    /// Notes that only explain (a limit that stopped a rule): `simulate
+    /// --explain` and rule tests ask for them; the daemon does not store
+    /// one per stopped rule.
+    pub explain: bool,
 }
 
 impl<'r> Evaluator<'r> {
@@ -76,6 +80,7 @@ impl<'r> Evaluator<'r> {
         Evaluator {
             rules,
             plugins: None,
+            explain: false,
         }
     }
 
@@ -83,13 +88,17 @@ impl<'r> Evaluator<'r> {
         Evaluator {
             rules,
             plugins: Some(plugins),
+            explain: false,
         }
     }
 
     /// Applies one event (already known not to be a duplicate). `lead` is
     /// `None` for a lead never seen before.
     pub fn on_event(&self, lead: Option<LeadState>, book: &mut Book, ev: &Event) -> Decision {
-        let lead = lead.unwrap_or_else(|| LeadState::new(&ev.lead, ev.at));
+        let mut lead = lead.unwrap_or_else(|| LeadState::new(&ev.lead, ev.at));
+        if let Some(t) = ev.imported {
+            lead.quiet_until = lead.quiet_until.max(Some(t));
+        }
         let mut run = Run::new(self, lead, book, ev.at, Some(ev));
         run.merge_traits(ev);
         run.sales_input(ev);
@@ -111,6 +120,7 @@ impl<'r> Evaluator<'r> {
                 step,
             } => run.due_step(campaign, *cycle, *step),
             TimerKind::Sla { owner } => run.sla_due(owner),
+            TimerKind::Claim { rule } => run.claim_expired(rule),
         }
         run.finish()
     }
@@ -256,13 +266,18 @@ impl<'e, 'r> Run<'e, 'r> {
             return b;
         }
         let b = match self.scope.eval(cond, &self.ctx, &self.lead) {
-            Ok(b) => b,
-            Err(EvalIssue::Missing) => false,
-            Err(EvalIssue::Error(message)) => {
-                self.note(Note::ConditionError {
-                    rule: cond.label.to_string(),
-                    message,
-                });
+            Ok(true) => true,
+            failed => {
+                // Text where a number is compared: a false (or a type error)
+                // the marketer can fix, named by its field and value.
+                if let Some((field, value)) = cond.number_as_text(&self.lead, self.scope.event()) {
+                    self.not_a_number(&cond.label, field, value);
+                } else if let Err(EvalIssue::Error(message)) = failed {
+                    self.note(Note::ConditionError {
+                        rule: cond.label.to_string(),
+                        message,
+                    });
+                }
                 false
             }
         };
@@ -276,8 +291,23 @@ impl<'e, 'r> Run<'e, 'r> {
         self.lead.cache.touched(fields);
     }
 
-    fn note(&mut self, n: Note) {
+    pub(super) fn note(&mut self, n: Note) {
         self.effects.push(Effect::Note(n));
+    }
+
+    /// Notes text compared as a number, once per rule and field in a decision.
+    fn not_a_number(&mut self, rule: &str, field: String, value: String) {
+        let seen = self.effects.iter().any(|e| {
+            matches!(e, Effect::Note(Note::NotANumber { rule: r, field: f, .. }) if r == rule && *f == field)
+        });
+        if !seen {
+            let value = value.chars().take(100).collect();
+            self.note(Note::NotANumber {
+                rule: rule.to_string(),
+                field,
+                value,
+            });
+        }
     }
 
     fn schedule(&mut self, at: Timestamp, kind: TimerKind) {
@@ -321,5 +351,9 @@ impl<'e, 'r> Run<'e, 'r> {
     }
 }
 
+#[cfg(test)]
+mod authoring_tests;
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;

@@ -3,12 +3,17 @@
 //! The [`Book`] is the routing state shared by all leads: open leads per
 //! owner and each rule's rotation. It is part of the evaluator's input and
 //! output like the lead itself.
+//!
+//! Routing always ends (issue 17): a full rule passes the lead on to the
+//! next, an offer nobody claims expires (`claim_within`), and the SLA stops
+//! after `max_reassign` breaches; what a lead remembers for that
+//! (`sla_breaches`, `claim_due`) is bounded.
 
 use super::{Effect, Note, Run, TimerKind, WebhookDetail};
 use crate::cel as cond;
-use crate::model::{Assignment, Stage};
+use crate::model::{time, Assignment, Stage};
 use crate::rules::config::{OnBreach, Strategy, WebhookEvent};
-use crate::rules::{RouteRule, Ruleset};
+use crate::rules::{RouteRule, Ruleset, Sla};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -103,57 +108,124 @@ impl Book {
             Strategy::Claim => None,
         }
     }
+
+    /// Whether owner `owner` (an index into `rules.owners`) may take one
+    /// more lead. Only a capacity reads the book (and marks it consulted).
+    pub fn has_room(&mut self, rules: &Ruleset, owner: usize) -> bool {
+        let o = &rules.owners[owner];
+        match o.capacity {
+            None => true,
+            Some(c) => {
+                self.consulted = true;
+                self.open_count(&o.id) < c
+            }
+        }
+    }
 }
 
 impl<'r> Run<'_, 'r> {
-    /// The first routing rule whose condition holds.
-    fn matching_rule(&mut self) -> Option<&'r RouteRule> {
+    /// Routes a lead that entered `sql`. A fresh start: the breaches counted
+    /// and any claim deadline of an earlier routing are forgotten.
+    pub(super) fn route(&mut self, exclude: Option<&str>) {
+        self.lead.sla_breaches = 0;
+        self.lead.claim_due = None;
         let rules = self.rules;
-        rules.route_rules.iter().find(|r| match &r.condition {
-            None => true,
-            Some(c) => self.holds(c),
+        if let Err(reason) = self.route_from(0, exclude) {
+            self.lead.routing_rule = None;
+            if !rules.route_rules.is_empty() || !rules.owners.is_empty() {
+                self.note(Note::Unrouted { reason });
+            }
+        }
+    }
+
+    /// Tries the routing rules from index `start` on, in order: the first
+    /// whose `if` holds and that has an owner below capacity assigns or
+    /// offers the lead. A rule whose owners are all full is noted and passed
+    /// over, so a lead is not left ownerless while a later rule could take
+    /// it. `Err`: why no rule did.
+    fn route_from(&mut self, start: usize, exclude: Option<&str>) -> Result<(), String> {
+        let rules = self.rules;
+        let mut full: Vec<&str> = Vec::new();
+        for rule in rules.route_rules.iter().skip(start) {
+            if let Some(c) = &rule.condition {
+                if !self.holds(c) {
+                    continue;
+                }
+            }
+            if rule.strategy == Strategy::Claim {
+                // Nobody could claim it if every owner is full.
+                let book = &mut *self.book;
+                if rule.owners.iter().any(|&i| book.has_room(rules, i)) {
+                    let owners = rule
+                        .owners
+                        .iter()
+                        .map(|&i| rules.owners[i].id.clone())
+                        .collect();
+                    self.offer(rule, owners);
+                    return Ok(());
+                }
+            } else if let Some(i) = self.book.pick(rules, rule, exclude) {
+                self.lead.routing_rule = Some(rule.name.clone());
+                self.assign(i, &rule.name);
+                return Ok(());
+            }
+            self.note(Note::RuleFull {
+                rule: rule.name.clone(),
+            });
+            full.push(&rule.name);
+        }
+        let after = start
+            .checked_sub(1)
+            .and_then(|i| rules.route_rules.get(i))
+            .map(|r| format!(" after `{}`", r.name))
+            .unwrap_or_default();
+        Err(if full.is_empty() {
+            format!("no routing rule{after} matches")
+        } else {
+            let names: Vec<String> = full.iter().map(|n| format!("`{n}`")).collect();
+            format!(
+                "every owner of the matching routing rules{after} is at capacity: {}",
+                names.join(", ")
+            )
         })
     }
 
-    /// Routes a lead that entered `sql`.
-    pub(super) fn route(&mut self, exclude: Option<&str>) {
-        let rules = self.rules;
-        let Some(rule) = self.matching_rule() else {
-            if !rules.route_rules.is_empty() || !rules.owners.is_empty() {
-                self.note(Note::Unrouted {
-                    reason: "no routing rule matches".into(),
-                });
-            }
-            return;
-        };
+    /// Offers the lead to `owners` by claim rule `rule`, until its
+    /// `claim_within` if it has one.
+    fn offer(&mut self, rule: &RouteRule, owners: Vec<String>) {
         self.lead.routing_rule = Some(rule.name.clone());
-        if rule.strategy == Strategy::Claim {
-            let owners: Vec<String> = rule
-                .owners
-                .iter()
-                .map(|&i| rules.owners[i].id.clone())
-                .collect();
-            self.lead.offered_to = owners.clone();
-            self.lead.offered_at = Some(self.now);
-            self.note(Note::Offered {
-                rule: rule.name.clone(),
-                owners: owners.clone(),
-            });
-            self.effects.push(Effect::OfferToOwners {
-                owners,
-                rule: rule.name.clone(),
-            });
-            return;
-        }
-        match self.book.pick(rules, rule, exclude) {
-            Some(i) => self.assign(i, &rule.name),
-            None => self.note(Note::Unrouted {
-                reason: format!("every owner of routing rule `{}` is at capacity", rule.name),
-            }),
+        self.lead.offered_to = owners.clone();
+        self.lead.offered_at = Some(self.now);
+        self.lead.claim_due = rule.claim_within.map(|d| self.now + d);
+        self.note(Note::Offered {
+            rule: rule.name.clone(),
+            owners: owners.clone(),
+        });
+        self.effects.push(Effect::OfferToOwners {
+            owners,
+            rule: rule.name.clone(),
+        });
+        if let Some(due) = self.lead.claim_due {
+            self.schedule(
+                due,
+                TimerKind::Claim {
+                    rule: rule.name.clone(),
+                },
+            );
         }
     }
 
+    /// Gives the lead to `owner` (an index into `rules.owners`) and starts
+    /// the SLA clock.
     fn assign(&mut self, owner: usize, rule: &str) {
+        self.hand_over(owner, rule);
+        let id = self.rules.owners[owner].id.clone();
+        self.start_sla(&id);
+    }
+
+    /// Gives the lead to `owner`, with the owner's notice and webhooks, but
+    /// no SLA clock (the SLA's fallback: the clock has stopped for good).
+    fn hand_over(&mut self, owner: usize, rule: &str) {
         let o = &self.rules.owners[owner];
         self.book.take(&o.id);
         self.lead.owner = Some(o.id.clone());
@@ -178,7 +250,6 @@ impl<'r> Run<'_, 'r> {
                 ..Default::default()
             },
         );
-        self.start_sla(&o.id.clone());
     }
 
     fn start_sla(&mut self, owner: &str) {
@@ -194,7 +265,8 @@ impl<'r> Run<'_, 'r> {
         }
     }
 
-    /// A `sales_claim`: the first claim by an offered owner wins.
+    /// A `sales_claim`: the first claim by an offered owner within the
+    /// offer's `claim_within` wins.
     pub(super) fn claim(&mut self, owner: &str) {
         let refuse = |run: &mut Self, reason: &str| {
             run.note(Note::ClaimRefused {
@@ -202,6 +274,15 @@ impl<'r> Run<'_, 'r> {
                 reason: reason.to_string(),
             })
         };
+        // First, so that a claim after the deadline says so, whoever holds
+        // the lead now (the fallback owner, a later rule's).
+        if let Some(due) = self.lead.claim_due.filter(|d| self.now >= *d) {
+            let reason = format!(
+                "too late: the offer closed at {} (claim_within)",
+                time::format(&due)
+            );
+            return refuse(self, &reason);
+        }
         if self.lead.owner.is_some() {
             return refuse(self, "the lead already has an owner");
         }
@@ -219,11 +300,55 @@ impl<'r> Run<'_, 'r> {
         {
             return refuse(self, "the owner is at capacity");
         }
+        // Claimed in time: the deadline no longer applies.
+        self.lead.claim_due = None;
         let rule = self.lead.routing_rule.clone().unwrap_or_default();
         self.assign(i, &rule);
     }
 
+    /// The claim window of `rule` closed: unless someone claimed the lead,
+    /// it goes to the rule's fallback owner, or on to the next rule whose
+    /// `if` holds. `claim_due` stays, so later claims are refused as late.
+    pub(super) fn claim_expired(&mut self, rule: &str) {
+        if self.lead.owner.is_some()
+            || self.lead.offered_to.is_empty()
+            || self.lead.claim_due != Some(self.now)
+            || self.lead.stage != Stage::Sql
+            || self.lead.routing_rule.as_deref() != Some(rule)
+        {
+            return;
+        }
+        let rules = self.rules;
+        let pos = rules.route_rules.iter().position(|r| r.name == rule);
+        self.lead.offered_to.clear();
+        self.lead.offered_at = None;
+        self.touched(cond::fields::OWNER);
+        if let Some(f) = pos.and_then(|p| rules.route_rules[p].fallback) {
+            let id = rules.owners[f].id.clone();
+            if self.book.has_room(rules, f) {
+                self.note(Note::ClaimExpired {
+                    rule: rule.to_string(),
+                    to: Some(id),
+                });
+                return self.assign(f, rule);
+            }
+            self.note(Note::FallbackFull { owner: id });
+        }
+        self.note(Note::ClaimExpired {
+            rule: rule.to_string(),
+            to: None,
+        });
+        // A rule dropped by a reload: start over from the first.
+        let start = pos.map_or(0, |p| p + 1);
+        if let Err(reason) = self.route_from(start, None) {
+            self.lead.routing_rule = None;
+            self.note(Note::Unrouted { reason });
+        }
+    }
+
     /// The SLA timer fired: breach unless feedback came or the owner changed.
+    /// Each breach is noted and escalated once; up to `max_reassign` of them
+    /// start the clock again, the next stops it for good.
     pub(super) fn sla_due(&mut self, owner: &str) {
         if self.lead.owner.as_deref() != Some(owner)
             || self.lead.sla_due != Some(self.now)
@@ -235,6 +360,8 @@ impl<'r> Run<'_, 'r> {
             return;
         };
         self.lead.sla_due = None;
+        let breaches = self.lead.sla_breaches.saturating_add(1);
+        self.lead.sla_breaches = breaches;
         self.note(Note::SlaBreached {
             owner: owner.to_string(),
         });
@@ -251,6 +378,9 @@ impl<'r> Run<'_, 'r> {
                 ..Default::default()
             },
         );
+        if breaches > sla.max_reassign {
+            return self.sla_stop(owner, &sla, breaches);
+        }
         let rules = self.rules;
         let rule = self
             .lead
@@ -269,17 +399,8 @@ impl<'r> Run<'_, 'r> {
                 if !others.is_empty() {
                     self.book.release(owner);
                     self.lead.owner = None;
-                    self.lead.offered_to = others.clone();
-                    self.lead.offered_at = Some(self.now);
                     self.touched(cond::fields::OWNER);
-                    self.note(Note::Offered {
-                        rule: rule.name.clone(),
-                        owners: others.clone(),
-                    });
-                    self.effects.push(Effect::OfferToOwners {
-                        owners: others,
-                        rule: rule.name.clone(),
-                    });
+                    self.offer(rule, others);
                     return;
                 }
             }
@@ -292,5 +413,35 @@ impl<'r> Run<'_, 'r> {
         }
         // Nobody else to take it: the same owner is reminded after another period.
         self.start_sla(owner);
+    }
+
+    /// The breach past `max_reassign`: no clock any more. The lead goes to
+    /// the SLA's fallback owner if there is one with room (a normal notice,
+    /// no clock), else it stays with `owner`.
+    fn sla_stop(&mut self, owner: &str, sla: &Sla, breaches: u32) {
+        let rules = self.rules;
+        let to = match sla.fallback {
+            Some(f) if rules.owners[f].id != owner => {
+                if self.book.has_room(rules, f) {
+                    Some(f)
+                } else {
+                    self.note(Note::FallbackFull {
+                        owner: rules.owners[f].id.clone(),
+                    });
+                    None
+                }
+            }
+            _ => None,
+        };
+        self.note(Note::SlaStopped {
+            owner: owner.to_string(),
+            breaches,
+            to: to.map(|f| rules.owners[f].id.clone()),
+        });
+        if let Some(f) = to {
+            self.book.release(owner);
+            let rule = self.lead.routing_rule.clone().unwrap_or_default();
+            self.hand_over(f, &rule);
+        }
     }
 }

@@ -19,7 +19,8 @@ impl Run<'_, '_> {
             if v.is_null() {
                 self.lead.attributes.remove(k);
             } else {
-                self.lead.attributes.insert(k.clone(), v.clone());
+                let v = self.attribute_value(k, v.clone());
+                self.lead.attributes.insert(k.clone(), v);
             }
             match (k.as_str(), v) {
                 ("email", Value::String(e)) => {
@@ -74,6 +75,18 @@ impl Run<'_, '_> {
         self.touched(changed);
     }
 
+    /// An attribute's value as stored: a key of `settings.numbers` sent as
+    /// text that reads as a number becomes that number.
+    fn attribute_value(&self, key: &str, v: Value) -> Value {
+        let numbers = &self.rules.settings.numbers;
+        match &v {
+            Value::String(s) if numbers.iter().any(|n| n == key) => {
+                number_from_text(s).map_or(v, Value::Number)
+            }
+            _ => v,
+        }
+    }
+
     pub(super) fn score_event(&mut self, ev: &Event) {
         for &i in self.rules.scoring_for(&ev.kind) {
             self.apply_rule(i, Some(&ev.id));
@@ -90,6 +103,11 @@ impl Run<'_, '_> {
                 .memory
                 .hits_within(&rule.name, from.as_ref(), &self.now);
             if used >= times as usize {
+                if self.ev.explain && rule.condition.as_ref().is_none_or(|c| self.holds(c)) {
+                    let per = per.map(|p| crate::model::time::format_span(&p));
+                    let rule = rule.name.clone();
+                    self.note(Note::LimitReached { rule, times, per });
+                }
                 return;
             }
         }
@@ -156,6 +174,7 @@ impl Run<'_, '_> {
                 self.add_points(plugin, points, Some(event.to_string()), Some(reason));
             }
             PluginEffect::SetAttribute { key, value } => {
+                let value = self.attribute_value(&key, value);
                 self.lead.attributes.insert(key, value);
                 self.touched(cond::fields::ATTRIBUTES);
             }
@@ -195,6 +214,61 @@ impl Run<'_, '_> {
             self.lead.fit = fit;
             self.touched(cond::fields::FIT);
         }
+    }
+}
+
+/// A number as people write one in text: an optional sign, digits with
+/// optional thousands separators (one kind of `,`, `_`, a space or a
+/// no-break space, between groups of three: `1,500`, `2 000 000`), and an
+/// optional `.` with decimals. `None` for anything else, such as `1,5`,
+/// `1.500,00`, `50-200` or `$10`: those stay text.
+pub fn number_from_text(text: &str) -> Option<serde_json::Number> {
+    let t = text.trim();
+    let (sign, body) = match t.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let digits = match int.chars().find(|c| !c.is_ascii_digit()) {
+        None => int.to_string(),
+        Some(sep @ (',' | '_' | ' ' | '\u{a0}' | '\u{202f}')) => {
+            let groups: Vec<&str> = int.split(sep).collect();
+            let grouped = groups[0].len() <= 3
+                && groups.iter().all(|g| all_digits(g))
+                && groups[1..].iter().all(|g| g.len() == 3);
+            if !grouped {
+                return None;
+            }
+            groups.concat()
+        }
+        Some(_) => return None,
+    };
+    if !all_digits(&digits) {
+        return None;
+    }
+    match frac {
+        None => {
+            let whole = format!("{sign}{digits}");
+            whole
+                .parse::<i64>()
+                .map(serde_json::Number::from)
+                .ok()
+                .or_else(|| {
+                    whole
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                })
+        }
+        Some(f) if all_digits(f) => format!("{sign}{digits}.{f}")
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64),
+        Some(_) => None,
     }
 }
 

@@ -206,7 +206,7 @@ fn fit_is_recomputed_and_can_fall() {
 
 #[test]
 fn conditions_reading_missing_keys_are_false_and_type_errors_are_noted() {
-    let r = rules("scoring:\n  - { name: a, on: x, if: 'event.properties.nope == 1', points: 1 }\n  - { name: b, on: x, if: 'event.properties.path > 3', points: 1 }\n  - { name: c, on: x, points: 1 }\n");
+    let r = rules("scoring:\n  - { name: a, on: x, if: 'event.properties.nope == 1', points: 1 }\n  - { name: b, on: x, if: 'event.properties.path > 3', points: 1 }\n  - { name: c, on: x, points: 1 }\n  - { name: d, on: x, if: 'lead.score + 1', points: 1 }\n");
     let w = run(
         &r,
         vec![ev(
@@ -224,13 +224,17 @@ fn conditions_reading_missing_keys_are_false_and_type_errors_are_noted() {
         .iter()
         .filter_map(|(_, _, e)| match e {
             Effect::Note(Note::ConditionError { rule, .. }) => Some(rule.clone()),
+            // Text compared with a number says which field holds text.
+            Effect::Note(Note::NotANumber { rule, field, value }) => {
+                Some(format!("{rule}: {field} = {value}"))
+            }
             _ => None,
         })
         .collect();
     assert_eq!(
         errors,
-        vec!["b"],
-        "only the type error is noted, not the missing key"
+        vec!["b: event.properties.path = /a", "d"],
+        "only the type errors are noted, not the missing key"
     );
 }
 
@@ -589,7 +593,7 @@ fn sla_breach_notifies_and_reassigns_to_the_next_owner() {
     let r = routing(
         "round_robin",
         100,
-        "sla: { accept_within: 1h, notify: boss@x.io, on_breach: reassign }",
+        "sla: { accept_within: 1h, notify: boss@x.io, on_breach: reassign, max_reassign: 3 }",
     );
     let w = run(&r, hot_leads(1), Some("2026-01-01T03:30:00Z"));
     let l = &w.leads["l00"];

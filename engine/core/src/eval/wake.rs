@@ -62,6 +62,12 @@ impl Evaluator<'_> {
             let Some(cond) = &rules.scoring[i].condition else {
                 return Wake::Always;
             };
+            // Text where the condition compares a number is noted at every
+            // tick that evaluates it (Run::holds), before its bounds too:
+            // every tick visits, as every tick of `simulate` does.
+            if cond.number_as_text(lead, None).is_some() {
+                return Wake::Always;
+            }
             let Shape::Bounded(bounds) = cond.shape.as_ref() else {
                 return Wake::Always;
             };

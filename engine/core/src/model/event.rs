@@ -14,6 +14,11 @@ pub struct Event {
     pub at: Timestamp,
     pub properties: Map<String, Value>,
     pub traits: Map<String, Value>,
+    /// When an import brought it (`POST /v1/events?import=true`, `nurture
+    /// import`): history moving in, whose emails, notices and webhooks due
+    /// by then are recorded but not sent. Not a field clients can send:
+    /// only the stored form carries it.
+    pub imported: Option<Timestamp>,
 }
 
 /// What is wrong with an event, naming the JSON field (none when the
@@ -167,7 +172,25 @@ impl Event {
             at,
             properties,
             traits,
+            imported: None,
         })
+    }
+
+    /// Reads an event as [`Event::to_json`] stored it: as it arrived, plus
+    /// whether an import brought it.
+    pub fn from_stored(v: &Value) -> Result<Event, EventError> {
+        let imported = v.get(IMPORTED).and_then(Value::as_str).map(time::parse);
+        let mut plain = v.clone();
+        if let Some(obj) = plain.as_object_mut() {
+            obj.remove(IMPORTED);
+        }
+        let mut event = Event::from_json(&plain, None)?;
+        event.imported = match imported {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => return Err(err(IMPORTED, format!("not an RFC 3339 time ({e})"))),
+        };
+        Ok(event)
     }
 
     /// The status of a `sales_feedback` event.
@@ -189,7 +212,8 @@ impl Event {
         self.properties.get("owner").and_then(Value::as_str)
     }
 
-    /// The event as JSON, in the shape it arrived.
+    /// The event as JSON, in the shape it arrived (and, for an imported
+    /// one, when it was imported): what the store keeps.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("id".into(), Value::String(self.id.clone()));
@@ -202,9 +226,15 @@ impl Event {
         if !self.traits.is_empty() {
             m.insert("traits".into(), Value::Object(self.traits.clone()));
         }
+        if let Some(t) = &self.imported {
+            m.insert(IMPORTED.into(), Value::String(time::format(t)));
+        }
         Value::Object(m)
     }
 }
+
+/// The stored form's key for [`Event::imported`].
+const IMPORTED: &str = "imported_at";
 
 /// An identifier (`id`, `lead`, `type`): a non-empty string of at most
 /// [`bounds::MAX_ID_BYTES`] without NUL; ids and leads may be numbers.

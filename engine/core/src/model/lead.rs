@@ -284,6 +284,11 @@ impl Memory {
     }
 }
 
+/// Serde's test for a count left out of the stored state while it is 0.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Puts `t` in its place in the sorted `times` (an input may be older than
 /// the last one seen) and keeps the latest `keep` of them.
 fn remember(times: &mut Vec<i64>, t: i64, keep: usize) {
@@ -317,6 +322,10 @@ pub struct LeadState {
     /// happened before it arrived late (docs/daemon.md, "Arrival order").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_to: Option<Timestamp>,
+    /// Emails, notices and webhooks decided up to this time are history an
+    /// import brought in (the latest import's time): recorded, not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_until: Option<Timestamp>,
     /// What happened to the lead, as far as its holder keeps it (see
     /// [`History`]). Not part of the stored state.
     #[serde(skip)]
@@ -336,6 +345,16 @@ pub struct LeadState {
     pub offered_at: Option<Timestamp>,
     /// When the current owner's time to give feedback runs out.
     pub sla_due: Option<Timestamp>,
+    /// SLA breaches since the lead was last routed afresh. Past
+    /// `routing.sla.max_reassign` the clock stops for good, so this is at
+    /// most one more than that: bounded, like everything stored here.
+    /// Absent (0) in states stored before it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sla_breaches: u32,
+    /// When the current or last claim offer closes (`claim_within`): a
+    /// claim from then on is refused as too late. Absent: no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_due: Option<Timestamp>,
     /// The address hard-bounced (an `email_bounced` event): no more marketing
     /// mail until the email changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -361,6 +380,7 @@ impl LeadState {
             created_at: at,
             last_activity_at: at,
             seen_to: None,
+            quiet_until: None,
             history: History::default(),
             memory: Memory::default(),
             enrollments: Vec::new(),
@@ -369,6 +389,8 @@ impl LeadState {
             offered_to: Vec::new(),
             offered_at: None,
             sla_due: None,
+            sla_breaches: 0,
+            claim_due: None,
             undeliverable: false,
             cache: Default::default(),
         }

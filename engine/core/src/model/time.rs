@@ -33,6 +33,25 @@ pub mod serde_ts {
 }
 
 /// Milliseconds since the epoch: how the database stores an instant.
+/// An RFC 3339 time, or a plain date (`2026-01-05`) for its midnight UTC.
+pub fn parse_time_or_date(s: &str) -> Result<Timestamp, chrono::ParseError> {
+    match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(d) => Ok(d.and_time(chrono::NaiveTime::MIN).and_utc()),
+        Err(_) => parse(s),
+    }
+}
+
+/// A span as rules write it: `30d`, `36h`, `90m`, `45s`.
+pub fn format_span(d: &chrono::Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        _ if s != 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ if s != 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ if s != 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 pub fn millis(t: &Timestamp) -> i64 {
     t.timestamp_millis()
 }

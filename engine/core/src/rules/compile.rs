@@ -5,7 +5,7 @@ use super::config::{self, OnBreach, Strategy, WebhookEvent, ZoneSpec};
 use super::load::{Item, Loaded, Loc};
 use super::Diagnostics;
 use crate::cel::{CelEnv, Condition};
-use crate::model::Stage;
+use crate::model::{time::Timestamp, Stage};
 use chrono::Duration;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 /// A checked, compiled rules directory: what the evaluator runs.
 #[derive(Debug)]
 pub struct Ruleset {
+    /// `lists:` by name, as conditions read them (`lists.<name>`).
+    pub lists: BTreeMap<String, Vec<serde_json::Value>>,
     pub scoring: Vec<ScoringRule>,
     /// Scoring rules per event type, `*` rules merged in file order.
     by_type: HashMap<String, Vec<usize>>,
@@ -39,8 +41,9 @@ pub struct Ruleset {
     /// reads `now`: if none does, a schedule tick that scored nothing changes nothing.
     pub settle_reads_now: bool,
     /// Identifies what a lead's stored tick wake (eval::Wake) was computed
-    /// from: the `schedule` rules' names and conditions and whether settling
-    /// reads the clock. The same across releases and restarts; a wake stored
+    /// from: the `schedule` rules' names and conditions, the lists they
+    /// read and whether settling reads the clock. The same across releases
+    /// and restarts; a wake stored
     /// under another key is computed again.
     pub wake_key: i64,
     /// The files the rules came from (for reloads and summaries).
@@ -95,6 +98,9 @@ pub struct Plugin {
     /// Where `wasm:` was written (message empty): problems with the file
     /// found later (`nurture check` loading it) are reported there.
     pub wasm_at: super::Diagnostic,
+    /// Where `config:` was written (the plugin's entry, without one): a
+    /// config the plugin refuses (`nurture check` asks it) is reported there.
+    pub config_at: super::Diagnostic,
 }
 
 #[derive(Debug, Clone)]
@@ -109,9 +115,32 @@ pub struct Campaign {
 
 #[derive(Debug, Clone)]
 pub struct Step {
-    pub after: Duration,
+    pub timing: Timing,
     pub template: String,
     pub condition: Option<Condition>,
+}
+
+/// When a drip step is due (docs/rules.md, Drip timing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// `after`: this long after the previous step was sent or skipped (the
+    /// first step: after enrolling).
+    After(Duration),
+    /// `at`: this long after enrolling, so a late step does not delay the
+    /// ones after it; never before the previous step was sent or skipped.
+    At(Duration),
+}
+
+impl Step {
+    /// When the step is due for an enrollment made at `enrolled_at`, the
+    /// step before it sent or skipped at `previous` (the first step: the
+    /// enrollment itself).
+    pub fn due(&self, enrolled_at: Timestamp, previous: Timestamp) -> Timestamp {
+        match self.timing {
+            Timing::After(d) => previous + d,
+            Timing::At(d) => (enrolled_at + d).max(previous),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +158,11 @@ pub struct RouteRule {
     /// Indexes into `Ruleset::owners`, in the rule's order.
     pub owners: Vec<usize>,
     pub strategy: Strategy,
+    /// `claim` rules: how long an offer stands before it expires.
+    pub claim_within: Option<Duration>,
+    /// Who gets a lead whose offer expired (an index into `Ruleset::owners`);
+    /// `None`: it falls through to the next rule.
+    pub fallback: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +170,15 @@ pub struct Sla {
     pub accept_within: Duration,
     pub notify: Option<String>,
     pub on_breach: OnBreach,
+    /// Breaches that restart the clock; the next one stops it for good.
+    pub max_reassign: u32,
+    /// Who gets the lead when the clock stops (an index into `Ruleset::owners`).
+    pub fallback: Option<usize>,
 }
+
+/// `routing.sla.max_reassign` when not given: a lead nobody answers sees
+/// three owners' turns at most (the first and two more), then stops.
+pub const DEFAULT_MAX_REASSIGN: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct WebhookTarget {
@@ -151,6 +193,9 @@ pub struct Settings {
     pub from: Option<String>,
     pub require_consent: bool,
     pub frequency_cap: Option<(u32, Duration)>,
+    /// `settings.numbers`: attribute keys whose text values are read as
+    /// numbers when traits merge (`"1,500"` → 1500), without repeats.
+    pub numbers: Vec<String>,
 }
 
 impl Default for Settings {
@@ -159,6 +204,7 @@ impl Default for Settings {
             from: None,
             require_consent: true,
             frequency_cap: None,
+            numbers: Vec::new(),
         }
     }
 }
@@ -236,7 +282,9 @@ impl Ruleset {
 /// Sections are compiled in this order, each by its own method, so their
 /// diagnostics come in the same order (then sorted into file order).
 pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
-    let cel = CelEnv::default();
+    // Lists first: conditions are compiled against them.
+    let lists = compile_lists(&mut l);
+    let cel = CelEnv::with_lists(&lists);
     let mut c = Compiler {
         l: &mut l,
         cel: &cel,
@@ -249,10 +297,11 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     let campaigns = c.campaigns(&templates);
     let owners = c.owners();
     let route_rules = c.route_rules(&owners);
-    let sla = c.sla();
+    let sla = c.sla(&owners);
     let recycle_score = c.l.recycle_score.take().map(|i| i.value).unwrap_or(0);
     let webhooks = c.webhooks();
-    let settings = c.settings();
+    let mut settings = c.settings();
+    settings.numbers = c.numbers();
 
     if !l.diagnostics.is_empty() {
         // Shapes are checked before references: put it all in file order.
@@ -269,8 +318,9 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
     let fingerprint = COMPILATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let settle_reads_now = settle_reads_now(&fit, &stages, &campaigns, &route_rules);
 
-    let wake_key = wake_key(&scoring, &scheduled, settle_reads_now);
+    let wake_key = wake_key(&scoring, &scheduled, &lists, settle_reads_now);
     Ok(Ruleset {
+        lists,
         fingerprint,
         settle_reads_now,
         wake_key,
@@ -324,19 +374,71 @@ fn index_triggers(
 
 /// See [`Ruleset::wake_key`]. The version string changes whenever the
 /// analysis (cel::wake) does.
-fn wake_key(scoring: &[ScoringRule], scheduled: &[usize], settle_reads_now: bool) -> i64 {
+fn wake_key(
+    scoring: &[ScoringRule],
+    scheduled: &[usize],
+    lists: &BTreeMap<String, Vec<serde_json::Value>>,
+    settle_reads_now: bool,
+) -> i64 {
     use crate::model::partition::{fnv1a, FNV_OFFSET};
     let mut h = fnv1a(FNV_OFFSET, b"tick-wake-1");
     h = fnv1a(h, &[u8::from(settle_reads_now)]);
+    let part = |h: u64, part: &str| {
+        let h = fnv1a(h, &(part.len() as u64).to_le_bytes());
+        fnv1a(h, part.as_bytes())
+    };
+    let mut reads_lists = false;
     for &i in scheduled {
         let r = &scoring[i];
         let cond = r.condition.as_ref().map_or("", |c| &c.source);
-        for part in [r.name.as_str(), cond] {
-            h = fnv1a(h, &(part.len() as u64).to_le_bytes());
-            h = fnv1a(h, part.as_bytes());
+        reads_lists |= r.condition.as_ref().is_some_and(|c| c.reads_lists());
+        h = part(h, &r.name);
+        h = part(h, cond);
+    }
+    // A list changes what a `schedule` condition means, hence its wakes.
+    // Only then: rules without lists keep the key they had.
+    if reads_lists {
+        for (name, values) in lists {
+            h = part(h, name);
+            h = part(h, &serde_json::Value::from(values.clone()).to_string());
         }
     }
     h as i64
+}
+
+/// `lists:`: names that conditions can read (`lists.<name>`), each once
+/// across files. The values were checked when read (config::ListSpec).
+fn compile_lists(l: &mut Loaded) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let items = std::mem::take(&mut l.lists);
+    let mut out = BTreeMap::new();
+    let mut first: HashMap<&str, &Loc> = HashMap::new();
+    for it in &items {
+        let name = it.value.0.as_str();
+        let pos = l.files[it.loc.file].map.key_pos(&it.loc.path);
+        let ident = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident {
+            let d = l.diag(
+                &it.loc,
+                pos,
+                format!("lists: list name `{name}` must be letters, digits and `_` (conditions read it as `lists.{name}`), e.g. `target_countries`"),
+            );
+            l.diagnostics.push(d);
+            continue;
+        }
+        if let Some(at) = first.get(name) {
+            let msg = format!(
+                "duplicate list name `{name}` (first defined at {})",
+                l.describe(at)
+            );
+            let d = l.diag(&it.loc, pos, msg);
+            l.diagnostics.push(d);
+            continue;
+        }
+        first.insert(name, &it.loc);
+        out.insert(name.to_string(), it.value.1 .0.clone());
+    }
+    out
 }
 
 /// Whether a condition evaluated while a lead settles reads `now`.
@@ -487,8 +589,11 @@ impl Compiler<'_> {
     }
 
     /// `routing.sla:`
-    fn sla(&mut self) -> Option<Sla> {
+    fn sla(&mut self, owners: &[Owner]) -> Option<Sla> {
         self.l.sla.take().map(|it| {
+            let fallback = it.value.fallback.as_ref().and_then(|f| {
+                self.owner_ref(&it.loc.key("fallback"), "routing.sla: fallback", f, owners)
+            });
             if let Some(n) = &it.value.notify {
                 if !n.contains('@') {
                     self.l.error(
@@ -501,6 +606,8 @@ impl Compiler<'_> {
                 accept_within: it.value.accept_within.0,
                 notify: it.value.notify.clone(),
                 on_breach: it.value.on_breach.unwrap_or(OnBreach::Notify),
+                max_reassign: it.value.max_reassign.unwrap_or(DEFAULT_MAX_REASSIGN),
+                fallback,
             }
         })
     }
@@ -562,6 +669,7 @@ impl Compiler<'_> {
                     from: Some(e.from.clone()),
                     require_consent: e.require_consent.unwrap_or(true),
                     frequency_cap: e.frequency_cap.as_ref().map(|f| (f.max, f.per.0)),
+                    numbers: Vec::new(),
                 }
             }
         }
@@ -699,8 +807,13 @@ impl Compiler<'_> {
             },
         };
         let wasm_at = self.l.at_value(&it.loc.key("wasm"));
+        let config_at = match &p.config {
+            Some(_) => self.l.at_value(&it.loc.key("config")),
+            None => self.l.at_value(&it.loc),
+        };
         ok.then(|| Plugin {
             wasm_at,
+            config_at,
             name: p.name.clone(),
             wasm,
             on: p.on.0.clone(),
@@ -775,6 +888,9 @@ impl Compiler<'_> {
         }
         let mut steps = Vec::new();
         let mut ok = true;
+        // The earliest a step can be due, after enrolling: what an `at`
+        // earlier than that would never mean.
+        let mut earliest = Some(Duration::zero());
         for (i, s) in c.steps.iter().enumerate() {
             let sloc = it.loc.key("steps").index(i);
             if !templates.contains_key(&s.template) {
@@ -792,17 +908,19 @@ impl Compiler<'_> {
                 );
                 ok = false;
             }
-            match self.opt_cel(
+            let timing = self.timing(&sloc, s, &c.name, i, &mut earliest);
+            let condition = self.opt_cel(
                 &sloc.key("if"),
                 &s.condition,
                 &format!("campaigns.{}.steps[{}].if", c.name, i + 1),
-            ) {
-                Ok(condition) => steps.push(Step {
-                    after: s.after.0,
+            );
+            match (timing, condition) {
+                (Some(timing), Ok(condition)) => steps.push(Step {
+                    timing,
                     template: s.template.clone(),
                     condition,
                 }),
-                Err(()) => ok = false,
+                _ => ok = false,
             }
         }
         let (enroll, exit) = (enroll?, exit.ok()?);
@@ -811,9 +929,76 @@ impl Compiler<'_> {
             enroll,
             exit,
             window: c.window.as_ref().map(|w| w.schedule.clone()),
-            zone: c.timezone,
+            zone: c.timezone.clone(),
             steps,
         })
+    }
+
+    /// A step's `after` or `at` (exactly one). `earliest` is how soon after
+    /// enrolling the step before could be due (`None` if unknown), and
+    /// becomes this step's.
+    fn timing(
+        &mut self,
+        sloc: &Loc,
+        s: &config::Step,
+        campaign: &str,
+        i: usize,
+        earliest: &mut Option<Duration>,
+    ) -> Option<Timing> {
+        let what = format!("campaign `{campaign}` step {}", i + 1);
+        let timing = match (s.after, s.at) {
+            (Some(after), None) => Timing::After(after.0),
+            (None, Some(at)) => Timing::At(at.0),
+            (Some(_), Some(_)) => {
+                self.l.error(
+                    &sloc.key("at"),
+                    format!("{what}: give `after` (since the previous step) or `at` (since enrolling), not both"),
+                );
+                *earliest = None;
+                return None;
+            }
+            (None, None) => {
+                self.l.error(
+                    sloc,
+                    format!("{what}: needs `after` (time since the previous step, e.g. `after: 3d`) or `at` (time since enrolling, e.g. `at: 7d`)"),
+                );
+                *earliest = None;
+                return None;
+            }
+        };
+        *earliest = match (timing, *earliest) {
+            (Timing::After(d), e) => e.and_then(|e| e.checked_add(&d)),
+            (Timing::At(d), Some(e)) if d < e => {
+                self.l.error(
+                    &sloc.key("at"),
+                    format!(
+                        "{what}: `at: {}` comes before the step above can (at the earliest {} after enrolling), so it would always go out right after it; write `at: {}` or later",
+                        crate::model::time::format_span(&d),
+                        crate::model::time::format_span(&e),
+                        crate::model::time::format_span(&e),
+                    ),
+                );
+                Some(e)
+            }
+            (Timing::At(d), _) => Some(d),
+        };
+        Some(timing)
+    }
+
+    /// `settings.numbers`: attribute keys, each non-empty; repeats are harmless.
+    fn numbers(&mut self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for it in std::mem::take(&mut self.l.numbers) {
+            if it.value.trim().is_empty() {
+                self.l.error(
+                    &it.loc,
+                    "settings.numbers: an attribute key must not be empty",
+                );
+            } else if !out.contains(&it.value) {
+                out.push(it.value);
+            }
+        }
+        out
     }
 
     fn route_rule(&mut self, it: &Item<config::RouteRule>, owners: &[Owner]) -> Option<RouteRule> {
@@ -830,27 +1015,64 @@ impl Compiler<'_> {
                 format!("routing rule `{}`: list at least one owner", r.name),
             );
         }
+        let what = format!("routing rule `{}`", r.name);
         for (i, o) in r.owners.iter().enumerate() {
-            match owners.iter().position(|x| &x.id == o) {
-                Some(p) => idx.push(p),
-                None => {
-                    let hint = super::suggest(o, owners.iter().map(|x| x.id.as_str()))
-                        .map(|t| format!(" (did you mean `{t}`?)"))
-                        .unwrap_or_default();
-                    self.l.error(
-                        &it.loc.key("owners").index(i),
-                        format!("routing rule `{}`: unknown owner `{o}`{hint}", r.name),
-                    );
-                }
+            if let Some(p) = self.owner_ref(&it.loc.key("owners").index(i), &what, o, owners) {
+                idx.push(p);
             }
         }
+        // Keys that would read nothing at run time are errors, not silence.
+        if r.claim_within.is_some() && r.strategy != Strategy::Claim {
+            self.l.error(
+                &it.loc.key("claim_within"),
+                format!("{what}: claim_within is only for `strategy: claim` (an offer that nobody claimed)"),
+            );
+        }
+        if r.claim_within.is_some_and(|d| d.0 <= Duration::zero()) {
+            self.l.error(
+                &it.loc.key("claim_within"),
+                format!("{what}: claim_within must be longer than 0s"),
+            );
+        }
+        let fallback = match &r.fallback {
+            None => None,
+            Some(_) if r.claim_within.is_none() => {
+                self.l.error(
+                    &it.loc.key("fallback"),
+                    format!("{what}: fallback needs claim_within (it is who gets a lead nobody claimed in time)"),
+                );
+                None
+            }
+            Some(f) => self.owner_ref(
+                &it.loc.key("fallback"),
+                &format!("{what}: fallback"),
+                f,
+                owners,
+            ),
+        };
         let condition = condition.ok()?;
         (idx.len() == r.owners.len() && !idx.is_empty()).then(|| RouteRule {
             name: r.name.clone(),
             condition,
             owners: idx,
             strategy: r.strategy,
+            claim_within: r.claim_within.map(|d| d.0),
+            fallback,
         })
+    }
+
+    /// An owner named at `at`: its index, or an error there (with the
+    /// nearest known id as a hint). `what` names the place in the message.
+    fn owner_ref(&mut self, at: &Loc, what: &str, id: &str, owners: &[Owner]) -> Option<usize> {
+        let p = owners.iter().position(|x| x.id == id);
+        if p.is_none() {
+            let hint = super::suggest(id, owners.iter().map(|x| x.id.as_str()))
+                .map(|t| format!(" (did you mean `{t}`?)"))
+                .unwrap_or_default();
+            self.l
+                .error(at, format!("{what}: unknown owner `{id}`{hint}"));
+        }
+        p
     }
 }
 

@@ -7,12 +7,17 @@
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{de, Deserialize, Deserializer};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// A whole rules file. Every section is optional; files in a directory merge.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
+    /// Named lists of values, read by conditions as `lists.<name>` (e.g.
+    /// `lead.attributes.country in lists.target_countries`).
+    #[serde(default)]
+    pub lists: BTreeMap<String, ListSpec>,
     /// Engagement points, added to the lead's ledger when events match.
     #[serde(default)]
     pub scoring: Vec<ScoringRule>,
@@ -43,7 +48,8 @@ pub struct RulesFile {
 }
 
 /// The top-level sections of a rules file, in the order they are read.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
+    "lists",
     "scoring",
     "fit",
     "plugins",
@@ -160,7 +166,9 @@ pub struct Campaign {
     /// Send window, a 5-field cron, e.g. `* 9-16 * * Mon-Fri`.
     #[serde(default)]
     pub window: Option<CronSpec>,
-    /// IANA zone of the window, or `lead` (the lead's `attributes.timezone`, else UTC).
+    /// IANA zone of the window, `lead` (the lead's `attributes.timezone`), or
+    /// `lead.attributes.<key>` (that attribute); an attribute that is not
+    /// an IANA zone means UTC.
     #[serde(default)]
     pub timezone: Option<ZoneSpec>,
     pub steps: Vec<Step>,
@@ -169,8 +177,14 @@ pub struct Campaign {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
-    /// Delay after enrollment (first step) or after the previous send.
-    pub after: DurationSpec,
+    /// Delay after the previous step was sent or skipped (for the first
+    /// step: after enrollment). Give `after` or `at`.
+    #[serde(default)]
+    pub after: Option<DurationSpec>,
+    /// Time since enrollment instead of `after` (`at: 7d`: a week after
+    /// enrolling), never before the previous step went out.
+    #[serde(default)]
+    pub at: Option<DurationSpec>,
     pub template: String,
     /// CEL: when false at the due time the step is skipped.
     #[serde(default, rename = "if")]
@@ -213,6 +227,14 @@ pub struct RouteRule {
     pub condition: Option<String>,
     pub owners: Vec<String>,
     pub strategy: Strategy,
+    /// `claim` rules only: how long the offer stands (e.g. `48h`). Unclaimed
+    /// by then, the lead goes to `fallback`, or without one to the next
+    /// routing rule whose `if` holds. Omitted: the offer stands until claimed.
+    #[serde(default)]
+    pub claim_within: Option<DurationSpec>,
+    /// With `claim_within`: the owner who gets a lead nobody claimed in time.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -234,6 +256,16 @@ pub struct Sla {
     pub notify: Option<String>,
     #[serde(default)]
     pub on_breach: Option<OnBreach>,
+    /// Breaches of one lead that start the clock again (a reassignment, or a
+    /// reminder to the same owner) before the next one ends it (default 2).
+    /// Then the lead goes to `fallback`, or stays with its owner, and is not
+    /// reassigned or escalated again.
+    #[serde(default)]
+    pub max_reassign: Option<u32>,
+    /// The owner who gets a lead once its SLA clock has stopped for good
+    /// (after `max_reassign`); without one the lead stays with its owner.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -287,6 +319,11 @@ impl WebhookEvent {
 pub struct Settings {
     #[serde(default)]
     pub email: Option<EmailSettings>,
+    /// Attribute keys whose values are numbers even when sent as text:
+    /// `"1,500"` in a trait is stored as 1500 (thousands separators `,`,
+    /// `_` or spaces; `.` is the decimal point). Joined across files.
+    #[serde(default)]
+    pub numbers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -447,12 +484,25 @@ string_spec!(
     ""
 );
 
-/// An IANA time zone (`Europe/Berlin`) or `lead`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An IANA time zone (`Europe/Berlin`), `lead` or `lead.attributes.<key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneSpec {
     Fixed(chrono_tz::Tz),
     /// The lead's `attributes.timezone`, else UTC.
     Lead,
+    /// The lead's attribute of this key, else UTC.
+    Attribute(String),
+}
+
+impl ZoneSpec {
+    /// The attribute key a lead's zone is read from, if it is the lead's.
+    pub fn attribute(&self) -> Option<&str> {
+        match self {
+            ZoneSpec::Fixed(_) => None,
+            ZoneSpec::Lead => Some("timezone"),
+            ZoneSpec::Attribute(k) => Some(k),
+        }
+    }
 }
 
 impl FromStr for ZoneSpec {
@@ -461,11 +511,25 @@ impl FromStr for ZoneSpec {
         if s == "lead" {
             return Ok(ZoneSpec::Lead);
         }
+        if let Some(rest) = s.strip_prefix("lead.") {
+            // One attribute key, as a condition would name it; anything else
+            // of the lead (`lead.timezone`) reads nothing, so it is refused.
+            let key = rest.strip_prefix("attributes.").ok_or_else(|| {
+                format!("time zone {s:?}: a lead's zone is `lead` (its attributes.timezone) or `lead.attributes.<key>`")
+            })?;
+            // A dot would read as a nested attribute, which is not looked up.
+            if key.is_empty() || key.contains(|c: char| c.is_whitespace() || c == '.') {
+                return Err(format!(
+                    "time zone {s:?}: name one attribute after `lead.attributes.` (no spaces or dots), e.g. \"lead.attributes.tz\""
+                ));
+            }
+            return Ok(ZoneSpec::Attribute(key.to_string()));
+        }
         s.parse::<chrono_tz::Tz>()
             .map(ZoneSpec::Fixed)
             .map_err(|_| {
                 format!(
-                    "unknown time zone {s:?}: use an IANA name like \"Europe/Berlin\", or \"lead\""
+                    "unknown time zone {s:?}: use an IANA name like \"Europe/Berlin\", \"lead\" or \"lead.attributes.<key>\""
                 )
             })
     }
@@ -473,9 +537,86 @@ impl FromStr for ZoneSpec {
 string_spec!(
     ZoneSpec,
     "Zone",
-    "An IANA time zone such as `Europe/Berlin`, or `lead`.",
+    "An IANA time zone such as `Europe/Berlin`; `lead` (the lead's `attributes.timezone`); or `lead.attributes.<key>`. A lead's value that is not an IANA zone means UTC.",
     ""
 );
+
+/// A named list's values: at least one, each text, a number or a boolean.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListSpec(pub Vec<serde_json::Value>);
+
+/// One value of a named list.
+struct ListItem(serde_json::Value);
+
+impl<'de> Deserialize<'de> for ListItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = ListItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list item: text, a number, true or false")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ListItem, E> {
+                Ok(ListItem(s.into()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<ListItem, E> {
+                Ok(ListItem(b.into()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ListItem, E> {
+                Ok(ListItem(n.into()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ListItem, E> {
+                Ok(ListItem(n.into()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<ListItem, E> {
+                serde_json::Number::from_f64(n)
+                    .map(|n| ListItem(n.into()))
+                    .ok_or_else(|| E::custom(format!("list item {n}: a number must be finite")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ListSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<ListSpec, A::Error> {
+                let mut v = Vec::new();
+                while let Some(ListItem(x)) = a.next_element()? {
+                    v.push(x);
+                }
+                if v.is_empty() {
+                    // An empty list makes every `in` false: a mistake, not a rule.
+                    return Err(de::Error::custom(
+                        "the list is empty: give at least one value",
+                    ));
+                }
+                Ok(ListSpec(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl JsonSchema for ListSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "List".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "At least one value: text, numbers or booleans.",
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": ["string", "number", "boolean"]}
+        })
+    }
+}
 
 /// A memory size: `16MiB`, `512KiB`, `1GiB` or bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

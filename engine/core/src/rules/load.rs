@@ -91,6 +91,8 @@ pub struct Item<T> {
 #[derive(Default)]
 pub struct Loaded {
     pub files: Vec<SourceFile>,
+    /// `lists:` entries, each with its name; its `loc` is `lists.<name>`.
+    pub lists: Vec<Item<(String, config::ListSpec)>>,
     pub scoring: Vec<Item<config::ScoringRule>>,
     pub fit: Vec<Item<config::FitRule>>,
     pub plugins: Vec<Item<config::PluginRule>>,
@@ -103,6 +105,8 @@ pub struct Loaded {
     pub recycle_score: Option<Item<i64>>,
     pub webhooks: Vec<Item<config::Webhook>>,
     pub email: Option<Item<config::EmailSettings>>,
+    /// `settings.numbers` of every file, joined.
+    pub numbers: Vec<Item<String>>,
     pub diagnostics: Vec<Diagnostic>,
     /// Every file found, as displayed, in the order read.
     pub order: Vec<String>,
@@ -357,6 +361,7 @@ fn add_file(loaded: &mut Loaded, path: &Path, parsed: Result<(Yaml, SourceMap), 
         };
         let loc = root.key(&name);
         match name.as_str() {
+            "lists" => lists(loaded, &loc, v),
             "scoring" => list(loaded, &loc, v, |l| &mut l.scoring),
             "fit" => list(loaded, &loc, v, |l| &mut l.fit),
             "plugins" => list(loaded, &loc, v, |l| &mut l.plugins),
@@ -661,10 +666,23 @@ fn explain(map: &SourceMap, path: &YamlPath, msg: &str) -> (Pos, String) {
     (map.value_pos(path), format!("{where_}{msg}"))
 }
 
-/// serde's `invalid type: string "25", expected i64` in a marketer's words:
-/// what to write, with an example, and what was found.
+/// The keys whose text is a duration.
+const DURATION_KEYS: [&str; 6] = [
+    "after",
+    "at",
+    "per",
+    "accept_within",
+    "claim_within",
+    "timeout",
+];
+
+/// serde's `invalid type: string "25", expected i64` (or `invalid value:
+/// integer `-1`, expected u32`) in a marketer's words: what to write, with
+/// an example, and what was found.
 fn plain_type_error(path: &YamlPath, msg: &str) -> Option<String> {
-    let rest = msg.strip_prefix("invalid type: ")?;
+    let rest = msg
+        .strip_prefix("invalid type: ")
+        .or_else(|| msg.strip_prefix("invalid value: "))?;
     let (found, expected) = rest.rsplit_once(", expected ")?;
     let key = match path.0.last() {
         Some(Seg::Key(k)) => k.as_str(),
@@ -676,7 +694,7 @@ fn plain_type_error(path: &YamlPath, msg: &str) -> Option<String> {
         "f64" | "f32" => "a number, e.g. 2.5".to_string(),
         "a boolean" | "bool" => "true or false".to_string(),
         "a sequence" => "a list: `[a, b]`, or items each starting with `- `".to_string(),
-        "a string" if ["after", "per", "accept_within", "timeout"].contains(&key) => {
+        "a string" if DURATION_KEYS.contains(&key) => {
             "a duration: an integer and a unit (s, m, h, d, w or ms), e.g. \"3d\"".to_string()
         }
         "a string" => "text".to_string(),
@@ -719,8 +737,8 @@ fn struct_shape(name: &str) -> Option<String> {
         match name {
             "Limit" => "a limit: `times` (how many) and optional `per` (a duration), e.g. `{ times: 3, per: 7d }`",
             "FrequencyCap" => "a cap: `max` and `per`, e.g. `{ max: 2, per: 7d }`",
-            "Sla" => "keys `accept_within`, and optional `notify` and `on_breach`",
-            "Step" => "a step: `after`, `template` and optional `if`",
+            "Sla" => "keys `accept_within`, and optional `notify`, `on_breach`, `max_reassign` and `fallback`",
+            "Step" => "a step: `after` (or `at`), `template` and optional `if`",
             "EmailSettings" => "keys `from`, and optional `require_consent` and `frequency_cap`",
             _ => return None,
         }
@@ -857,10 +875,46 @@ fn routing(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
     }
 }
 
+/// `lists:`, a mapping of names to lists; names are checked in compile.
+fn lists(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
+    let m = match value {
+        Yaml::Null => return,
+        Yaml::Mapping(m) => m,
+        _ => {
+            loaded.error(
+                loc,
+                "lists: must be a mapping of names to lists, e.g. `lists: { target_countries: [DE, AT, CH] }`",
+            );
+            return;
+        }
+    };
+    for (k, v) in m {
+        let Some(name) = k.as_str().map(str::to_string) else {
+            loaded.error(loc, "lists: list names must be text");
+            continue;
+        };
+        let kloc = loc.key(&name);
+        // A list that cannot be read is reported here, and still known by
+        // name: conditions reading it are not reported again.
+        let spec =
+            parse::<config::ListSpec>(loaded, &kloc, v).unwrap_or(config::ListSpec(Vec::new()));
+        loaded.lists.push(Item {
+            value: (name, spec),
+            loc: kloc,
+        });
+    }
+}
+
 fn settings(loaded: &mut Loaded, loc: &Loc, value: Yaml) {
     let Some(s) = parse::<config::Settings>(loaded, loc, value) else {
         return;
     };
+    for (i, key) in s.numbers.into_iter().enumerate() {
+        loaded.numbers.push(Item {
+            value: key,
+            loc: loc.key("numbers").index(i),
+        });
+    }
     if let Some(email) = s.email {
         once(
             loaded,
@@ -893,6 +947,7 @@ fn once<T>(
 /// derived from it, and the loader handles exactly its sections.
 const _: fn() = || {
     let RulesFile {
+        lists: _,
         scoring: _,
         fit: _,
         plugins: _,

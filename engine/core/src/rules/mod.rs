@@ -6,6 +6,8 @@
 //! `file:line:col`; all of them are collected, not just the first.
 
 mod compile;
+#[cfg(test)]
+mod compile_tests;
 pub mod config;
 mod coverage;
 pub mod cron5;
@@ -14,7 +16,7 @@ pub mod source;
 pub mod templates;
 
 pub use compile::{
-    Campaign, FitRule, Owner, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step,
+    Campaign, FitRule, Owner, Plugin, RouteRule, Ruleset, ScoringRule, Settings, Sla, Step, Timing,
     Trigger, WebhookTarget, DEFAULT_FUEL, DEFAULT_MEMORY, DEFAULT_TIMEOUT_MS,
 };
 pub use coverage::EventTypes;

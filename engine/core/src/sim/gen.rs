@@ -130,6 +130,7 @@ impl Iterator for Gen {
             at: self.at,
             properties,
             traits,
+            imported: None,
         };
         self.i += 1;
         Some(e)

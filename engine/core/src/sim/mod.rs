@@ -2,7 +2,9 @@
 //! timers and `schedule` rule ticks. `nurture simulate` and `nurture test`
 //! run on it; nothing is sent, the effects are only recorded.
 
+pub mod compare;
 mod events;
+pub mod explain;
 pub mod gen;
 mod refold;
 
@@ -12,6 +14,7 @@ pub use refold::{cycle_at, refold, NotRefolded, Refolded};
 
 use crate::eval::{Agenda, Book, Decision, Due, Effect, Evaluator, Input, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};
+use explain::Mark;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub struct World<'r> {
@@ -28,6 +31,8 @@ pub struct World<'r> {
     /// Every effect but timers, per lead, when `keep_effects` is on.
     pub effects: Vec<(String, Timestamp, Effect)>,
     pub keep_effects: bool,
+    /// Each lead's timeline, when explaining ([`World::explain`]).
+    pub stories: Option<explain::Stories>,
 }
 
 impl<'r> World<'r> {
@@ -42,7 +47,14 @@ impl<'r> World<'r> {
             agenda: Agenda::default(),
             effects: Vec::new(),
             keep_effects: false,
+            stories: None,
         }
+    }
+
+    /// Keeps each lead's timeline from now on, as the daemon would show
+    /// it, with its emails rendered.
+    pub fn explain(&mut self) {
+        self.stories = Some(explain::Stories::new(self.eval.rules));
     }
 
     /// Applies an event after the work due by its time (up to `until`).
@@ -56,9 +68,9 @@ impl<'r> World<'r> {
         self.agenda.event_applied(ev.at);
         let input = Input::Event(ev);
         if !self.update(&ev.lead, input) {
-            if let Some(Decision { lead, effects }) = self.eval.apply(None, &mut self.book, input) {
+            if let Some(d) = self.eval.apply(None, &mut self.book, input) {
+                let lead = self.decided(Some(ev), Mark::default(), d, ev.at);
                 self.leads.insert(lead.id.clone(), lead);
-                self.absorb(&ev.lead, ev.at, effects);
             }
         }
         true
@@ -104,13 +116,36 @@ impl<'r> World<'r> {
         };
         let at = input.at();
         let lead = std::mem::replace(slot, LeadState::new("", at));
-        let Some(Decision { lead, effects }) = self.eval.apply(Some(lead), &mut self.book, input)
-        else {
+        let before = Mark::of(Some(&lead));
+        let Some(d) = self.eval.apply(Some(lead), &mut self.book, input) else {
             return false;
         };
-        *slot = lead;
-        self.absorb(id, at, effects);
+        let event = match input {
+            Input::Event(ev) => Some(ev),
+            _ => None,
+        };
+        let lead = self.decided(event, before, d, at);
+        if let Some(slot) = self.leads.get_mut(id) {
+            *slot = lead;
+        }
         true
+    }
+
+    /// Keeps what a decision made at `at` leaves (its story, when
+    /// explaining; its timers and effects) and returns its lead.
+    fn decided(
+        &mut self,
+        event: Option<&Event>,
+        before: Mark,
+        d: Decision,
+        at: Timestamp,
+    ) -> LeadState {
+        if let Some(stories) = &mut self.stories {
+            stories.record(self.eval.rules, event, before, &d, at);
+        }
+        let Decision { lead, effects } = d;
+        self.absorb(&lead.id.clone(), at, effects);
+        lead
     }
 
     /// The leads ordered by id, as outputs list them.

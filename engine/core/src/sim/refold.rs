@@ -220,6 +220,8 @@ pub fn refold(
     lead.offered_to = current.offered_to.clone();
     lead.offered_at = current.offered_at;
     lead.sla_due = current.sla_due;
+    lead.sla_breaches = current.sla_breaches;
+    lead.claim_due = current.claim_due;
     lead.seen_to = lead.seen_to.max(current.seen_to);
     // History: the ledger and transitions whole (they replace the stored
     // ones); emails and feedback only those the late event added.
@@ -323,7 +325,11 @@ fn carried_by_refold(e: &Effect) -> bool {
             Note::Offered { .. }
                 | Note::ClaimRefused { .. }
                 | Note::SlaBreached { .. }
+                | Note::SlaStopped { .. }
                 | Note::Unrouted { .. }
+                | Note::RuleFull { .. }
+                | Note::ClaimExpired { .. }
+                | Note::FallbackFull { .. }
         ),
         Effect::NotifyOwner { .. }
         | Effect::OfferToOwners { .. }

@@ -1,5 +1,7 @@
 //! `POST /v1/events`: one event or `{"batch": [...]}`. All items are checked
-//! before any is stored; the answer is 202 once they are durable.
+//! before any is stored; the answer is 202 once they are durable. With
+//! `?import=ID` they are imported history (nothing due by now is sent);
+//! `POST /v1/imports` and `DELETE /v1/imports/{id}` open and close one.
 
 use super::ApiError;
 use super::AppState;
@@ -7,19 +9,73 @@ use crate::model::time::Timestamp;
 use crate::model::Event;
 use crate::store::IngestError;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use nurture_core::ingest::parse_events;
 use serde_json::{json, Value};
 
+/// `?import=ID`: the events are history moving in, in an import opened
+/// with `POST /v1/imports` (docs/daemon.md, Importing history): what they
+/// decide up to now is recorded, not sent, and due work waits for them.
+#[derive(serde::Deserialize)]
+pub struct Params {
+    #[serde(default)]
+    import: Option<String>,
+}
+
 pub async fn events(
     State(state): State<AppState>,
+    Query(params): Query<Params>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let now = state.clock.now();
-    let events = parse_events(&body, now)?;
-    accept(&state, events, now).await
+    let mut events = parse_events(&body, now)?;
+    let Some(import) = params.import else {
+        return accept(&state, events, now).await;
+    };
+    if !state.store.import_stored(&import, None, now).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("no open import {import:?}: open one with POST /v1/imports (an import not heard from for two minutes is closed)"),
+        ));
+    }
+    for e in &mut events {
+        e.imported = Some(now);
+    }
+    let frontier = events.iter().map(|e| e.at).max();
+    let answer = accept(&state, events, now).await?;
+    // Only once they are stored may due work run up to them.
+    state.store.import_stored(&import, frontier, now).await?;
+    Ok(answer)
+}
+
+/// `POST /v1/imports`: opens an import; due work waits for its events
+/// until `DELETE /v1/imports/{id}`.
+pub async fn open_import(
+    State(state): State<AppState>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = state.store.open_import(state.clock.now()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "expires_after_s": crate::store::IMPORT_EXPIRES_MS / 1000})),
+    ))
+}
+
+/// `DELETE /v1/imports/{id}`: the import is done; due work goes on.
+pub async fn close_import(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.close_import(&id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no open import {id:?}"),
+        ));
+    }
+    // Due work held back goes on at once.
+    state.partitions.touch(state.partitions.held());
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Stores checked events and answers 202 with what was new.

@@ -60,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/reports/funnel", get(leads::funnel))
         .route("/quarantine", get(quarantine::list))
         .route("/quarantine/{lead}/retry", post(quarantine::retry))
+        .route("/imports", post(ingest::open_import))
+        .route("/imports/{id}", axum::routing::delete(ingest::close_import))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_admin));
     Router::new()
         .nest("/v1", ingest.merge(admin))

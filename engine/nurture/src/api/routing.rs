@@ -92,6 +92,13 @@ pub async fn claim(
     }
     let owner = known_owner(&s, v.get("owner").and_then(Value::as_str))?;
     let lead = stored_lead(&s, &id).await?;
+    // An offer with `claim_within` closes (a claim that won clears it).
+    if let Some(due) = lead.claim_due.filter(|d| *d <= s.clock.now()) {
+        return Err(conflict(&format!(
+            "too late: the offer closed at {} (claim_within)",
+            crate::model::time::format(&due)
+        )));
+    }
     match lead.owner.as_deref() {
         // A retry of a claim that won.
         Some(o) if o == owner => {

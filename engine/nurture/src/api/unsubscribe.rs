@@ -66,6 +66,7 @@ pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String
         at: now,
         properties: Map::from_iter([("via".to_string(), json!("link"))]),
         traits,
+        imported: None,
     };
     match accept(&state, vec![event], now).await {
         Ok(_) => page(

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod import;
 mod plugin;
+mod replay;
 
 #[derive(Parser)]
 #[command(
@@ -44,9 +46,30 @@ enum Command {
         /// Events as JSON Lines.
         #[arg(long)]
         events: PathBuf,
-        /// Run scheduled work up to this time (RFC 3339; default: the last event's time).
+        /// Run scheduled work up to this time (RFC 3339, or a date for its
+        /// midnight UTC; default: the last event's time).
         #[arg(long)]
         until: Option<String>,
+        /// Tell each lead's story: every decision with its reason (points
+        /// and the limits that stopped a rule, stage moves and their
+        /// condition, emails rendered or why they waited, assignments,
+        /// notices, webhooks, plugin failures). `text` (the default) is for
+        /// reading; `json` adds a `timeline` to each line.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "text")]
+        explain: Option<Explain>,
+        /// A candidate rules directory: run the events through both, and
+        /// report what the candidate changes (leads per stage, MQLs and SQLs
+        /// gained and lost, emails, assignments, scores, and each lead that
+        /// ends differently, with where its history parts).
+        #[arg(long, value_name = "CANDIDATE_DIR", conflicts_with = "explain")]
+        compare: Option<PathBuf>,
+        /// The comparison as `text` or `json` (one line per differing lead,
+        /// then a summary line).
+        #[arg(long, value_enum, default_value = "text", requires = "compare")]
+        format: Format,
+        /// Differing leads shown in the text comparison.
+        #[arg(long, default_value_t = 20, requires = "compare")]
+        limit: usize,
     },
     /// Run the rule tests (*.test.yaml) found in a rules directory.
     Test {
@@ -92,6 +115,24 @@ enum Command {
         /// Release this lead from quarantine (after fixing the cause).
         #[arg(long, value_name = "LEAD")]
         retry: Option<String>,
+    },
+    /// Backtest a rules change on the history a daemon stored: its events
+    /// run through the rules in force and the candidate in memory (the
+    /// database is only read), and what differs is reported as by
+    /// `simulate --compare`; or `--export` writes that history as JSON Lines.
+    Replay(replay::Args),
+    /// Import history from another tool into a running daemon: the events
+    /// are posted in time order, and the emails, notices and webhooks
+    /// they decide up to now are recorded, not sent.
+    Import {
+        /// Events as JSON Lines (as for `simulate`).
+        file: PathBuf,
+        /// The daemon's base URL.
+        #[arg(long, env = "NURTURE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The daemon's API token, if it has one.
+        #[arg(long, env = "NURTURE_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate {
@@ -230,7 +271,22 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { dir, events } => check(&dir, events.as_deref()),
-        Command::Simulate { dir, events, until } => simulate(&dir, &events, until.as_deref()),
+        Command::Simulate {
+            dir,
+            events,
+            until,
+            compare: Some(candidate),
+            format,
+            limit,
+            ..
+        } => compare(&dir, &candidate, &events, until.as_deref(), format, limit),
+        Command::Simulate {
+            dir,
+            events,
+            until,
+            explain,
+            ..
+        } => simulate(&dir, &events, until.as_deref(), explain),
         Command::Test { dir } => test(&dir),
         Command::Plugin(PluginCommand::Run(a)) => plugin::run(a),
         Command::Gen {
@@ -245,6 +301,12 @@ pub fn main() -> ExitCode {
             database_url,
             partitions,
         } => migrate(&database_url, partitions),
+        Command::Replay(a) => replay::run(a),
+        Command::Import {
+            file,
+            url,
+            api_token,
+        } => import::run(&file, &url, api_token.as_deref()),
         Command::Doctor {
             database_url,
             retry,
@@ -287,7 +349,7 @@ fn gen(leads: usize, events: u64, seed: u64, start: &str, span: Option<&str>) ->
     ExitCode::SUCCESS
 }
 
-fn load(dir: &Path) -> Result<Ruleset, ExitCode> {
+pub(crate) fn load(dir: &Path) -> Result<Ruleset, ExitCode> {
     Ruleset::load(dir).map_err(|diags| {
         for d in &diags.0 {
             eprintln!("{d}");
@@ -340,18 +402,133 @@ fn check(dir: &Path, events: Option<&Path>) -> ExitCode {
     }
 }
 
-fn simulate(dir: &Path, events: &Path, until: Option<&str>) -> ExitCode {
+/// How a comparison is printed.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}
+
+/// `simulate --compare`: the same events through the rules in force and a
+/// candidate, side by side (one thread each), and what differs.
+fn compare(
+    dir: &Path,
+    candidate: &Path,
+    events: &Path,
+    until: Option<&str>,
+    format: Format,
+    limit: usize,
+) -> ExitCode {
+    let (base, cand) = match (load(dir), load(candidate)) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let until = match parse_until(until) {
+        Ok(u) => u,
+        Err(code) => return code,
+    };
+    let evs = match sim::read_events_file(events) {
+        Ok(e) => e,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match compared(&base, &cand, &evs, until) {
+        Ok(report) => print_comparison(&report, format, limit),
+        Err(code) => code,
+    }
+}
+
+/// Runs `evs` through `base` and `cand` side by side (one thread each,
+/// each with its own plugins) up to `until`, and compares the leads.
+pub(crate) fn compared(
+    base: &Ruleset,
+    cand: &Ruleset,
+    evs: &[crate::model::Event],
+    until: Option<time::Timestamp>,
+) -> Result<sim::compare::Comparison, ExitCode> {
+    let (bh, ch) = match (plugin::host(base), plugin::host(cand)) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(code), _) | (_, Err(code)) => return Err(code),
+    };
+    let run = |rules: &Ruleset, host: &Option<crate::plugins::Host>| {
+        let eval = match host {
+            Some(h) => Evaluator::with_plugins(rules, h),
+            None => Evaluator::new(rules),
+        };
+        let mut world = World::new(eval);
+        let mut evs = evs.to_vec();
+        world.run(&mut evs, until);
+        let mut leads = world.leads.into_values().collect::<Vec<_>>();
+        leads.sort_unstable_by(|x, y| x.id.cmp(&y.id));
+        leads
+    };
+    let (b, c) = std::thread::scope(|s| {
+        let b = s.spawn(|| run(base, &bh));
+        let c = run(cand, &ch);
+        (b.join(), c)
+    });
+    let Ok(b) = b else {
+        eprintln!("the run on the rules in force failed");
+        return Err(ExitCode::FAILURE);
+    };
+    Ok(sim::compare::compare(
+        &b.iter().collect::<Vec<_>>(),
+        &c.iter().collect::<Vec<_>>(),
+    ))
+}
+
+pub(crate) fn print_comparison(
+    report: &sim::compare::Comparison,
+    format: Format,
+    limit: usize,
+) -> ExitCode {
+    let out = match format {
+        Format::Text => sim::compare::text(report, limit),
+        Format::Json => sim::compare::json_lines(report),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// `--until`: a time or a date; exit 2 with the forms it takes otherwise.
+pub(crate) fn parse_until(until: Option<&str>) -> Result<Option<time::Timestamp>, ExitCode> {
+    match until.map(|u| (u, time::parse_time_or_date(u))) {
+        None => Ok(None),
+        Some((_, Ok(t))) => Ok(Some(t)),
+        Some((u, Err(e))) => {
+            eprintln!(
+                "--until: {u:?} is neither a date (2026-02-20) nor an RFC 3339 time such as 2026-02-20T00:00:00Z ({e})"
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// How `simulate --explain` tells a lead's story.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Explain {
+    Text,
+    Json,
+}
+
+fn simulate(dir: &Path, events: &Path, until: Option<&str>, explain: Option<Explain>) -> ExitCode {
     let rules = match load(dir) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let until = match until.map(|u| (u, time::parse(u))) {
-        None => None,
-        Some((_, Ok(t))) => Some(t),
-        Some((u, Err(e))) => {
-            eprintln!("--until: {u:?} is not an RFC 3339 time such as 2026-02-20T00:00:00Z ({e})");
-            return ExitCode::from(2);
-        }
+    let until = match parse_until(until) {
+        Ok(u) => u,
+        Err(code) => return code,
     };
     let mut evs = match sim::read_events_file(events) {
         Ok(e) => e,
@@ -370,12 +547,29 @@ fn simulate(dir: &Path, events: &Path, until: Option<&str>) -> ExitCode {
         Some(h) => Evaluator::with_plugins(&rules, h),
         None => Evaluator::new(&rules),
     };
+    let eval = Evaluator {
+        explain: explain.is_some(),
+        ..eval
+    };
     let mut world = World::new(eval);
+    if explain.is_some() {
+        world.explain();
+    }
     world.run(&mut evs, until);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for lead in world.in_order() {
-        if writeln!(out, "{}", sim::lead_line(lead)).is_err() {
+        let story = world.stories.as_ref().map_or(&[][..], |s| s.of(&lead.id));
+        let written = match explain {
+            None => writeln!(out, "{}", sim::lead_line(lead)),
+            Some(Explain::Text) => writeln!(out, "{}", sim::explain::story_text(lead, story)),
+            Some(Explain::Json) => {
+                let mut line = sim::lead_detail(lead);
+                line["timeline"] = story.iter().map(sim::explain::entry_json).collect();
+                writeln!(out, "{line}")
+            }
+        };
+        if written.is_err() {
             return ExitCode::FAILURE;
         }
     }
@@ -412,6 +606,9 @@ fn test(dir: &Path) -> ExitCode {
             println!("FAIL {} ({})", r.name, r.place);
             for d in &r.diffs {
                 println!("  {d}");
+            }
+            for p in &r.problems {
+                println!("  at run time: {p}");
             }
         }
     }

@@ -236,6 +236,11 @@ fn prepare(a: &RunArgs) -> Result<(Plugin, LeadState, Event), String> {
             pos: crate::rules::source::Pos { line: 1, col: 1 },
             message: String::new(),
         },
+        config_at: Diagnostic {
+            file: "--config".into(),
+            pos: crate::rules::source::Pos { line: 1, col: 1 },
+            message: String::new(),
+        },
     };
     Ok((plugin, state, event))
 }

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub emails_resent: Counter,
     pub emails_cancelled: Counter,
     pub emails_not_composed: Counter,
+    pub withheld: Counter,
     /// Owners who let the SLA pass (each breach, repeated ones too).
     pub sla_breaches: Counter,
     pub webhooks_delivered: Counter,
@@ -85,6 +86,7 @@ impl Metrics {
             emails_resent: Counter::default(),
             emails_cancelled: Counter::default(),
             emails_not_composed: Counter::default(),
+            withheld: Counter::default(),
             sla_breaches: Counter::default(),
             webhooks_delivered: Counter::default(),
             webhook_attempts_failed: Counter::default(),
@@ -152,6 +154,7 @@ impl Metrics {
             ("emails_resent", "Sends repeated because a crash left the first try's outcome unknown", &m.emails_resent),
             ("emails_cancelled", "Marketing emails dropped at send time (opted out or erased since)", &m.emails_cancelled),
             ("emails_not_composed", "Emails the engine decided on but could not render (template error, no address)", &m.emails_not_composed),
+            ("withheld", "Emails, notices and webhooks of imported history, recorded and not sent", &m.withheld),
         ] {
             registry.register(name, help, c.clone());
         }

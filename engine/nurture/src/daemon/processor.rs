@@ -137,6 +137,7 @@ struct Counts {
     rule_errors: u64,
     sla_breaches: u64,
     not_composed: u64,
+    withheld: u64,
     /// Events re-folded in, and applied late as they arrived.
     refolded: u64,
     late: u64,
@@ -246,6 +247,7 @@ struct Mark {
     rule_errors: u64,
     sla_breaches: u64,
     not_composed: u64,
+    withheld: u64,
 }
 
 impl Mark {
@@ -260,6 +262,7 @@ impl Mark {
             rule_errors: st.out.rule_errors,
             sla_breaches: st.out.sla_breaches,
             not_composed: st.out.not_composed,
+            withheld: st.out.withheld,
         }
     }
 
@@ -274,6 +277,7 @@ impl Mark {
         st.out.rule_errors = self.rule_errors;
         st.out.sla_breaches = self.sla_breaches;
         st.out.not_composed = self.not_composed;
+        st.out.withheld = self.withheld;
         if let Some(slot) = st.leads.get_mut(id) {
             slot.now = self.lead;
         }
@@ -343,6 +347,7 @@ impl Processor {
         let eval = Evaluator {
             rules: &active.rules,
             plugins: counted.as_ref().map(|c| c as &dyn PluginHost),
+            explain: false,
         };
         let (mut st, events, horizon) = self
             .load(part, now, budget, aside, active.rules.wake_key)
@@ -426,6 +431,12 @@ impl Processor {
                 .min(now)
         } else {
             now
+        };
+        // An import under way: due work waits for the history still to
+        // come (store/imports.rs).
+        let horizon = match self.store.import_frontier(now).await? {
+            Some(frontier) => horizon.min(frontier),
+            None => horizon,
         };
         let mut st = StepState {
             part,
@@ -521,7 +532,11 @@ impl Processor {
                     let late = late_by(eval, st, lead.as_ref(), ev.at);
                     // Outer `None`: re-folded, the event applied in its place.
                     let (lead, late) = match (lead, late) {
-                        (cur, Some((until, by))) if by <= self.allowed_lateness_ms => {
+                        // Imported history takes its place however late:
+                        // its ticks and timers may have run between batches.
+                        (cur, Some((until, by)))
+                            if by <= self.allowed_lateness_ms || ev.imported.is_some() =>
+                        {
                             match self
                                 .refold(eval, active, st, events, ev, cur, until, by, now)
                                 .await?
@@ -1006,6 +1021,7 @@ impl Processor {
         m.rule_errors.inc_by(c.rule_errors);
         m.sla_breaches.inc_by(c.sla_breaches);
         m.emails_not_composed.inc_by(c.not_composed);
+        m.withheld.inc_by(c.withheld);
         m.events_refolded.inc_by(c.refolded);
         m.events_late.inc_by(c.late);
         m.tick_leads.inc_by(c.tick_leads);
@@ -1173,6 +1189,7 @@ fn collect(
         rule_errors: out.rule_errors,
         sla_breaches: out.sla_breaches,
         not_composed: out.not_composed,
+        withheld: out.withheld,
         ..counts
     };
     let mut changed = Vec::new();

@@ -45,6 +45,7 @@ impl Active {
                 .plugins
                 .as_ref()
                 .map(|h| h as &dyn crate::eval::PluginHost),
+            explain: false,
         }
     }
 }

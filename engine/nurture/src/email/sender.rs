@@ -399,6 +399,7 @@ async fn deliver(
                         .cloned()
                         .unwrap_or_default(),
                 traits: Default::default(),
+                imported: None,
             });
             (
                 Outcome::Failed { error: message },

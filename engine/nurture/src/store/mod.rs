@@ -5,7 +5,9 @@
 //! `?1` (its numbered form). Times are stored as epoch milliseconds, JSON as
 //! text, so both databases read the same rows.
 
+mod export;
 pub mod group_commit;
+mod imports;
 mod leases;
 mod outbox;
 mod quarantine;
@@ -15,7 +17,9 @@ mod step;
 mod timeline;
 mod upgrade;
 
+pub use export::StoredEvent;
 pub use group_commit::{IngestError, Ingestor, WriteObserver};
+pub use imports::IMPORT_EXPIRES_MS;
 pub use leases::{LeaseConn, ALIVE_MS};
 pub use nurture_core::reports::OwnerFigures;
 pub use nurture_core::rows::{parse_state, LeadRows};

@@ -147,7 +147,7 @@ impl Store {
             // hand, or erased) is skipped, not retried forever.
             let event = serde_json::from_str(&payload)
                 .map_err(|e| e.to_string())
-                .and_then(|v| Event::from_json(&v, None).map_err(|e| e.to_string()));
+                .and_then(|v| Event::from_stored(&v).map_err(|e| e.to_string()));
             let received_at = from_millis(row.try_get(2)?);
             out.push(PendingEvent {
                 seq,
@@ -171,7 +171,7 @@ impl Store {
             let payload: String = row.try_get(0)?;
             let event = serde_json::from_str(&payload)
                 .ok()
-                .and_then(|v| Event::from_json(&v, None).ok());
+                .and_then(|v| Event::from_stored(&v).ok());
             out.extend(event);
         }
         Ok(out)
@@ -518,11 +518,13 @@ impl<'s> StepTx<'s> {
                 Arg::Text(q.kind.as_str().into()),
                 Arg::Text(q.payload.to_string()),
                 Arg::Int(now_ms),
+                // Imported history: kept as decided, never claimed (not OPEN).
+                Arg::Text(if q.withheld { "withheld" } else { "pending" }.into()),
             ]
         });
         self.insert(
-            "INSERT INTO outbox (lead, kind, payload, created_at)",
-            4,
+            "INSERT INTO outbox (lead, kind, payload, created_at, state)",
+            5,
             outbox.collect(),
             "",
         )
