@@ -20,7 +20,7 @@ use crate::rules::Ruleset;
 use crate::store::{Backend, Ingestor, Store};
 use anyhow::Context as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -308,6 +308,13 @@ pub async fn run(
         auth_failures: Arc::new(AuthFailures::new(cfg.http.auth_failures_per_minute)),
         secret: links.secret.clone(),
         clock: cfg.clock.clone(),
+        // Candidates beside the rules in force (`rules/` and `candidate/`).
+        previews: Arc::new(crate::api::preview::Previews::new(
+            cfg.rules
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        )),
     };
     let app = crate::api::router(state);
     // One line saying what this daemon is and runs against.

@@ -6,10 +6,13 @@
 //! lead that differs, the first ledger entry or stage move where the two
 //! histories part. `simulate --compare` and `replay` print it. Pure.
 
-use crate::model::{LeadState, Stage};
+use super::World;
+use crate::eval::Evaluator;
+use crate::model::{time::Timestamp, Event, LeadState, Stage};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Counts before and with the candidate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -78,6 +81,48 @@ pub struct LeadDiff {
 pub struct Comparison {
     pub summary: Summary,
     pub leads: Vec<LeadDiff>,
+}
+
+/// Runs `events` through `base` and `candidate` side by side (a thread
+/// each) as `simulate` runs them, up to `until` (default: the last event's
+/// time), and compares the leads. `None` once `cancel` is set (it is read
+/// every few thousand events).
+pub fn run_both(
+    base: Evaluator<'_>,
+    candidate: Evaluator<'_>,
+    events: &[Event],
+    until: Option<Timestamp>,
+    cancel: &AtomicBool,
+) -> Option<Comparison> {
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by_key(|e| e.at);
+    let until = until.or_else(|| sorted.last().map(|e| e.at));
+    let sorted = &sorted;
+    let run = move |eval: Evaluator<'_>| -> Option<Vec<LeadState>> {
+        let mut world = World::new(eval);
+        for (i, ev) in sorted.iter().enumerate() {
+            if i % 4096 == 0 && cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            world.apply(ev, until);
+        }
+        if let Some(u) = until {
+            world.run_until(u);
+        }
+        let mut leads: Vec<LeadState> = world.leads.into_values().collect();
+        leads.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Some(leads)
+    };
+    let (b, c) = std::thread::scope(|s| {
+        let b = s.spawn(move || run(base));
+        let c = run(candidate);
+        (b.join(), c)
+    });
+    let (b, c) = (b.ok()??, c?);
+    Some(compare(
+        &b.iter().collect::<Vec<_>>(),
+        &c.iter().collect::<Vec<_>>(),
+    ))
 }
 
 /// Compares the leads of two worlds (each in id order, as
@@ -345,9 +390,8 @@ pub fn json_lines(c: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::Evaluator;
     use crate::rules::Ruleset;
-    use crate::sim::{read_events_str, World};
+    use crate::sim::read_events_str;
 
     fn run(yaml: &str, events: &str) -> Vec<LeadState> {
         let dir = tempfile::tempdir().unwrap();
@@ -430,6 +474,44 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2]["summary"]["mql_lost"], 2);
+    }
+
+    #[test]
+    fn both_runs_compare_as_the_worlds_do_and_stop_when_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = "scoring:\n  - { name: view, on: page_viewed, points: 10 }\nstages:\n";
+        std::fs::write(
+            dir.path().join("r.yaml"),
+            format!("{r}  mql: 'lead.score >= 20'\n"),
+        )
+        .unwrap();
+        let base = Ruleset::load(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join("r.yaml"),
+            format!("{r}  mql: 'lead.score >= 10'\n"),
+        )
+        .unwrap();
+        let cand = Ruleset::load(dir.path()).unwrap();
+        let events = read_events_str("events", EVENTS).unwrap();
+        let go = AtomicBool::new(false);
+        let c = run_both(
+            Evaluator::new(&base),
+            Evaluator::new(&cand),
+            &events,
+            None,
+            &go,
+        )
+        .unwrap();
+        assert_eq!((c.summary.mql_gained, c.summary.mql_lost), (1, 0));
+        let stop = AtomicBool::new(true);
+        assert!(run_both(
+            Evaluator::new(&base),
+            Evaluator::new(&cand),
+            &events,
+            None,
+            &stop
+        )
+        .is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod access;
 mod ingest;
 mod leads;
 pub mod limit;
+pub mod preview;
 mod quarantine;
 mod routing;
 mod segment;
@@ -60,6 +61,11 @@ pub fn router(state: AppState) -> Router {
         .route("/reports/funnel", get(leads::funnel))
         .route("/quarantine", get(quarantine::list))
         .route("/quarantine/{lead}/retry", post(quarantine::retry))
+        .route("/rules/preview", post(preview::start))
+        .route(
+            "/rules/preview/{id}",
+            get(preview::get).delete(preview::cancel),
+        )
         .route("/imports", post(ingest::open_import))
         .route("/imports/{id}", axum::routing::delete(ingest::close_import))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_admin));

@@ -34,4 +34,6 @@ pub struct AppState {
     pub secret: Secret,
     /// When requests arrive: the time events are received at.
     pub clock: Clock,
+    /// Rules previews running and done (`/v1/rules/preview`).
+    pub previews: Arc<super::preview::Previews>,
 }

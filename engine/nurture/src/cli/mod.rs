@@ -454,31 +454,17 @@ pub(crate) fn compared(
         (Ok(b), Ok(c)) => (b, c),
         (Err(code), _) | (_, Err(code)) => return Err(code),
     };
-    let run = |rules: &Ruleset, host: &Option<crate::plugins::Host>| {
-        let eval = match host {
+    fn eval<'r>(rules: &'r Ruleset, host: &'r Option<crate::plugins::Host>) -> Evaluator<'r> {
+        match host {
             Some(h) => Evaluator::with_plugins(rules, h),
             None => Evaluator::new(rules),
-        };
-        let mut world = World::new(eval);
-        let mut evs = evs.to_vec();
-        world.run(&mut evs, until);
-        let mut leads = world.leads.into_values().collect::<Vec<_>>();
-        leads.sort_unstable_by(|x, y| x.id.cmp(&y.id));
-        leads
-    };
-    let (b, c) = std::thread::scope(|s| {
-        let b = s.spawn(|| run(base, &bh));
-        let c = run(cand, &ch);
-        (b.join(), c)
-    });
-    let Ok(b) = b else {
-        eprintln!("the run on the rules in force failed");
-        return Err(ExitCode::FAILURE);
-    };
-    Ok(sim::compare::compare(
-        &b.iter().collect::<Vec<_>>(),
-        &c.iter().collect::<Vec<_>>(),
-    ))
+        }
+    }
+    let never = std::sync::atomic::AtomicBool::new(false);
+    sim::compare::run_both(eval(base, &bh), eval(cand, &ch), evs, until, &never).ok_or_else(|| {
+        eprintln!("the comparison did not finish");
+        ExitCode::FAILURE
+    })
 }
 
 pub(crate) fn print_comparison(

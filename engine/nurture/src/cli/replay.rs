@@ -8,13 +8,11 @@
 
 use super::{compared, load, parse_until, print_comparison, Format};
 use crate::model::{time, time::Timestamp, Event};
-use std::collections::{BTreeSet, HashSet};
+use crate::store::History;
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Events read per query.
-const PAGE: i64 = 20_000;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -57,15 +55,6 @@ pub struct Args {
     export: Option<PathBuf>,
 }
 
-/// What was read.
-struct History {
-    events: Vec<Event>,
-    leads: usize,
-    /// Leads left out: erased, or with an event that no longer reads back.
-    erased: usize,
-    unreadable: usize,
-}
-
 pub fn run(a: Args) -> ExitCode {
     let since = match parse_until(a.since.as_deref()) {
         Ok(s) => s,
@@ -75,15 +64,16 @@ pub fn run(a: Args) -> ExitCode {
         Ok(u) => u.unwrap_or_else(chrono::Utc::now),
         Err(code) => return code,
     };
-    // Rules first: a mistake in them is known before the history is read.
+    // Rules first: a mistake in them is known before the history is read
+    // (bad input: exit 2, whatever the errors).
     let rules = match &a.candidate {
         Some(c) if a.export.is_none() => match (load(&a.current), load(c)) {
             (Ok(b), Ok(c)) => Some((b, c)),
-            (Err(code), _) | (_, Err(code)) => return code,
+            _ => return ExitCode::from(2),
         },
         _ => None,
     };
-    let only: HashSet<&str> = a.leads.iter().map(String::as_str).collect();
+    let only: HashSet<String> = a.leads.iter().cloned().collect();
     let history = match super::runtime()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(read(&a.database_url, since, until, &only)))
@@ -114,13 +104,12 @@ pub fn run(a: Args) -> ExitCode {
     }
 }
 
-/// Reads the stored events between `since` and `until` (of `only`, if
-/// any), in the order they were stored.
+/// Reads the stored history from the database at `url`, only reading it.
 async fn read(
     url: &str,
     since: Option<Timestamp>,
     until: Timestamp,
-    only: &HashSet<&str>,
+    only: &HashSet<String>,
 ) -> anyhow::Result<History> {
     // Only read: never create a database that is not there.
     let url = match url.strip_prefix("sqlite://") {
@@ -134,61 +123,19 @@ async fn read(
         _ => url.to_string(),
     };
     let store = crate::store::Store::connect(&url).await?;
-    let erased = store.erased_leads().await?;
-    let progress = std::io::stderr().is_terminal();
-    let mut events = Vec::new();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut unreadable: BTreeSet<String> = BTreeSet::new();
-    let mut after = 0;
-    loop {
-        let page = store.stored_events(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in page {
-            if erased.contains(&row.lead) || (!only.is_empty() && !only.contains(row.lead.as_str()))
-            {
-                continue;
-            }
-            let event = serde_json::from_str(&row.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|v| Event::from_stored(&v).map_err(|e| e.to_string()));
-            match event {
-                Ok(mut ev) => {
-                    if since.is_some_and(|s| ev.at < s) || ev.at > until {
-                        continue;
-                    }
-                    // History as it happened: whether it came by an
-                    // import does not change what it decides.
-                    ev.imported = None;
-                    seen.insert(ev.lead.clone());
-                    events.push(ev);
-                }
-                Err(_) => {
-                    unreadable.insert(row.lead);
-                }
-            }
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = |n: usize| {
+        if terminal {
+            eprint!("\rread {n} events");
         }
-        if progress {
-            eprint!("\rread {} events", events.len());
-        }
-    }
-    if progress {
+    };
+    let history = store
+        .stored_history(since, until, only, &mut progress)
+        .await?;
+    if terminal {
         eprintln!();
     }
-    if !unreadable.is_empty() {
-        events.retain(|e| !unreadable.contains(&e.lead));
-    }
-    let leads = seen.len() - seen.intersection(&unreadable).count();
-    let erased = erased
-        .iter()
-        .filter(|l| only.is_empty() || only.contains(l.as_str()))
-        .count();
-    Ok(History {
-        events,
-        leads,
-        erased,
-        unreadable: unreadable.len(),
-    })
+    Ok(history)
 }
 
 fn export(file: &std::path::Path, events: &[Event]) -> ExitCode {

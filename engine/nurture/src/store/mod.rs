@@ -17,7 +17,7 @@ mod step;
 mod timeline;
 mod upgrade;
 
-pub use export::StoredEvent;
+pub use export::{History, StoredEvent};
 pub use group_commit::{IngestError, Ingestor, WriteObserver};
 pub use imports::IMPORT_EXPIRES_MS;
 pub use leases::{LeaseConn, ALIVE_MS};
