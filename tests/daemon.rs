@@ -525,6 +525,10 @@ fn crash_loses_no_acknowledged_event_and_applies_none_twice() {
     for db in backends("crash", dir.path()) {
         let d = Daemon::start(&db, &test_rules(), None);
         let url = d.url("/v1/events");
+        // How many events were acknowledged so far: the kill comes once the
+        // load is under way, however slow the machine.
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
         let sender = std::thread::spawn(move || {
             let c = Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -537,14 +541,17 @@ fn crash_loses_no_acknowledged_event_and_applies_none_twice() {
                     .collect();
                 match c.post(&url).json(&json!({"batch": batch})).send() {
                     Ok(r) if r.status() == StatusCode::ACCEPTED => {
-                        acked.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_string()))
+                        acked.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+                        counted.store(acked.len(), std::sync::atomic::Ordering::Relaxed);
                     }
                     _ => break, // the daemon is gone
                 }
             }
             acked
         });
-        std::thread::sleep(Duration::from_millis(1500));
+        eventually(60, "the client under way", || {
+            (count.load(std::sync::atomic::Ordering::Relaxed) > 2_000).then_some(())
+        });
         d.kill9();
         let acked = sender.join().unwrap();
         assert!(
