@@ -2,29 +2,14 @@
 //! enrollment (`at`), a sending window in the zone of any attribute, named
 //! `lists:` in conditions, and numbers sent as text.
 
-use super::tests::rules;
+use super::tests::{ev, rules, t};
 use super::*;
 use crate::model::{time, Stage};
 use crate::sim::World;
 use serde_json::{json, Value};
 
-fn t(s: &str) -> time::Timestamp {
-    time::parse(s).unwrap()
-}
-
-fn ev(id: &str, lead: &str, kind: &str, at: &str, extra: Value) -> Event {
-    let mut v = json!({"id": id, "lead": lead, "type": kind, "at": at});
-    if let Value::Object(m) = extra {
-        v.as_object_mut().unwrap().extend(m);
-    }
-    Event::from_json(&v, None).unwrap()
-}
-
-fn run<'r>(r: &'r crate::rules::Ruleset, mut events: Vec<Event>, until: &str) -> World<'r> {
-    let mut w = World::new(Evaluator::new(r));
-    w.keep_effects = true;
-    w.run(&mut events, Some(t(until)));
-    w
+fn run<'r>(r: &'r crate::rules::Ruleset, events: Vec<Event>, until: &str) -> World<'r> {
+    super::tests::run(r, events, Some(until))
 }
 
 /// Campaign `c` (its keys after `enroll`: `CAMPAIGN`) for leads with an

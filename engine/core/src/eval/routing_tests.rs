@@ -2,25 +2,13 @@
 //! `max_reassign` breaches, a full rule passes the lead on, an unclaimed
 //! offer expires (`claim_within`), and `check` catches what would not work.
 
-use super::tests::rules;
+use super::tests::{ev, rules, t};
 use super::*;
 use crate::model::time;
 use crate::rules::Ruleset;
 use crate::sim::World;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
-
-fn t(s: &str) -> time::Timestamp {
-    time::parse(s).unwrap()
-}
-
-fn ev(id: &str, lead: &str, kind: &str, at: &str, extra: Value) -> Event {
-    let mut v = json!({"id": id, "lead": lead, "type": kind, "at": at});
-    if let Value::Object(m) = extra {
-        v.as_object_mut().unwrap().extend(m);
-    }
-    Event::from_json(&v, None).unwrap()
-}
 
 fn hot(lead: &str, at: &str) -> Event {
     ev(&format!("hot-{lead}"), lead, "hot", at, json!({}))
@@ -36,11 +24,8 @@ fn claim(id: &str, lead: &str, owner: &str, at: &str) -> Event {
     )
 }
 
-fn run<'r>(r: &'r Ruleset, mut events: Vec<Event>, until: &str) -> World<'r> {
-    let mut w = World::new(Evaluator::new(r));
-    w.keep_effects = true;
-    w.run(&mut events, Some(t(until)));
-    w
+fn run<'r>(r: &'r Ruleset, events: Vec<Event>, until: &str) -> World<'r> {
+    super::tests::run(r, events, Some(until))
 }
 
 /// A `hot` event makes an SQL; `ROUTING` is the `routing:` section's body.

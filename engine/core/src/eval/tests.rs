@@ -12,11 +12,11 @@ pub(super) fn rules(yaml: &str) -> Ruleset {
     Ruleset::load(dir.path()).unwrap_or_else(|d| panic!("{d}"))
 }
 
-fn t(s: &str) -> time::Timestamp {
+pub(super) fn t(s: &str) -> time::Timestamp {
     time::parse(s).unwrap()
 }
 
-fn ev(id: &str, lead: &str, kind: &str, at: &str, extra: Value) -> Event {
+pub(super) fn ev(id: &str, lead: &str, kind: &str, at: &str, extra: Value) -> Event {
     let mut v = json!({"id": id, "lead": lead, "type": kind, "at": at});
     if let Value::Object(m) = extra {
         v.as_object_mut().unwrap().extend(m);
@@ -24,7 +24,7 @@ fn ev(id: &str, lead: &str, kind: &str, at: &str, extra: Value) -> Event {
     Event::from_json(&v, None).unwrap()
 }
 
-fn run<'r>(r: &'r Ruleset, mut events: Vec<Event>, until: Option<&str>) -> World<'r> {
+pub(super) fn run<'r>(r: &'r Ruleset, mut events: Vec<Event>, until: Option<&str>) -> World<'r> {
     let mut w = World::new(Evaluator::new(r));
     w.keep_effects = true;
     w.run(&mut events, until.map(t));
