@@ -179,8 +179,11 @@ pub fn postgres_url(name: &str) -> Option<String> {
     let base = std::env::var("NURTURE_TEST_DATABASE_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .ok()?;
-    // One database per test, made anew each run.
-    let db = format!("nurture_test_{name}");
+    // One database per test, made anew each run. NURTURE_TEST_DB_PREFIX keeps
+    // two checkouts testing on one server from dropping each other's.
+    let prefix =
+        std::env::var("NURTURE_TEST_DB_PREFIX").unwrap_or_else(|_| "nurture_test".to_string());
+    let db = format!("{prefix}_{name}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use sqlx::Executor;
