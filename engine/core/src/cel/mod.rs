@@ -6,6 +6,7 @@
 //! it changed.
 
 mod check;
+pub mod fast;
 mod views;
 pub mod wake;
 
@@ -45,6 +46,9 @@ pub struct Condition {
     /// Fields compared with a number (paths from `lead` / `event`): when the
     /// condition fails and one of them holds text, the evaluator says so.
     numeric: Arc<[Vec<String>]>,
+    /// The condition compiled to read the lead and event directly, when
+    /// its shape allows (fast.rs); the interpreter decides the rest.
+    fast: Option<Arc<fast::Node>>,
 }
 
 /// What a condition reads, found from its source. Over-approximate by design:
@@ -158,6 +162,11 @@ impl Condition {
         self
     }
 
+    /// The fast form of the condition, if it has one.
+    pub fn fast(&self) -> Option<&fast::Node> {
+        self.fast.as_deref()
+    }
+
     /// Whether the condition reads the rules' `lists`.
     pub fn reads_lists(&self) -> bool {
         self.lists.is_some()
@@ -212,6 +221,8 @@ pub struct CelEnv {
     /// The rules' lists as one CEL map, converted once for every condition.
     lists: Arc<dyn Val>,
     list_names: Arc<[String]>,
+    /// The same lists as written, for the fast conditions.
+    list_values: Arc<BTreeMap<String, Vec<Json>>>,
 }
 
 impl Default for CelEnv {
@@ -226,6 +237,7 @@ impl Default for CelEnv {
             slots: Arc::default(),
             lists: list_value(&BTreeMap::new()),
             list_names: Arc::new([]),
+            list_values: Arc::default(),
         }
     }
 }
@@ -255,6 +267,7 @@ impl CelEnv {
         CelEnv {
             lists: list_value(lists),
             list_names: lists.keys().cloned().collect(),
+            list_values: Arc::new(lists.clone()),
             ..CelEnv::default()
         }
     }
@@ -326,8 +339,10 @@ impl CelEnv {
         } else {
             wake::Shape::Bounded(Vec::new())
         });
+        let fast = fast::compile(program.expression(), &self.list_values).map(Arc::new);
         Ok(Condition {
             source: source.into(),
+            fast,
             shape,
             program: Arc::new(program),
             label: "".into(),
@@ -440,6 +455,24 @@ impl<'a> Scope<'a> {
     }
 
     pub fn eval(
+        &self,
+        cond: &Condition,
+        ctx: &Context,
+        lead: &LeadState,
+    ) -> Result<bool, EvalIssue> {
+        if let Some(f) = &cond.fast {
+            match f.eval(lead, self.event()) {
+                fast::Tri::True => return Ok(true),
+                fast::Tri::False => return Ok(false),
+                fast::Tri::Missing => return Err(EvalIssue::Missing),
+                fast::Tri::Unknown => {}
+            }
+        }
+        self.interpret(cond, ctx, lead)
+    }
+
+    /// The condition's value by the `cel` interpreter alone.
+    pub fn interpret(
         &self,
         cond: &Condition,
         ctx: &Context,

@@ -12,29 +12,8 @@ fn run<'r>(r: &'r crate::rules::Ruleset, events: Vec<Event>, until: &str) -> Wor
     super::tests::run(r, events, Some(until))
 }
 
-/// Campaign `c` (its keys after `enroll`: `CAMPAIGN`) for leads with an
-/// email; `SETTINGS` is the rest of `settings.email`.
-const DRIP: &str = r#"
-stages:
-  lead: 'lead.email != ""'
-templates:
-  - { name: t1, subject: s, text: x }
-  - { name: t2, subject: s, text: x }
-  - { name: t3, subject: s, text: x }
-campaigns:
-  - name: c
-    enroll: 'lead.stage == "lead"'
-    CAMPAIGN
-settings:
-  email: { from: a@b.c SETTINGS }
-"#;
-
 fn drip(campaign: &str, settings: &str) -> crate::rules::Ruleset {
-    rules(
-        &DRIP
-            .replace("CAMPAIGN", campaign)
-            .replace("SETTINGS", settings),
-    )
+    super::tests::drip_campaign(campaign, settings)
 }
 
 fn identify(id: &str, lead: &str, at: &str, traits: Value) -> Event {

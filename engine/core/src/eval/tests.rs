@@ -238,6 +238,8 @@ fn conditions_reading_missing_keys_are_false_and_type_errors_are_noted() {
     );
 }
 
+/// Campaign `c` (its keys after `enroll`: `CAMPAIGN`) for leads with an
+/// email; `SETTINGS` is the rest of `settings.email`.
 const DRIP: &str = r#"
 stages:
   lead: 'lead.email != ""'
@@ -248,14 +250,28 @@ templates:
 campaigns:
   - name: c
     enroll: 'lead.stage == "lead"'
-    exit: 'lead.attributes.done == true'
-    STEPS
+    CAMPAIGN
 settings:
-  email: { from: a@b.c, require_consent: true CAP }
+  email: { from: a@b.c SETTINGS }
 "#;
 
+/// The drip campaign's rules with these keys after `enroll` and email
+/// settings.
+fn drip_yaml(campaign: &str, settings: &str) -> String {
+    DRIP.replace("CAMPAIGN", campaign)
+        .replace("SETTINGS", settings)
+}
+
+pub(super) fn drip_campaign(campaign: &str, settings: &str) -> Ruleset {
+    rules(&drip_yaml(campaign, settings))
+}
+
+/// The drip campaign with an `exit` and consent required.
 fn drip(steps: &str, cap: &str) -> Ruleset {
-    rules(&DRIP.replace("STEPS", steps).replace("CAP", cap))
+    drip_campaign(
+        &format!("exit: 'lead.attributes.done == true'\n    {steps}"),
+        &format!(", require_consent: true {cap}"),
+    )
 }
 
 fn identify(id: &str, at: &str, consent: &str) -> Event {
@@ -409,10 +425,10 @@ fn frequency_cap_postpones_to_the_first_moment_it_allows() {
 
 #[test]
 fn window_in_a_timezone_postpones_to_its_next_minute() {
-    let r = rules(&DRIP.replace(
-        "    STEPS",
-        "    window: \"* 9-16 * * Mon-Fri\"\n    timezone: Europe/Berlin\n    steps:\n      - { after: 0d, template: t1 }",
-    ).replace(" CAP", ""));
+    let r = rules(&drip_yaml(
+        "window: \"* 9-16 * * Mon-Fri\"\n    timezone: Europe/Berlin\n    steps:\n      - { after: 0d, template: t1 }",
+        ", require_consent: true",
+    ));
     // Saturday 2026-01-10 12:00 UTC: next window minute is Monday 09:00 Berlin (08:00 UTC).
     let w = run(
         &r,
@@ -431,10 +447,10 @@ fn window_in_a_timezone_postpones_to_its_next_minute() {
 
 #[test]
 fn lead_timezone_comes_from_attributes() {
-    let r = rules(&DRIP.replace(
-        "    STEPS",
-        "    window: \"* 9-16 * * *\"\n    timezone: lead\n    steps:\n      - { after: 0d, template: t1 }",
-    ).replace(" CAP", ""));
+    let r = rules(&drip_yaml(
+        "window: \"* 9-16 * * *\"\n    timezone: lead\n    steps:\n      - { after: 0d, template: t1 }",
+        ", require_consent: true",
+    ));
     let e = ev(
         "1",
         "u",
@@ -655,8 +671,7 @@ fn feedback_in_time_stops_the_sla() {
 fn recycling(steps: &str) -> String {
     format!(
         "{}\nrouting:\n  owners: [{{ id: a, email: a@x.io }}]\n  rules: [{{ name: r, owners: [a], strategy: round_robin }}]\n  recycle_score: 5\n",
-        DRIP.replace("STEPS", steps)
-            .replace(" CAP", "")
+        drip_yaml(&format!("exit: 'lead.attributes.done == true'\n    {steps}"), ", require_consent: true")
             .replace("stages:\n  lead: 'lead.email != \"\"'", "scoring:\n  - { name: hot, on: hot, points: 100 }\nstages:\n  lead: 'lead.email != \"\"'\n  sql: 'lead.score >= 100'")
     )
 }

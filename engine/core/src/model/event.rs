@@ -179,7 +179,11 @@ impl Event {
     /// Reads an event as [`Event::to_json`] stored it: as it arrived, plus
     /// whether an import brought it.
     pub fn from_stored(v: &Value) -> Result<Event, EventError> {
-        let imported = v.get(IMPORTED).and_then(Value::as_str).map(time::parse);
+        let Some(stamp) = v.get(IMPORTED) else {
+            // Most events were not imported: parsed as they are, no copy.
+            return Event::from_json(v, None);
+        };
+        let imported = stamp.as_str().map(time::parse);
         let mut plain = v.clone();
         if let Some(obj) = plain.as_object_mut() {
             obj.remove(IMPORTED);

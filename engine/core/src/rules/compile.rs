@@ -17,7 +17,7 @@ pub struct Ruleset {
     pub lists: BTreeMap<String, Vec<serde_json::Value>>,
     pub scoring: Vec<ScoringRule>,
     /// Scoring rules per event type, `*` rules merged in file order.
-    by_type: HashMap<String, Vec<usize>>,
+    by_type: foldhash::HashMap<String, Vec<usize>>,
     /// Rules for event types no rule names: the `*` rules.
     any_type: Vec<usize>,
     /// Indexes of `schedule` rules.
@@ -348,8 +348,12 @@ pub fn compile(mut l: Loaded) -> Result<Ruleset, Diagnostics> {
 /// the `*` rules, and the scheduled ones.
 fn index_triggers(
     scoring: &[ScoringRule],
-) -> (HashMap<String, Vec<usize>>, Vec<usize>, Vec<usize>) {
-    let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
+) -> (
+    foldhash::HashMap<String, Vec<usize>>,
+    Vec<usize>,
+    Vec<usize>,
+) {
+    let mut by_type: foldhash::HashMap<String, Vec<usize>> = foldhash::HashMap::default();
     let mut any_type = Vec::new();
     let mut scheduled = Vec::new();
     for (i, r) in scoring.iter().enumerate() {

@@ -315,19 +315,14 @@ pub fn text(c: &Comparison, limit: usize) -> String {
             if v.is_null() {
                 return "(not there)".into();
             }
-            let emails: Vec<&str> = v["emails"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let emails = super::explain::joined(&v["emails"], Value::as_str);
             format!(
                 "{} score {} fit {} owner {} emails [{}]",
                 v["stage"].as_str().unwrap_or(""),
                 v["score"],
                 v["fit"],
                 v["owner"].as_str().unwrap_or("none"),
-                emails.join(", ")
+                emails
             )
         };
         let _ = writeln!(out, "  {}: {}", d.lead, show(&d.base));

@@ -302,13 +302,8 @@ fn line(e: &Entry) -> String {
             subject()
         ),
         TimelineKind::Notification => {
-            let to: Vec<&str> = d["messages"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["to"].as_str())
-                .collect();
-            format!("notice to {}{}", to.join(", "), subject())
+            let to = joined(&d["messages"], |m| m["to"].as_str());
+            format!("notice to {to}{}", subject())
         }
         TimelineKind::EmailNotComposed => format!("email NOT composed: {}", s("error")),
         TimelineKind::Webhook => format!("webhook {} ({})", s("webhook"), s("event")),
@@ -380,16 +375,10 @@ fn note(d: &Value) -> String {
             s("rule")
         ),
         "offered" => {
-            let owners: Vec<&str> = d["owners"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
             format!(
                 "offered by routing rule {} to {}",
                 s("rule"),
-                owners.join(", ")
+                joined(&d["owners"], Value::as_str)
             )
         }
         "claim_refused" => format!("claim by {} refused: {}", s("owner"), s("reason")),
@@ -421,6 +410,18 @@ fn note(d: &Value) -> String {
             )
         }
     }
+}
+
+/// The texts `pick` finds in a JSON array's items, joined with commas
+/// (nothing for anything but an array).
+pub(crate) fn joined<'v>(array: &'v Value, pick: impl Fn(&'v Value) -> Option<&'v str>) -> String {
+    let items: Vec<&str> = array
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(pick)
+        .collect();
+    items.join(", ")
 }
 
 #[cfg(test)]

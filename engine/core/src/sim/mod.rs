@@ -15,7 +15,8 @@ pub use refold::{cycle_at, refold, NotRefolded, Refolded};
 use crate::eval::{Agenda, Book, Decision, Due, Effect, Evaluator, Input, Timer};
 use crate::model::{time::Timestamp, Event, LeadState};
 use explain::Mark;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::BTreeMap;
 
 pub struct World<'r> {
     eval: Evaluator<'r>,
@@ -98,8 +99,17 @@ impl<'r> World<'r> {
 
     fn run_tick(&mut self, at: Timestamp, rules: &[usize]) {
         self.agenda.ticked(at);
-        // Every lead, in id order: the routing book makes order matter.
-        let mut ids: Vec<String> = self.leads.keys().cloned().collect();
+        // The leads the tick can change (eval/wake.rs: the others it would
+        // leave as they are, as the daemon skips them), in id order: the
+        // routing book makes order matter.
+        let at_ms = at.timestamp_millis();
+        let eval = &self.eval;
+        let mut ids: Vec<String> = self
+            .leads
+            .iter()
+            .filter(|(_, lead)| eval.tick_wake(lead).due(at_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
         ids.sort_unstable();
         for id in ids {
             self.update(&id, Input::Tick { at, rules });
