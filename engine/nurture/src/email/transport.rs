@@ -59,6 +59,15 @@ impl Transport {
         }
     }
 
+    /// `smtp` or `files`: the `transport` label of the mail metrics, and
+    /// the name outages are logged under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Smtp(_) => "smtp",
+            Transport::Files(_) => "files",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Transport::Smtp(pool) => pool.describe(),
