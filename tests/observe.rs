@@ -489,3 +489,58 @@ fn metric_names(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// Every query of deploy/grafana-dashboard.json parses: promtool checks
+/// them as recording rules (`$job` and `$instance` filled in). promtool is
+/// what .ci/run installs (Debian's `prometheus` package).
+#[test]
+fn the_dashboards_queries_parse() {
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("the_dashboards_queries_parse", "promtool is not installed");
+        return;
+    }
+    let text = std::fs::read_to_string(repo().join("deploy/grafana-dashboard.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$job", "nurture")
+                .replace("$instance", ".*")
+        })
+        .collect();
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"record": format!("dashboard:query{i}"), "expr": e}))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yml");
+    // JSON is YAML.
+    std::fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
