@@ -3,8 +3,9 @@
 //! whether the mail transport is up (the last send's outcome), whether the
 //! last rules change was rejected, and whether the processor is advancing
 //! (stall detection, `--stall-after`). An outage (database, mail server) is
-//! logged when it starts and when it ends, with the failures in between
-//! counted: one line each way, not one per attempt.
+//! logged when it starts, when it fails for a reason it has not had yet,
+//! and when it ends, with the failures in between counted: not a line per
+//! attempt.
 
 use crate::clock::Clock;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -73,10 +74,17 @@ impl Health {
     /// Logged when the database starts refusing, not at every failure.
     pub fn storage_failed(&self, cause: String) {
         let now = self.clock.now().timestamp_millis();
-        if self.storage.failed(cause.clone(), now) {
-            tracing::error!(%cause, "database: refusing writes; retrying (logged again when writes succeed)");
-        } else {
-            tracing::debug!(%cause, "database: a write failed again");
+        match self.storage.failed(cause.clone(), now) {
+            Failed::Started => tracing::error!(
+                %cause,
+                "database: refusing writes; retrying (logged again when writes succeed)"
+            ),
+            Failed::Changed(failures) => tracing::error!(
+                %cause,
+                failures,
+                "database: still refusing writes, for another reason"
+            ),
+            Failed::Again => tracing::debug!(%cause, "database: a write failed again"),
         }
     }
 
@@ -103,10 +111,15 @@ impl Health {
     /// every failed send.
     pub fn mail_failed(&self, transport: &str, cause: &str) {
         let now = self.clock.now().timestamp_millis();
-        if self.mail.failed(cause.to_string(), now) {
-            tracing::warn!(%cause, "{transport}: down; sends wait and are retried (logged again when one succeeds)");
-        } else {
-            tracing::debug!(%cause, "{transport}: a send failed again");
+        match self.mail.failed(cause.to_string(), now) {
+            Failed::Started => tracing::warn!(
+                %cause,
+                "{transport}: down; sends wait and are retried (logged again when one succeeds)"
+            ),
+            Failed::Changed(failures) => {
+                tracing::warn!(%cause, failures, "{transport}: still down, for another reason")
+            }
+            Failed::Again => tracing::debug!(%cause, "{transport}: a send failed again"),
         }
     }
 
@@ -192,42 +205,64 @@ pub struct Down {
     pub cause: String,
 }
 
-/// Whether a dependency is down, until it works again.
+/// What a failure did to an outage.
+enum Failed {
+    Started,
+    /// A cause this outage has not had yet (the failures so far).
+    Changed(u64),
+    Again,
+}
+
+/// Whether a dependency is down, until it works again; and the causes this
+/// outage has had (a few), so that causes taking turns are logged once each.
 #[derive(Default)]
-struct Outage(std::sync::Mutex<Option<Down>>);
+struct Outage(std::sync::Mutex<Option<(Down, Vec<String>)>>);
+
+/// Causes remembered per outage: past this many, new ones are not logged.
+const CAUSES: usize = 8;
 
 impl Outage {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Down>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Down, Vec<String>)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a failure; true when it starts an outage.
-    fn failed(&self, cause: String, now: i64) -> bool {
+    /// Counts a failure: whether it starts an outage, brings a cause this
+    /// outage has not had (both logged), or is one more of those seen (not
+    /// logged).
+    fn failed(&self, cause: String, now: i64) -> Failed {
         let mut d = self.lock();
         match d.as_mut() {
-            Some(d) => {
+            Some((d, seen)) => {
                 d.failures += 1;
-                d.cause = cause;
-                false
+                d.cause = cause.clone();
+                if seen.contains(&cause) || seen.len() >= CAUSES {
+                    Failed::Again
+                } else {
+                    seen.push(cause);
+                    Failed::Changed(d.failures)
+                }
             }
             None => {
-                *d = Some(Down {
-                    since: now,
-                    failures: 1,
-                    cause,
-                });
-                true
+                *d = Some((
+                    Down {
+                        since: now,
+                        failures: 1,
+                        cause: cause.clone(),
+                    },
+                    vec![cause],
+                ));
+                Failed::Started
             }
         }
     }
 
     /// Ends the outage, if there was one: what it was.
     fn ok(&self) -> Option<Down> {
-        self.lock().take()
+        self.lock().take().map(|(d, _)| d)
     }
 
     fn get(&self) -> Option<Down> {
-        self.lock().clone()
+        self.lock().as_ref().map(|(d, _)| d.clone())
     }
 }
 
@@ -288,6 +323,16 @@ mod tests {
         h.mail_failed("smtp", "timed out");
         let d = h.mail_down().unwrap();
         assert_eq!((d.failures, d.cause.as_str()), (2, "timed out"));
+        // Causes taking turns are each new once.
+        assert!(matches!(
+            h.mail.failed("timed out".into(), 0),
+            Failed::Again
+        ));
+        assert!(matches!(
+            h.mail.failed("connection refused".into(), 0),
+            Failed::Again
+        ));
+        assert!(matches!(h.mail.failed("4xx".into(), 0), Failed::Changed(5)));
         assert_eq!(h.secs_since(d.since), 5);
         h.mail_ok("smtp");
         assert_eq!(h.mail_down(), None);
