@@ -282,6 +282,42 @@ fn an_smtp_outage_shows_on_readyz_and_the_outbox_and_is_logged_once_each_way() {
     );
 }
 
+/// A 4xx for one message (a full mailbox, greylisting) is retried, but the
+/// server answered: it is not an outage, and the daemon stays ready.
+#[test]
+fn a_4xx_for_one_message_is_retried_without_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let smtp = SmtpServer::start();
+    let log = dir.path().join("daemon.log");
+    let d = Daemon::start_logged_env(
+        &db,
+        &email_rules(),
+        &["--smtp-url", &smtp.url()],
+        &[("NURTURE_LOG", "info")],
+        &log,
+    );
+    let c = client();
+    post(&c, &d.url("/v1/events"), &identify("full1"));
+    post(&c, &d.url("/v1/events"), &identify("ok1"));
+    let m = eventually(20, "the 452 retried and the other sent", || {
+        let m = scrape(&c, &d);
+        (metric(&m, "nurture_emails_retried_total") >= 2.0
+            && metric(&m, "nurture_emails_sent_total") == 1.0)
+            .then_some(m)
+    });
+    assert_eq!(
+        metric(&m, "nurture_transport_up{kind=\"smtp\"}"),
+        1.0,
+        "{m}"
+    );
+    let (s, r) = get(&c, &d.url("/readyz"));
+    assert_eq!(s, StatusCode::OK, "{r}");
+    d.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("smtp: down"), "{text}");
+}
+
 /// Every request gets an id (the client's `X-Request-Id`, or one made
 /// here), returned in the response and on its access-log line, which
 /// names the route template, never the raw path; the HTTP metrics count

@@ -381,10 +381,16 @@ async fn deliver(
             tracing::debug!(message_id = %m.message_id, what = %m.what, "sent");
             (Outcome::Sent, note(TimelineKind::EmailSent, detail), None)
         }
-        Err(SendError::Transient(error)) => {
-            // The transport is down until a send succeeds: said once in the
-            // log, on /readyz and by nurture_transport_up.
-            metrics.transport_failed(transport.kind(), &error);
+        Err(e @ (SendError::Transient(_) | SendError::Deferred(_))) => {
+            // Unreachable, the transport is down until a send succeeds: said
+            // once in the log, on /readyz and by nurture_transport_up. A 4xx
+            // for this message is an answer: the server is up.
+            let error = e.to_string();
+            if let SendError::Transient(_) = e {
+                metrics.transport_failed(transport.kind(), &error);
+            } else {
+                metrics.transport_ok(transport.kind());
+            }
             let now = clock.now();
             let Some(at) = MAIL.next_try(row.attempts, row.created_at, now) else {
                 metrics.emails_failed.get_or_create(&labels).inc();
