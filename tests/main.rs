@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod email;
 mod import;
+mod observe;
 mod plugins;
 mod poison;
 mod reliability;

@@ -535,6 +535,30 @@ fn recovered(
         text.contains("ERROR") && text.contains(cause),
         "the cause is logged"
     );
+    // Once when the writes start failing (and for each new cause) and once
+    // when they succeed again (more than once only if the database
+    // flapped), not once per retry: the ERROR lines are those, and a few
+    // of other loops' first failures.
+    let down = text.matches("database: refusing writes").count();
+    let back = text.matches("database: writes succeed again after").count();
+    let errors = text.lines().filter(|l| l.contains("ERROR")).count();
+    let outage = text
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("database: "))
+        .count();
+    let failed = metric(
+        &c.get(d.url("/metrics")).send().unwrap().text().unwrap(),
+        "nurture_storage_errors_total",
+    );
+    eprintln!("outage log: {down} down, {back} back, {errors} ERROR lines, {failed} failed writes");
+    assert!(
+        down >= 1 && back == down,
+        "{down} down, {back} back:\n{text}"
+    );
+    assert!(
+        errors <= outage + 3,
+        "{errors} ERROR lines, {outage} of them the outage's, for {failed} failed writes:\n{text}"
+    );
     assert_no_panic(&text);
     (acked, refused, delivered, repeated)
 }
@@ -559,7 +583,8 @@ fn disk_full_refuses_clearly_and_recovers_when_space_returns() {
     let url = smtp.url();
     let log = dir.path().join("serve.log");
     let args = ["--smtp-url", url.as_str(), "--secret", "disk-full"];
-    let mut d = Daemon::start_logged(&db, &email_rules(), &args, &log);
+    let mut d =
+        Daemon::start_logged_env(&db, &email_rules(), &args, &[("NURTURE_LOG", "info")], &log);
     let c = client();
     let load = Load::start(&d.base, "f");
 
@@ -621,7 +646,8 @@ fn read_only_sqlite_refuses_clearly_and_loses_nothing() {
     let url = smtp.url();
     let log = dir.path().join("serve.log");
     let args = ["--smtp-url", url.as_str(), "--secret", "read-only"];
-    let mut d = Daemon::start_logged(&db, &email_rules(), &args, &log);
+    let mut d =
+        Daemon::start_logged_env(&db, &email_rules(), &args, &[("NURTURE_LOG", "info")], &log);
     let c = client();
     let load = Load::start(&d.base, "r");
     eventually(60, "some events acknowledged", || {
@@ -697,7 +723,8 @@ fn read_only_postgres_refuses_clearly_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
     let args = ["--smtp-url", url.as_str(), "--secret", "read-only"];
-    let mut d = Daemon::start_logged(&db, &email_rules(), &args, &log);
+    let mut d =
+        Daemon::start_logged_env(&db, &email_rules(), &args, &[("NURTURE_LOG", "info")], &log);
     let c = client();
     let load = Load::start(&d.base, "p");
     eventually(60, "some events acknowledged", || {

@@ -60,8 +60,19 @@ impl Daemon {
 
     /// With its log (stderr) written to `log`, for tests that read it.
     pub fn start_logged(db: &str, rules: &Path, args: &[&str], log: &Path) -> Daemon {
+        Daemon::start_logged_env(db, rules, args, &[], log)
+    }
+
+    /// Logged, with environment variables (`NURTURE_LOG=debug`, ...).
+    pub fn start_logged_env(
+        db: &str,
+        rules: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Daemon {
         let file = std::fs::File::create(log).expect("create the daemon's log file");
-        let mut d = Daemon::spawn(db, rules, None, args, &[], Stdio::from(file));
+        let mut d = Daemon::spawn(db, rules, None, args, env, Stdio::from(file));
         d.log = Some(log.to_path_buf());
         d
     }
@@ -261,13 +272,24 @@ pub fn pending(c: &Client, d: &Daemon) -> f64 {
     h["events_pending"].as_f64().unwrap_or(f64::MAX)
 }
 
+/// A metric's value in a `/metrics` text: `name` with its labels
+/// (`nurture_outbox_pending{kind="email"}`) gives that series; a bare name
+/// gives the sum of all its series (a labelled counter's total).
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if name.contains('{') || rest.starts_with(' ') {
+                rest
+            } else if rest.starts_with('{') {
+                rest.split_once("} ")?.1
+            } else {
+                return None;
+            };
+            value.trim().parse::<f64>().ok()
         })
-        .unwrap_or(0.0)
+        .sum()
 }
 
 pub fn now_rfc3339(offset_secs: i64) -> String {

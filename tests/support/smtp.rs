@@ -69,8 +69,12 @@ impl Handler for Conn {
         }
     }
     fn rcpt(&mut self, to: &str) -> Response {
-        if to.trim_start_matches('<').starts_with("bounce") {
+        let to = to.trim_start_matches('<');
+        if to.starts_with("bounce") {
             response::NO_MAILBOX
+        } else if to.starts_with("full") {
+            // 452: this message later, the server is up (a full mailbox).
+            response::OUT_OF_SPACE
         } else {
             response::OK
         }

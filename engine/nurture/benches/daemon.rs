@@ -89,6 +89,7 @@ async fn bench_backend(name: &str, url: String) {
         secret: None,
         log_json: false,
         stall_after: std::time::Duration::from_secs(30),
+        ready_max_lag: std::time::Duration::from_secs(300),
         max_batch: nurture::daemon::processor::MAX_BATCH,
         workers: setting("NURTURE_BENCH_WORKERS", 2),
         partitions: setting(

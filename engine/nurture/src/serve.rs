@@ -14,7 +14,7 @@ use crate::daemon::metrics::Metrics;
 use crate::daemon::partitions::Partitions;
 use crate::daemon::processor::Processor;
 use crate::daemon::rules::{Active, RulesHandle};
-use crate::daemon::{gauges, leases, reload, worker};
+use crate::daemon::{leases, reload, worker};
 use crate::email::{Links, Secret, Transport};
 use crate::rules::Ruleset;
 use crate::store::{Backend, Ingestor, Store};
@@ -46,6 +46,9 @@ pub struct ServeConfig {
     /// `/healthz` says `degraded` when the processor has neither committed
     /// a step nor found nothing to do for this long (`--stall-after`).
     pub stall_after: Duration,
+    /// `/readyz` says not ready when the oldest waiting event or overdue
+    /// work is older than this (`--ready-max-lag`).
+    pub ready_max_lag: Duration,
     /// Most events a processing step grows to under a backlog (`--max-batch`).
     pub max_batch: i64,
     /// Workers stepping partitions side by side (`--workers`).
@@ -88,6 +91,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("secret", &hidden(&self.secret))
             .field("log_json", &self.log_json)
             .field("stall_after", &self.stall_after)
+            .field("ready_max_lag", &self.ready_max_lag)
             .field("max_batch", &self.max_batch)
             .field("workers", &self.workers)
             .field("partitions", &self.partitions)
@@ -146,9 +150,25 @@ fn random_hex(bytes: usize) -> std::io::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The log filter: `NURTURE_LOG` (default `info`), with sqlx's per-query
+/// lines left out (`sqlx=warn`: slow statements are still logged) unless
+/// the filter names sqlx itself. At `debug` they were nearly every line.
+pub fn log_filter(given: Option<&str>) -> String {
+    let given = given
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    if given.contains("sqlx") {
+        given.to_string()
+    } else {
+        format!("{given},sqlx=warn")
+    }
+}
+
 pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NURTURE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let given = std::env::var("NURTURE_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(given.as_deref()))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -221,7 +241,9 @@ pub async fn run(
     let active =
         tokio::task::spawn_blocking(move || Active::new(rules, &links_for_rules)).await??;
     let handle = RulesHandle::new(active);
-    let health = Arc::new(Health::new(cfg.clock.clone(), cfg.stall_after));
+    let health = Arc::new(
+        Health::new(cfg.clock.clone(), cfg.stall_after).with_ready_max_lag(cfg.ready_max_lag),
+    );
     let metrics = Arc::new(Metrics::new(health.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -293,7 +315,6 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let keys_task = tokio::spawn(crate::api::access::watch(access.clone(), stop_rx.clone()));
-    let gauge_task = tokio::spawn(gauges::run(store.clone(), metrics.clone(), stop_rx.clone()));
 
     let auth = access.describe();
     let ingest = Ingestor::start(store.clone(), metrics.clone());
@@ -339,7 +360,6 @@ pub async fn run(
     }
     let _ = reload_task.await;
     let _ = sender_task.await;
-    let _ = gauge_task.await;
     let _ = keys_task.await;
     let _ = webhook_task.await;
     tracing::info!("stopped");
@@ -382,6 +402,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_log_filter_leaves_sqlx_queries_out_unless_asked() {
+        assert_eq!(log_filter(None), "info,sqlx=warn");
+        assert_eq!(log_filter(Some("debug")), "debug,sqlx=warn");
+        assert_eq!(log_filter(Some("debug,sqlx=debug")), "debug,sqlx=debug");
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let cfg = ServeConfig {
             database_url: "postgres://app:hunter2@db/n".into(),
@@ -397,6 +424,7 @@ mod tests {
             secret: Some("sec-hunter2".into()),
             log_json: false,
             stall_after: Duration::from_secs(30),
+            ready_max_lag: Duration::from_secs(300),
             max_batch: 100,
             workers: 2,
             partitions: 16,

@@ -5,6 +5,7 @@ pub mod access;
 mod ingest;
 mod leads;
 pub mod limit;
+mod observe;
 pub mod preview;
 mod quarantine;
 mod routing;
@@ -76,11 +77,17 @@ pub fn router(state: AppState) -> Router {
             get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
         )
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(observe::readyz))
+        .route("/metrics", get(observe::metrics))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(refuse_declared_large_bodies))
         .layer(middleware::map_response(json_errors))
+        // Outermost: sees every answer as sent, with its route template.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::access,
+        ))
         .with_state(state)
 }
 
@@ -438,6 +445,14 @@ async fn healthz(State(state): State<AppState>) -> Response {
                     state.health.stall_after().as_secs_f64()
                 ));
             }
+            if let Some(d) = state.health.mail_down() {
+                degraded.push(format!(
+                    "mail: down for {} s ({} failed sends): {}; messages wait and are retried",
+                    state.health.secs_since(d.since),
+                    d.failures,
+                    d.cause
+                ));
+            }
             let mut body = json!({"status": if degraded.is_empty() { "ok" } else { "degraded" },
                 "events_pending": pending, "due_work": due});
             if !degraded.is_empty() {
@@ -467,17 +482,6 @@ async fn healthz(State(state): State<AppState>) -> Response {
         body["rules_rejected"] = json!(why);
     }
     (status, Json(body)).into_response()
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
 }
 
 /// The stored lead, or 404.

@@ -212,6 +212,10 @@ struct ServeArgs {
     /// step committed, while there is work) for this long.
     #[arg(long, env = "NURTURE_STALL_AFTER", default_value = "30s")]
     stall_after: crate::rules::config::DurationSpec,
+    /// /readyz says "not ready" when the oldest event waiting to be applied,
+    /// or the oldest overdue drip step or timer, is older than this.
+    #[arg(long, env = "NURTURE_READY_MAX_LAG", default_value = "5m")]
+    ready_max_lag: crate::rules::config::DurationSpec,
     /// Most events one processing step grows to while a backlog waits
     /// (steps start at 100 and double while they come back full).
     #[arg(long, env = "NURTURE_MAX_BATCH", default_value_t = crate::daemon::processor::MAX_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
@@ -657,6 +661,11 @@ fn serve(a: ServeArgs) -> ExitCode {
         secret: a.secret,
         log_json: a.log_json,
         stall_after: a.stall_after.0.to_std().unwrap_or(Duration::from_secs(30)),
+        ready_max_lag: a
+            .ready_max_lag
+            .0
+            .to_std()
+            .unwrap_or(crate::daemon::health::READY_MAX_LAG),
         max_batch: a.max_batch,
         workers: usize::from(a.workers),
         partitions: a.partitions,

@@ -1,24 +1,20 @@
-//! The backlog gauges (events pending, due work, leads in quarantine),
-//! sampled from the store every two seconds.
+//! The backlog gauges (events pending and the oldest one's age, due work
+//! and what of it is overdue, undelivered outbox rows by kind, leads in
+//! quarantine), read from the store when `/metrics` is scraped or
+//! `/readyz` asked: they say what `/healthz` says at that moment, not what
+//! a sampler saw seconds before.
 
 use super::metrics::Metrics;
-use crate::store::Store;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::watch;
+use crate::model::time::Timestamp;
+use crate::store::{Backlog, Store, StoreError};
 
-pub async fn run(store: Store, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
-    loop {
-        if let Ok((pending, due)) = store.queue_depth().await {
-            metrics.events_pending.set(pending);
-            metrics.due_work.set(due);
-        }
-        if let Ok(n) = store.quarantine_count().await {
-            metrics.leads_quarantined.set(n);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = stop.changed() => return,
-        }
-    }
+/// Reads the backlog at `now` and sets the gauges from it.
+pub async fn refresh(
+    store: &Store,
+    metrics: &Metrics,
+    now: Timestamp,
+) -> Result<Backlog, StoreError> {
+    let b = store.backlog(now).await?;
+    metrics.set_backlog(&b, now);
+    Ok(b)
 }

@@ -1,7 +1,11 @@
-//! What `/healthz` reports beyond the backlog: whether the database takes
-//! writes (the last failure's cause, until a write succeeds), whether the
+//! What `/healthz` and `/readyz` report beyond the backlog: whether the
+//! database takes writes (the last failure's cause, until a write succeeds),
+//! whether the mail transport is up (the last send's outcome), whether the
 //! last rules change was rejected, and whether the processor is advancing
-//! (stall detection, `--stall-after`).
+//! (stall detection, `--stall-after`). An outage (database, mail server) is
+//! logged when it starts, when it fails for a reason it has not had yet,
+//! and when it ends, with the failures in between counted: not a line per
+//! attempt.
 
 use crate::clock::Clock;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,8 +27,14 @@ pub struct Health {
     /// When the daemon started: the progress of a processor with no worker
     /// yet.
     started: AtomicI64,
-    /// Why the last write failed, until a write succeeds again.
-    storage_error: Reason,
+    /// The database refusing writes, until a write succeeds again.
+    storage: Outage,
+    /// The mail transport failing (connection refused, timeouts, 4xx),
+    /// until a send succeeds again.
+    mail: Outage,
+    /// `/readyz` says not ready when the oldest waiting event or overdue
+    /// item is older than this (`--ready-max-lag`).
+    ready_max_lag: Duration,
     /// Why the last rules change was rejected, until one is taken.
     rules_error: Reason,
 }
@@ -42,26 +52,98 @@ impl Health {
             started: clock.now().timestamp_millis().into(),
             clock,
             stall_after,
-            storage_error: Reason::default(),
+            storage: Outage::default(),
+            mail: Outage::default(),
+            ready_max_lag: READY_MAX_LAG,
             rules_error: Reason::default(),
         }
     }
 
+    /// With `/readyz`'s bound on the backlog's age (`--ready-max-lag`).
+    pub fn with_ready_max_lag(mut self, lag: Duration) -> Health {
+        self.ready_max_lag = lag;
+        self
+    }
+
+    /// How old the backlog may get before `/readyz` says not ready.
+    pub fn ready_max_lag(&self) -> Duration {
+        self.ready_max_lag
+    }
+
     /// A write failed: `/healthz` reports the cause until a write succeeds.
+    /// Logged when the database starts refusing, not at every failure.
     pub fn storage_failed(&self, cause: String) {
-        self.storage_error.set(cause);
+        let now = self.clock.now().timestamp_millis();
+        match self.storage.failed(cause.clone(), now) {
+            Failed::Started => tracing::error!(
+                %cause,
+                "database: refusing writes; retrying (logged again when writes succeed)"
+            ),
+            Failed::Changed(failures) => tracing::error!(
+                %cause,
+                failures,
+                "database: still refusing writes, for another reason"
+            ),
+            Failed::Again => tracing::debug!(%cause, "database: a write failed again"),
+        }
     }
 
     /// A write was committed: the database takes writes.
     pub fn storage_ok(&self) {
-        if self.storage_error.clear() {
-            tracing::info!("database writes succeed again");
+        if let Some(d) = self.storage.ok() {
+            let down_s = self.secs_since(d.since);
+            tracing::info!(
+                failures = d.failures,
+                down_s,
+                "database: writes succeed again after {} failures",
+                d.failures
+            );
         }
     }
 
     /// Why the last write failed, if none succeeded since.
     pub fn storage_error(&self) -> Option<String> {
-        self.storage_error.get()
+        self.storage.get().map(|d| d.cause)
+    }
+
+    /// A send failed for now (`transport`: `smtp`, `files`): the transport
+    /// is down until a send succeeds. Logged when it goes down, not at
+    /// every failed send.
+    pub fn mail_failed(&self, transport: &str, cause: &str) {
+        let now = self.clock.now().timestamp_millis();
+        match self.mail.failed(cause.to_string(), now) {
+            Failed::Started => tracing::warn!(
+                %cause,
+                "{transport}: down; sends wait and are retried (logged again when one succeeds)"
+            ),
+            Failed::Changed(failures) => {
+                tracing::warn!(%cause, failures, "{transport}: still down, for another reason")
+            }
+            Failed::Again => tracing::debug!(%cause, "{transport}: a send failed again"),
+        }
+    }
+
+    /// A send succeeded: the transport is up.
+    pub fn mail_ok(&self, transport: &str) {
+        if let Some(d) = self.mail.ok() {
+            let down_s = self.secs_since(d.since);
+            tracing::info!(
+                failures = d.failures,
+                down_s,
+                "{transport}: back after {} failures",
+                d.failures
+            );
+        }
+    }
+
+    /// The mail transport's outage, if the last send failed for now.
+    pub fn mail_down(&self) -> Option<Down> {
+        self.mail.get()
+    }
+
+    /// Whole seconds from `since` (epoch ms) to now.
+    pub fn secs_since(&self, since: i64) -> i64 {
+        (self.clock.now().timestamp_millis() - since).max(0) / 1000
     }
 
     /// A rules change was rejected (the rules in force keep running).
@@ -111,6 +193,79 @@ impl Health {
     }
 }
 
+/// The default of `--ready-max-lag`.
+pub const READY_MAX_LAG: Duration = Duration::from_secs(300);
+
+/// A dependency that is failing: since when, how often, and why last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Down {
+    /// Epoch ms of the first failure.
+    pub since: i64,
+    pub failures: u64,
+    pub cause: String,
+}
+
+/// What a failure did to an outage.
+enum Failed {
+    Started,
+    /// A cause this outage has not had yet (the failures so far).
+    Changed(u64),
+    Again,
+}
+
+/// Whether a dependency is down, until it works again; and the causes this
+/// outage has had (a few), so that causes taking turns are logged once each.
+#[derive(Default)]
+struct Outage(std::sync::Mutex<Option<(Down, Vec<String>)>>);
+
+/// Causes remembered per outage: past this many, new ones are not logged.
+const CAUSES: usize = 8;
+
+impl Outage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Down, Vec<String>)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a failure: whether it starts an outage, brings a cause this
+    /// outage has not had (both logged), or is one more of those seen (not
+    /// logged).
+    fn failed(&self, cause: String, now: i64) -> Failed {
+        let mut d = self.lock();
+        match d.as_mut() {
+            Some((d, seen)) => {
+                d.failures += 1;
+                d.cause = cause.clone();
+                if seen.contains(&cause) || seen.len() >= CAUSES {
+                    Failed::Again
+                } else {
+                    seen.push(cause);
+                    Failed::Changed(d.failures)
+                }
+            }
+            None => {
+                *d = Some((
+                    Down {
+                        since: now,
+                        failures: 1,
+                        cause: cause.clone(),
+                    },
+                    vec![cause],
+                ));
+                Failed::Started
+            }
+        }
+    }
+
+    /// Ends the outage, if there was one: what it was.
+    fn ok(&self) -> Option<Down> {
+        self.lock().take().map(|(d, _)| d)
+    }
+
+    fn get(&self) -> Option<Down> {
+        self.lock().as_ref().map(|(d, _)| d.clone())
+    }
+}
+
 /// Why something last went wrong, until it goes right again (`/healthz`).
 #[derive(Default)]
 struct Reason(std::sync::Mutex<Option<String>>);
@@ -154,5 +309,36 @@ mod tests {
         t.advance(chrono::Duration::seconds(31));
         h.processor_advanced(1);
         assert_eq!(h.since_processor_advanced(), Duration::from_secs(31));
+    }
+
+    /// An outage is one state from its first failure to the next success,
+    /// however many failures come between.
+    #[test]
+    fn an_outage_counts_its_failures_and_ends_at_a_success() {
+        let t = TestClock::new(crate::model::time::parse("2026-01-01T00:00:00Z").unwrap());
+        let h = Health::new(t.clock(), Duration::from_secs(30));
+        assert_eq!(h.mail_down(), None);
+        h.mail_failed("smtp", "connection refused");
+        t.advance(chrono::Duration::seconds(5));
+        h.mail_failed("smtp", "timed out");
+        let d = h.mail_down().unwrap();
+        assert_eq!((d.failures, d.cause.as_str()), (2, "timed out"));
+        // Causes taking turns are each new once.
+        assert!(matches!(
+            h.mail.failed("timed out".into(), 0),
+            Failed::Again
+        ));
+        assert!(matches!(
+            h.mail.failed("connection refused".into(), 0),
+            Failed::Again
+        ));
+        assert!(matches!(h.mail.failed("4xx".into(), 0), Failed::Changed(5)));
+        assert_eq!(h.secs_since(d.since), 5);
+        h.mail_ok("smtp");
+        assert_eq!(h.mail_down(), None);
+        h.storage_failed("disk full".into());
+        assert_eq!(h.storage_error().as_deref(), Some("disk full"));
+        h.storage_ok();
+        assert_eq!(h.storage_error(), None);
     }
 }

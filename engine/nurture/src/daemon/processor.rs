@@ -18,7 +18,7 @@
 //! the database itself (down, full, read-only) are not a lead's: the step
 //! fails whole and is retried (docs/daemon.md, Failures).
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, OwnerLabels, RuleErrorLabels};
 use super::rules::{Active, RulesHandle};
 use crate::clock::Clock;
 use crate::eval::{Agenda, Book, Due, Evaluator, Input, PluginEffect, PluginHost, Timer};
@@ -40,6 +40,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 /// Most events applied in one step. With SQLite's one writer, a step's
 /// write holds off ingest for its length: 100 keeps that short (batch ingest
@@ -134,8 +135,6 @@ struct StepState {
 #[derive(Default)]
 struct Counts {
     events: u64,
-    rule_errors: u64,
-    sla_breaches: u64,
     not_composed: u64,
     withheld: u64,
     /// Events re-folded in, and applied late as they arrived.
@@ -296,6 +295,22 @@ impl Processor {
         now: Timestamp,
         batch: i64,
     ) -> Result<Stepped, StoreError> {
+        // What the step works on, filled in once loaded (`attempt`): every
+        // line logged during the step names its events and leads.
+        let span = tracing::info_span!(
+            "step",
+            part,
+            events = tracing::field::Empty,
+            first_seq = tracing::field::Empty,
+            last_seq = tracing::field::Empty,
+            ids = tracing::field::Empty,
+            timers = tracing::field::Empty,
+            leads = tracing::field::Empty,
+        );
+        self.step_in(part, now, batch).instrument(span).await
+    }
+
+    async fn step_in(&self, part: i64, now: Timestamp, batch: i64) -> Result<Stepped, StoreError> {
         let mut budget = batch.max(1);
         let mut aside = BTreeMap::new();
         loop {
@@ -352,6 +367,7 @@ impl Processor {
         let (mut st, events, horizon) = self
             .load(part, now, budget, aside, active.rules.wake_key)
             .await?;
+        name_in_span(&events, &st);
         let applied = match self
             .drive(&eval, &active, &mut st, &events, now, horizon, budget)
             .await?
@@ -383,6 +399,7 @@ impl Processor {
             }
         }
         self.committed(counts, &w);
+        tracing::debug!(applied, set_aside, "step committed");
         if !aside.is_empty() {
             for (lead, cause) in &aside {
                 tracing::warn!(%lead, %cause, "lead set aside (quarantine); its events wait");
@@ -1018,8 +1035,30 @@ impl Processor {
     fn committed(&self, c: Counts, w: &Writes) {
         let m = &self.metrics;
         m.events_processed.inc_by(c.events);
-        m.rule_errors.inc_by(c.rule_errors);
-        m.sla_breaches.inc_by(c.sla_breaches);
+        // Rule errors and SLA breaches by rule, plugin and owner: the notes
+        // that counted them (writes.rs, `collect`) name them.
+        for e in w.timeline.iter().filter(|e| e.kind == TimelineKind::Note) {
+            let text = |k: &str| e.detail.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            match text("note") {
+                error @ ("condition_error" | "not_a_number" | "plugin_failed") => {
+                    m.rule_errors
+                        .get_or_create(&RuleErrorLabels {
+                            error: error.to_string(),
+                            rule: text("rule").to_string(),
+                            plugin: text("plugin").to_string(),
+                        })
+                        .inc();
+                }
+                "sla_breached" => {
+                    m.sla_breaches
+                        .get_or_create(&OwnerLabels {
+                            owner: text("owner").to_string(),
+                        })
+                        .inc();
+                }
+                _ => {}
+            }
+        }
         m.emails_not_composed.inc_by(c.not_composed);
         m.withheld.inc_by(c.withheld);
         m.events_refolded.inc_by(c.refolded);
@@ -1186,8 +1225,6 @@ fn collect(
         ..
     } = st;
     let counts = Counts {
-        rule_errors: out.rule_errors,
-        sla_breaches: out.sla_breaches,
         not_composed: out.not_composed,
         withheld: out.withheld,
         ..counts
@@ -1239,6 +1276,51 @@ fn collect(
         version,
     };
     (w, state, book_changed, counts, aside, touched)
+}
+
+/// At most this many event ids and leads are named in a step's span; the
+/// counts and the first and last `seq` cover the rest.
+const NAMED: usize = 10;
+
+/// Records on the step's span what it loaded: its events (count, first and
+/// last `seq`, the first ids), due timers, and the leads they are for.
+fn name_in_span(events: &[PendingEvent], st: &StepState) {
+    let span = tracing::Span::current();
+    if span.is_disabled() || (events.is_empty() && st.timers.is_empty()) {
+        return;
+    }
+    let list = |items: Vec<&str>, total: usize| {
+        let mut s = items.join(",");
+        if total > items.len() {
+            s.push_str(&format!(",…(+{})", total - items.len()));
+        }
+        s
+    };
+    let ids: Vec<&str> = events
+        .iter()
+        .filter_map(|p| p.event.as_ref().ok().map(|e| e.id.as_str()))
+        .take(NAMED)
+        .collect();
+    let mut leads: Vec<&str> = events
+        .iter()
+        .filter_map(|p| p.event.as_ref().ok().map(|e| e.lead.as_str()))
+        .chain(st.timers.values().map(|(_, t)| t.lead.as_str()))
+        .collect();
+    leads.sort_unstable();
+    leads.dedup();
+    let lead_count = leads.len();
+    leads.truncate(NAMED);
+    span.record("events", events.len());
+    if let (Some(lo), Some(hi)) = (
+        events.iter().map(|p| p.seq).min(),
+        events.iter().map(|p| p.seq).max(),
+    ) {
+        span.record("first_seq", lo);
+        span.record("last_seq", hi);
+    }
+    span.record("ids", list(ids, events.len()));
+    span.record("timers", st.timers.len());
+    span.record("leads", list(leads, lead_count));
 }
 
 fn panicked(lead: &str, cause: String) -> Attempt {

@@ -105,7 +105,9 @@ impl Retries {
         self.0 = self.0.saturating_add(1);
         let wait = STORAGE.delay(self.0);
         let cause = e.cause();
-        tracing::error!(error = %e, retry_in = ?wait, "{what} failed; retrying: {cause}");
+        // At debug: the outage is logged once, when it starts and ends
+        // (daemon/health.rs), not at every retry.
+        tracing::debug!(error = %e, retry_in = ?wait, "{what} failed; retrying: {cause}");
         metrics.storage_failed(cause);
         wait
     }

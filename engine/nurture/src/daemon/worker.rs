@@ -64,7 +64,11 @@ pub async fn run(
                     parts.touch([part]);
                 }
                 retries.succeeded();
-                metrics.storage_ok();
+                // Only a step that wrote says the database takes writes: an
+                // idle one wrote nothing (it would end an outage that goes on).
+                if n > 0 {
+                    metrics.storage_ok();
+                }
                 metrics.health().processor_advanced(worker);
                 (n > 0, stepped.waited)
             }

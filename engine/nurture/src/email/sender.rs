@@ -19,7 +19,7 @@
 use super::compose::Outgoing;
 use super::transport::{SendError, Transport, CONCURRENCY};
 use crate::clock::Clock;
-use crate::daemon::metrics::Metrics;
+use crate::daemon::metrics::{MailLabels, Metrics};
 use crate::daemon::retry::{Retries, MAIL, RECORD};
 use crate::model::Event;
 use crate::store::{Note, OutboxKind, OutboxRow, Outcome, Settle, Store};
@@ -290,8 +290,16 @@ async fn record(
             }
             failures += 1;
             let wait = RECORD.delay(failures);
-            tracing::error!(error = %e, retry_in = ?wait, "recording send outcomes failed; retrying: {cause}");
+            // Once per outage, and once when it ends: not at every retry.
+            if failures == 1 {
+                tracing::error!(error = %e, "recording send outcomes failed; retrying (logged again once recorded): {cause}");
+            } else {
+                tracing::debug!(error = %e, retry_in = ?wait, "recording send outcomes failed again: {cause}");
+            }
             idle(&mut stop, wait).await;
+        }
+        if failures > 0 {
+            tracing::info!(failures, "send outcomes recorded after {failures} failures");
         }
         // Slots free up now.
         let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -319,10 +327,14 @@ async fn deliver(
     clock: &Clock,
     row: &OutboxRow,
 ) -> Delivered {
+    let kind = row.kind.as_str();
     let m: Outgoing = match serde_json::from_str(&row.payload) {
         Ok(m) => m,
         Err(e) => {
-            metrics.emails_failed.inc();
+            metrics
+                .emails_failed
+                .get_or_create(&MailLabels::of(kind, "", transport.kind()))
+                .inc();
             let error = format!("outbox row is not a message: {e}");
             let detail = json!({"error": error});
             return (
@@ -332,6 +344,7 @@ async fn deliver(
             );
         }
     };
+    let labels = MailLabels::of(kind, &m.what, transport.kind());
     let mut detail = json!({"message_id": m.message_id, "what": m.what});
     // Consent may have been withdrawn, or the lead erased, since the step
     // was decided.
@@ -342,7 +355,7 @@ async fn deliver(
             Some(_) => None,
         };
         if let Some(reason) = reason {
-            metrics.emails_cancelled.inc();
+            metrics.emails_cancelled.get_or_create(&labels).inc();
             return (
                 Outcome::Cancelled {
                     reason: reason.into(),
@@ -356,22 +369,31 @@ async fn deliver(
         // On the timeline too, so a repeat can be told from a double send.
         detail["uncertain"] = json!(true);
         if transport.already_sent(&m) {
-            metrics.emails_sent.inc();
+            metrics.mail_sent(&labels, row.created_at, clock.now());
             return (Outcome::Sent, note(TimelineKind::EmailSent, detail), None);
         }
-        metrics.emails_resent.inc();
+        metrics.emails_resent.get_or_create(&labels).inc();
         tracing::warn!(message_id = %m.message_id, "outcome of an earlier send is unknown (crash); sending again with the same Message-ID");
     }
     match transport.send(&m).await {
         Ok(()) => {
-            metrics.emails_sent.inc();
+            metrics.mail_sent(&labels, row.created_at, clock.now());
             tracing::debug!(message_id = %m.message_id, what = %m.what, "sent");
             (Outcome::Sent, note(TimelineKind::EmailSent, detail), None)
         }
-        Err(SendError::Transient(error)) => {
+        Err(e @ (SendError::Transient(_) | SendError::Deferred(_))) => {
+            // Unreachable, the transport is down until a send succeeds: said
+            // once in the log, on /readyz and by nurture_transport_up. A 4xx
+            // for this message is an answer: the server is up.
+            let error = e.to_string();
+            if let SendError::Transient(_) = e {
+                metrics.transport_failed(transport.kind(), &error);
+            } else {
+                metrics.transport_ok(transport.kind());
+            }
             let now = clock.now();
             let Some(at) = MAIL.next_try(row.attempts, row.created_at, now) else {
-                metrics.emails_failed.inc();
+                metrics.emails_failed.get_or_create(&labels).inc();
                 tracing::error!(message_id = %m.message_id, %error, "giving up after 24 hours of retries");
                 let detail = json!({"message_id": m.message_id, "what": m.what, "error": error, "gave_up": true});
                 return (
@@ -380,12 +402,16 @@ async fn deliver(
                     None,
                 );
             };
-            metrics.emails_retried.inc();
-            tracing::info!(message_id = %m.message_id, %error, attempts = row.attempts, "send failed; will retry");
+            metrics.emails_retried.get_or_create(&labels).inc();
+            tracing::debug!(message_id = %m.message_id, %error, attempts = row.attempts, "send failed; will retry");
             (Outcome::Retry { at, error }, None, None)
         }
         Err(SendError::Permanent { message, bounce }) => {
-            metrics.emails_failed.inc();
+            metrics.emails_failed.get_or_create(&labels).inc();
+            // A refusal is an answer: the server is up.
+            if bounce {
+                metrics.transport_ok(transport.kind());
+            }
             tracing::warn!(message_id = %m.message_id, error = %message, bounce, "send refused");
             let detail = json!({"message_id": m.message_id, "what": m.what, "error": message, "bounce": bounce});
             let event = (bounce && m.is_marketing()).then(|| Event {

@@ -14,9 +14,14 @@ pub const CONCURRENCY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Worth another try later: 4xx replies, connection and TLS errors, timeouts.
+    /// Worth another try later, and the server is not reachable or not
+    /// serving: connection and TLS errors, timeouts, 421.
     #[error("{0}")]
     Transient(String),
+    /// Worth another try later, but the server answered (a 4xx reply for
+    /// this message: greylisting, a full mailbox): it is up.
+    #[error("{0}")]
+    Deferred(String),
     /// The server refused for good (5xx), or the message cannot be built.
     #[error("{message}")]
     Permanent {
@@ -56,6 +61,15 @@ impl Transport {
                     .map_err(|e| ConfigError(format!("outbox {}: {e}", outbox.display())))?;
                 Ok(Transport::Files(outbox.to_path_buf()))
             }
+        }
+    }
+
+    /// `smtp` or `files`: the `transport` label of the mail metrics, and
+    /// the name outages are logged under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Smtp(_) => "smtp",
+            Transport::Files(_) => "files",
         }
     }
 
@@ -164,7 +178,11 @@ pub(super) fn classify(e: lettre::transport::smtp::Error) -> SendError {
             message: e.to_string(),
         }
     } else {
-        SendError::Transient(e.to_string())
+        match e.status().map(|c| c.to_string()) {
+            // 421: the service itself is going away.
+            Some(code) if code != "421" => SendError::Deferred(e.to_string()),
+            _ => SendError::Transient(e.to_string()),
+        }
     }
 }
 

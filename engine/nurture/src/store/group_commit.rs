@@ -122,7 +122,8 @@ async fn commit(store: &Store, observer: &dyn WriteObserver, jobs: Vec<Job>) {
             // Nothing of this is acknowledged: every request still waiting
             // gets the cause and retries.
             let cause = e.cause();
-            tracing::error!(error = %e, "storing events failed; refused with 503: {cause}");
+            // At debug: the observer logs the outage once (daemon/health.rs).
+            tracing::debug!(error = %e, "storing events failed; refused with 503: {cause}");
             observer.failed(cause.clone());
             let err = IngestError::Unavailable(cause);
             for job in group.into_iter().chain(todo.drain(..).flatten()) {

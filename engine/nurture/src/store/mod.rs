@@ -5,6 +5,7 @@
 //! `?1` (its numbered form). Times are stored as epoch milliseconds, JSON as
 //! text, so both databases read the same rows.
 
+mod backlog;
 mod export;
 pub mod group_commit;
 mod imports;
@@ -17,6 +18,7 @@ mod step;
 mod timeline;
 mod upgrade;
 
+pub use backlog::{Backlog, OutboxBacklog, OVERDUE_COUNTED};
 pub use export::{History, StoredEvent};
 pub use group_commit::{IngestError, Ingestor, WriteObserver};
 pub use imports::IMPORT_EXPIRES_MS;

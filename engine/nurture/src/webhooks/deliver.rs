@@ -11,7 +11,7 @@
 
 use super::{sign, signing_key, WebhookError};
 use crate::clock::Clock;
-use crate::daemon::metrics::Metrics;
+use crate::daemon::metrics::{KindLabels, Metrics, WebhookLabels};
 use crate::daemon::retry::{Retries, WEBHOOKS};
 use crate::daemon::rules::RulesHandle;
 use crate::store::{Note, OutboxKind, OutboxRow, Outcome, Settle, Store};
@@ -119,15 +119,25 @@ async fn deliver_one(
     t: OutboxRow,
 ) {
     let (webhook, kind, result) = attempt(&rules, &clock, &client, &t).await;
+    let labels = WebhookLabels {
+        webhook: webhook.to_string(),
+    };
     let now = clock.now();
     let (outcome, note) = match &result {
         Ok(()) => {
-            metrics.webhooks_delivered.inc();
+            metrics.webhooks_delivered.get_or_create(&labels).inc();
+            let secs = (now - t.created_at).num_milliseconds() as f64 / 1000.0;
+            metrics
+                .delivery_latency
+                .get_or_create(&KindLabels {
+                    kind: "webhook".into(),
+                })
+                .observe(secs.max(0.0));
             tracing::info!(%webhook, %kind, "webhook delivered");
             (Outcome::Sent, None)
         }
         Err(e) => {
-            metrics.webhook_attempts_failed.inc();
+            metrics.webhook_attempts_failed.get_or_create(&labels).inc();
             let next = if e.is_permanent() {
                 None
             } else {
@@ -140,7 +150,7 @@ async fn deliver_one(
                     (Outcome::Retry { at, error }, None)
                 }
                 None => {
-                    metrics.webhooks_failed.inc();
+                    metrics.webhooks_failed.get_or_create(&labels).inc();
                     tracing::error!(%webhook, %kind, error = %e, "webhook failed for good");
                     // Said on the lead's timeline.
                     let detail = json!({"webhook": webhook, "type": kind, "id": t.msg_key.as_deref().unwrap_or_default(), "attempts": t.attempts, "error": error});
