@@ -6,9 +6,11 @@ mod support;
 
 mod arrival;
 mod cli;
+mod config;
 mod daemon;
 mod email;
 mod import;
+mod openapi;
 mod plugins;
 mod poison;
 mod reliability;
