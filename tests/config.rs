@@ -205,3 +205,26 @@ fn a_bad_config_file_or_secret_file_is_refused_naming_where() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("mysql://nurture:***@db.example/x"), "{text}");
 }
+
+#[test]
+fn migrate_and_doctor_read_the_database_url_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let file = write(&dir.path().join("db-url"), &format!("{url}\n"));
+    for command in ["migrate", "doctor"] {
+        let out = Command::new(BIN)
+            .args([command, "--database-url-file", &file])
+            .env_remove("NURTURE_DATABASE_URL")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {text}");
+        assert!(text.contains(&url), "{command} used the file's URL: {text}");
+    }
+    let out = Command::new(BIN)
+        .args(["migrate", "--database-url-file", "/nonexistent/db-url"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the secret"));
+}

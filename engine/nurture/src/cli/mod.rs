@@ -113,9 +113,13 @@ enum Command {
         #[arg(
             long,
             env = "NURTURE_DATABASE_URL",
-            default_value = "sqlite://nurture.db"
+            default_value = "sqlite://nurture.db",
+            hide_env_values = true
         )]
         database_url: String,
+        /// The database URL read from this file (as `serve --database-url-file`).
+        #[arg(long, env = "NURTURE_DATABASE_URL_FILE", value_name = "FILE")]
+        database_url_file: Option<PathBuf>,
         /// Release this lead from quarantine (after fixing the cause).
         #[arg(long, value_name = "LEAD")]
         retry: Option<String>,
@@ -143,9 +147,13 @@ enum Command {
         #[arg(
             long,
             env = "NURTURE_DATABASE_URL",
-            default_value = "sqlite://nurture.db"
+            default_value = "sqlite://nurture.db",
+            hide_env_values = true
         )]
         database_url: String,
+        /// The database URL read from this file (as `serve --database-url-file`).
+        #[arg(long, env = "NURTURE_DATABASE_URL_FILE", value_name = "FILE")]
+        database_url_file: Option<PathBuf>,
         /// Partitions a new database is made with (see `serve --partitions`).
         #[arg(long, env = "NURTURE_PARTITIONS", default_value_t = crate::store::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
         partitions: u32,
@@ -344,8 +352,12 @@ pub fn main() -> ExitCode {
         Command::Serve(_) => unreachable!("served above"),
         Command::Migrate {
             database_url,
+            database_url_file,
             partitions,
-        } => migrate(&database_url, partitions),
+        } => match database_url_from(&matches, "migrate", database_url, database_url_file) {
+            Ok(url) => migrate(&url, partitions),
+            Err(code) => code,
+        },
         Command::Replay(a) => replay::run(a),
         Command::Import {
             file,
@@ -354,8 +366,12 @@ pub fn main() -> ExitCode {
         } => import::run(&file, &url, api_token.as_deref()),
         Command::Doctor {
             database_url,
+            database_url_file,
             retry,
-        } => doctor(&database_url, retry.as_deref()),
+        } => match database_url_from(&matches, "doctor", database_url, database_url_file) {
+            Ok(url) => doctor(&url, retry.as_deref()),
+            Err(code) => code,
+        },
         Command::Openapi => {
             println!(
                 "{}",
@@ -684,6 +700,29 @@ fn empty_api_token(given: Option<&str>) -> Option<&'static str> {
         None if env_empty => Some("NURTURE_API_TOKEN is set but empty"),
         None => None,
     }
+}
+
+/// The database URL of `migrate` or `doctor`, from `--database-url-file`
+/// when that is given at a higher level (flag > variable) than the URL.
+fn database_url_from(
+    matches: &clap::ArgMatches,
+    command: &str,
+    url: String,
+    file: Option<PathBuf>,
+) -> Result<String, ExitCode> {
+    let m = matches.subcommand_matches(command).unwrap_or(matches);
+    config::secret(
+        m,
+        &Default::default(),
+        ("database_url", "database_url_file"),
+        Some(url),
+        file.as_deref(),
+    )
+    .map(Option::unwrap_or_default)
+    .map_err(|e| {
+        eprintln!("nurture {command}: {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// `serve`'s settings with the config file's (for what no flag or variable
