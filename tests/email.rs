@@ -100,6 +100,12 @@ fn drips_and_owner_notices_arrive_with_headers_multipart_and_a_working_unsubscri
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
             let r = c.get(d.url(&format!("/unsubscribe/{bad}"))).send().unwrap();
             assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            // A page for the person who clicked, not the API's JSON error.
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"));
+            assert!(r.text().unwrap().contains("Invalid link"));
         }
         assert_eq!(lead(&c, &d, "u1").unwrap()["consent"], "opted_in");
 
