@@ -164,7 +164,7 @@ enum Command {
 struct ServeArgs {
     /// A TOML file of settings: its keys are these flags' names
     /// (`database-url = "..."`, `write-key = ["..."]`). A flag wins over
-    /// its variable, which wins over the file (docs/daemon.md, Configuration).
+    /// its variable, which wins over the file (docs/daemon.md, Config file).
     #[arg(long, env = "NURTURE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// sqlite://FILE (embedded, the default) or postgres://...
