@@ -1486,6 +1486,101 @@ fn failed_authentications_get_429_past_the_limit() {
     d.stop();
 }
 
+/// Posts one event with `key` until the daemon answers 429 (at most 50
+/// times: a limit of 1 a second is spent long before), and returns that
+/// answer's Retry-After and body.
+fn until_429(c: &Client, d: &Daemon, key: &str) -> (u64, Value) {
+    for i in 0..50 {
+        let r = c
+            .post(d.url("/v1/events"))
+            .bearer_auth(key)
+            .json(&json!({"id": format!("{key}-{i}"), "lead": "u", "type": "x"}))
+            .send()
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let wait = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return (wait, r.json().expect("a JSON error body"));
+        }
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    panic!("50 requests with {key} and no 429");
+}
+
+#[test]
+fn ingest_past_its_rate_gets_429_per_write_key_and_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = &["--write-key", "key-one,key-two"];
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("s3cret"),
+        &[keys[0], keys[1], "--ingest-per-key", "1"],
+    );
+    let c = client();
+    let (wait, v) = until_429(&c, &d, "key-one");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--ingest-per-key"), "{message}");
+    // Another key from the same address has its own rate; the admin
+    // routes and the API token on ingest are not limited per key.
+    let r = c
+        .post(d.url("/v1/events"))
+        .bearer_auth("key-two")
+        .json(&json!({"id": "two", "lead": "u", "type": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for i in 0..5 {
+        let r = c
+            .post(d.url("/v1/events"))
+            .bearer_auth("s3cret")
+            .json(&json!({"id": format!("admin-{i}"), "lead": "u", "type": "x"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    d.stop();
+
+    // Per address: whatever the key, the second key shares the address's rate.
+    let d = Daemon::start_args(
+        &sqlite_url(dir.path()),
+        &test_rules(),
+        Some("s3cret"),
+        &[keys[0], keys[1], "--ingest-per-address", "1"],
+    );
+    let (wait, v) = until_429(&c, &d, "key-one");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--ingest-per-address"),
+        "{v}"
+    );
+    // The Segment routes too, with the other key (a token refilled in
+    // between on a slow machine only delays the 429).
+    let limited = (0..50).any(|i| {
+        let r = c
+            .post(d.url("/v1/track"))
+            .basic_auth("key-two", Some(""))
+            .json(&json!({"userId": "u", "event": "x", "messageId": format!("m{i}")}))
+            .send()
+            .unwrap();
+        r.status() == StatusCode::TOO_MANY_REQUESTS
+    });
+    assert!(limited, "the Segment routes share the address's rate");
+    assert_eq!(
+        get(&c, &d.url("/healthz")).0,
+        StatusCode::OK,
+        "probes are not limited"
+    );
+    d.stop();
+}
+
 /// What a run of the binary printed, stdout and stderr together.
 fn printed(args: &[&str]) -> String {
     let out = Command::new(BIN)

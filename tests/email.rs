@@ -100,6 +100,12 @@ fn drips_and_owner_notices_arrive_with_headers_multipart_and_a_working_unsubscri
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
             let r = c.get(d.url(&format!("/unsubscribe/{bad}"))).send().unwrap();
             assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            // A page for the person who clicked, not the API's JSON error.
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"));
+            assert!(r.text().unwrap().contains("Invalid link"));
         }
         assert_eq!(lead(&c, &d, "u1").unwrap()["consent"], "opted_in");
 
@@ -232,6 +238,59 @@ fn sends_wait_while_the_smtp_server_is_down_and_each_arrives_once() {
             .map(|m| m.header("Message-ID").unwrap())
             .collect();
         assert_eq!(ids.len(), n);
+        d.stop();
+    }
+}
+
+/// After a long outage, mail waits on backoffs of up to 10 minutes; once
+/// the server is back, a probe finds it and everything waiting goes at once.
+#[test]
+fn mail_waiting_on_a_long_backoff_goes_as_soon_as_the_server_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends("email_backoff_reset", dir.path()) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("smtp://127.0.0.1:{port}");
+        let d = Daemon::start_args(&db, &rules(), None, &["--smtp-url", &url]);
+        let c = client();
+        let n = 10;
+        let batch: Vec<Value> = (0..n)
+            .map(|i| identify(&format!("b{i}"), &format!("b{i}@leads.example"), "opted_in"))
+            .collect();
+        post(&c, &d.url("/v1/events"), &json!({ "batch": batch }));
+        eventually(20, "failed tries", || {
+            let m = c.get(d.url("/metrics")).send().unwrap().text().unwrap();
+            (metric(&m, "nurture_emails_retried_total") >= n as f64).then_some(())
+        });
+        // As after half an hour down: each waits ten minutes for its next try.
+        let later = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            + 600_000;
+        eventually(20, "every email waiting on a long backoff", || {
+            db_exec(
+                &db,
+                &format!(
+                    "UPDATE outbox SET next_at = {later}, attempts = 10 \
+                     WHERE state = 'pending' AND last_error IS NOT NULL"
+                ),
+            );
+            let waiting = outbox(&db, "email")
+                .iter()
+                .filter(|r| r.state == "pending" && r.attempts == 10)
+                .count();
+            (waiting == n).then_some(())
+        });
+        let smtp = SmtpServer::start_on(port);
+        // Well inside the ten minutes: the probes (every 10 s at most) find it.
+        let got = wait_for_messages(&smtp, n, 60);
+        assert_eq!(got.len(), n);
+        settled(&c, &d, 30, false);
+        assert_eq!(smtp.messages().len(), n, "each email once");
         d.stop();
     }
 }

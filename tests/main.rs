@@ -6,10 +6,12 @@ mod support;
 
 mod arrival;
 mod cli;
+mod config;
 mod daemon;
 mod email;
 mod import;
 mod observe;
+mod openapi;
 mod plugins;
 mod poison;
 mod reliability;

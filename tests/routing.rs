@@ -463,6 +463,8 @@ impl Receiver {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = got.clone();
+        // A webhook receiver of the test's own, not an API route.
+        #[allow(clippy::disallowed_methods)]
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: HeaderMap, body: String| {

@@ -5,7 +5,7 @@
 //! `webhooks/`, `api/` and `store/`, and know nothing of each other's wiring.
 
 use crate::api::access::{Access, Origins};
-use crate::api::limit::AuthFailures;
+use crate::api::limit::{AuthFailures, IngestLimits};
 use crate::api::server::{self, HttpSettings};
 use crate::api::AppState;
 use crate::clock::Clock;
@@ -327,6 +327,10 @@ pub async fn run(
         ingest,
         access,
         auth_failures: Arc::new(AuthFailures::new(cfg.http.auth_failures_per_minute)),
+        ingest_limits: Arc::new(IngestLimits::new(
+            cfg.http.ingest_per_key,
+            cfg.http.ingest_per_address,
+        )),
         secret: links.secret.clone(),
         clock: cfg.clock.clone(),
         // Candidates beside the rules in force (`rules/` and `candidate/`).

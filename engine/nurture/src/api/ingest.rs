@@ -3,6 +3,7 @@
 //! `?import=ID` they are imported history (nothing due by now is sent);
 //! `POST /v1/imports` and `DELETE /v1/imports/{id}` open and close one.
 
+pub use super::doc::Accepted;
 use super::ApiError;
 use super::AppState;
 use crate::model::time::Timestamp;
@@ -13,22 +14,33 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use nurture_core::ingest::parse_events;
-use serde_json::{json, Value};
 
 /// `?import=ID`: the events are history moving in, in an import opened
 /// with `POST /v1/imports` (docs/daemon.md, Importing history): what they
 /// decide up to now is recorded, not sent, and due work waits for them.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
+    /// An open import's id (`POST /v1/imports`).
     #[serde(default)]
     import: Option<String>,
 }
 
+/// One event or `{"batch": [...]}`, stored durably before the answer.
+#[utoipa::path(post, path = "/events", tag = "ingest", params(Params),
+    request_body = super::doc::EventsBody,
+    responses(
+        (status = 202, description = "Stored (new and duplicate counts).", body = Accepted),
+        (status = 400, description = "A bad event: the field (and item) at fault.", body = super::doc::ErrorBody),
+        (status = 409, description = "No such open import.", body = super::doc::ErrorBody),
+        (status = 413, description = "Body over 1 MiB.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = []), ("write_key" = [])))]
 pub async fn events(
     State(state): State<AppState>,
     Query(params): Query<Params>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let now = state.clock.now();
     let mut events = parse_events(&body, now)?;
     let Some(import) = params.import else {
@@ -50,19 +62,40 @@ pub async fn events(
     Ok(answer)
 }
 
+/// An import opened: pass its `id` as `?import=` with the events.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ImportOpened {
+    id: String,
+    /// Closed if not heard from for this long.
+    expires_after_s: i64,
+}
+
 /// `POST /v1/imports`: opens an import; due work waits for its events
 /// until `DELETE /v1/imports/{id}`.
+#[utoipa::path(post, path = "/imports", tag = "ingest",
+    responses((status = 201, description = "Opened.", body = ImportOpened)),
+    security(("api_token" = [])))]
 pub async fn open_import(
     State(state): State<AppState>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ImportOpened>), ApiError> {
     let id = state.store.open_import(state.clock.now()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "expires_after_s": crate::store::IMPORT_EXPIRES_MS / 1000})),
+        Json(ImportOpened {
+            id,
+            expires_after_s: crate::store::IMPORT_EXPIRES_MS / 1000,
+        }),
     ))
 }
 
 /// `DELETE /v1/imports/{id}`: the import is done; due work goes on.
+#[utoipa::path(delete, path = "/imports/{id}", tag = "ingest",
+    params(("id" = String, Path, description = "The import's id.")),
+    responses(
+        (status = 204, description = "Closed."),
+        (status = 404, description = "No such open import.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn close_import(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -83,7 +116,7 @@ pub(crate) async fn accept(
     state: &AppState,
     events: Vec<Event>,
     now: Timestamp,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let total = events.len() as u64;
     let parts: std::collections::BTreeSet<i64> = events
         .iter()
@@ -105,6 +138,9 @@ pub(crate) async fn accept(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"accepted": inserted, "duplicates": total - inserted})),
+        Json(Accepted {
+            accepted: inserted,
+            duplicates: total - inserted,
+        }),
     ))
 }

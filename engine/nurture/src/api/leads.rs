@@ -9,9 +9,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// A lead: stage, scores and their breakdown, owner, consent, history.
+#[utoipa::path(get, path = "/leads/{id}", tag = "leads", operation_id = "get_lead", params(("id" = String, Path, description = "The lead's id.")),
+    responses(
+        (status = 200, description = "The lead.", body = super::doc::LeadDetail),
+        (status = 404, description = "No such lead.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -20,19 +27,38 @@ pub async fn get(
     Ok(Json(crate::view::lead_detail(&lead)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TimelineQuery {
+    /// The `cursor` of the entry to continue after.
     #[serde(default)]
     after: Option<String>,
+    /// Entries at most (1 to 5,000; default 500).
     #[serde(default)]
     limit: Option<i64>,
 }
 
+/// A lead's timeline, a page at a time.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Timeline {
+    lead: String,
+    entries: Vec<crate::store::TimelineEntry>,
+}
+
+/// Everything that happened to a lead, in order, with why.
+#[utoipa::path(get, path = "/leads/{id}/timeline", tag = "leads",
+    params(("id" = String, Path, description = "The lead's id."), TimelineQuery),
+    responses(
+        (status = 200, description = "A page of entries.", body = Timeline),
+        (status = 400, description = "A bad cursor.", body = super::doc::ErrorBody),
+        (status = 404, description = "No such lead.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn timeline(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TimelineQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Timeline>, ApiError> {
     // Known, not read: the timeline of a lead whose state cannot be read
     // (in quarantine) says why. No lead id holds a NUL (see stored_lead).
     if id.contains('\0') || !s.store.lead_exists(&id).await? {
@@ -45,25 +71,37 @@ pub async fn timeline(
             .ok_or_else(|| ApiError::bad("after", "not a cursor: pass the `cursor` of an entry"))?,
     };
     let entries = s.store.timeline(&id, after, limit).await?;
-    Ok(Json(json!({"lead": id, "entries": entries})))
+    Ok(Json(Timeline { lead: id, entries }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only leads in this stage (subscriber, lead, mql, sql, opportunity, customer).
     #[serde(default)]
     stage: Option<String>,
+    /// Only leads of this owner.
     #[serde(default)]
     owner: Option<String>,
+    /// Leads per page (1 to 1,000; default 100).
     #[serde(default)]
     limit: Option<i64>,
+    /// The `next_cursor` of the page before.
     #[serde(default)]
     cursor: Option<String>,
 }
 
+/// Leads, a page at a time, optionally of one stage or owner.
+#[utoipa::path(get, path = "/leads", tag = "leads", operation_id = "list_leads", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of leads.", body = crate::store::LeadList),
+        (status = 400, description = "A bad stage, limit or cursor.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn list(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::store::LeadList>, ApiError> {
     if let Some(st) = q.stage.as_deref() {
         if crate::model::Stage::parse(st).is_none() {
             return Err(ApiError::bad(
@@ -85,10 +123,13 @@ pub async fn list(
             q.cursor.as_deref(),
         )
         .await?;
-    Ok(Json(serde_json::to_value(page).unwrap_or_default()))
+    Ok(Json(page))
 }
 
 /// Stages, and per owner: assignments, feedback, time to feedback, breaches.
+#[utoipa::path(get, path = "/reports/funnel", tag = "reports",
+    responses((status = 200, description = "The funnel.", body = super::doc::FunnelReport)),
+    security(("api_token" = [])))]
 pub async fn funnel(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut v = serde_json::to_value(s.store.funnel().await?).unwrap_or_default();
     let mut owners = s.store.owner_report().await?;
@@ -106,6 +147,13 @@ pub async fn funnel(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(v))
 }
 
+/// Erases a lead: its data and history, everywhere (SPEC section 6).
+#[utoipa::path(delete, path = "/leads/{id}", tag = "leads", operation_id = "erase_lead", params(("id" = String, Path, description = "The lead's id.")),
+    responses(
+        (status = 204, description = "Erased."),
+        (status = 404, description = "No such lead.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn erase(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -117,13 +165,33 @@ pub async fn erase(
     }
 }
 
+/// Sales feedback on a lead.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // The handler reads the raw body, naming the field at fault.
+pub struct FeedbackIn {
+    /// accepted, won, rejected or lost.
+    status: String,
+    reason: Option<String>,
+    owner: Option<String>,
+    /// Makes a retry safe: the same id is stored once.
+    id: Option<String>,
+}
+
 /// `{"status": accepted|won|rejected|lost, "reason"?, "owner"?, "id"?}`: the
 /// same as a `sales_feedback` event. `id` makes retries safe.
+#[utoipa::path(post, path = "/leads/{id}/feedback", tag = "leads", params(("id" = String, Path, description = "The lead's id.")),
+    request_body = FeedbackIn,
+    responses(
+        (status = 202, description = "Stored as a `sales_feedback` event.", body = super::ingest::Accepted),
+        (status = 400, description = "A bad field.", body = super::doc::ErrorBody),
+        (status = 404, description = "No such lead.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn feedback(
     State(s): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<super::ingest::Accepted>), ApiError> {
     let v = super::parse_body(&body)?;
     let status = v.get("status").and_then(Value::as_str).unwrap_or("");
     if FeedbackStatus::parse(status).is_none() {

@@ -2,6 +2,7 @@
 //! Each route's handler lives in the file named for what it serves.
 
 pub mod access;
+pub mod doc;
 mod ingest;
 mod leads;
 pub mod limit;
@@ -21,65 +22,106 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use serde_json::json;
+use std::sync::Arc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1 << 20;
 
+/// The routes, each registered with its path in the OpenAPI document by
+/// the same `routes!` call, in the groups that share an authentication
+/// layer. [`router`] serves them and [`openapi`] documents them: a route
+/// cannot be served without being documented (the crate's clippy.toml
+/// refuses `Router::route`, which would add one unseen).
+struct Groups {
+    /// `POST /v1/events`: write keys or the API token.
+    events: OpenApiRouter<AppState>,
+    /// Segment's routes: the same, or `writeKey` in the body.
+    segment: OpenApiRouter<AppState>,
+    /// The API token only.
+    admin: OpenApiRouter<AppState>,
+    /// No credential.
+    public: OpenApiRouter<AppState>,
+}
+
+fn groups() -> Groups {
+    // Segment's short paths (`/v1/t`, `/v1/i`, `/v1/p`, `/v1/b`) are where
+    // analytics.js posts.
+    Groups {
+        events: OpenApiRouter::default().routes(routes!(ingest::events)),
+        segment: OpenApiRouter::default()
+            .routes(routes!(segment::identify))
+            .routes(routes!(segment::identify_short))
+            .routes(routes!(segment::track))
+            .routes(routes!(segment::track_short))
+            .routes(routes!(segment::page))
+            .routes(routes!(segment::page_short))
+            .routes(routes!(segment::batch))
+            .routes(routes!(segment::batch_short)),
+        admin: OpenApiRouter::default()
+            .routes(routes!(leads::list))
+            .routes(routes!(leads::get, leads::erase))
+            .routes(routes!(leads::timeline))
+            .routes(routes!(leads::feedback))
+            .routes(routes!(routing::claim))
+            .routes(routes!(routing::pool))
+            .routes(routes!(leads::funnel))
+            .routes(routes!(quarantine::list))
+            .routes(routes!(quarantine::retry))
+            .routes(routes!(preview::start))
+            .routes(routes!(preview::get, preview::cancel))
+            .routes(routes!(ingest::open_import))
+            .routes(routes!(ingest::close_import)),
+        public: OpenApiRouter::default()
+            .routes(routes!(unsubscribe::confirm, unsubscribe::unsubscribe))
+            .routes(routes!(healthz))
+            .routes(routes!(observe::readyz))
+            .routes(routes!(observe::metrics))
+            .routes(routes!(openapi_json)),
+    }
+}
+
+/// The OpenAPI 3.1 document of every route (`GET /openapi.json`,
+/// `nurture openapi`).
+pub fn openapi() -> serde_json::Value {
+    let g = groups();
+    let api = OpenApiRouter::<AppState>::default()
+        .nest("/v1", g.events.merge(g.segment).merge(g.admin))
+        .merge(g.public)
+        .into_openapi();
+    doc::finish(serde_json::to_value(api).unwrap_or_default())
+}
+
 pub fn router(state: AppState) -> Router {
+    let g = groups();
     // Sending events: write keys (or the API token, from servers), CORS
-    // for the configured browser origins. Segment's short paths (`/v1/t`,
-    // `/v1/i`, `/v1/p`, `/v1/b`) are where analytics.js posts.
-    let mut ingest = Router::new()
-        .route("/events", post(ingest::events))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth_events))
-        .merge(
-            Router::new()
-                .route("/identify", post(segment::identify))
-                .route("/i", post(segment::identify))
-                .route("/track", post(segment::track))
-                .route("/t", post(segment::track))
-                .route("/page", post(segment::page))
-                .route("/p", post(segment::page))
-                .route("/batch", post(segment::batch))
-                .route("/b", post(segment::batch))
-                .route_layer(middleware::from_fn_with_state(state.clone(), auth_segment)),
-        );
+    // for the configured browser origins.
+    let mut ingest: Router<AppState> = Router::from(
+        g.events
+            .route_layer(middleware::from_fn_with_state(state.clone(), auth_events))
+            .merge(
+                g.segment
+                    .route_layer(middleware::from_fn_with_state(state.clone(), auth_segment)),
+            ),
+    );
     if let Some(cors) = cors(&state.access.origins) {
         ingest = ingest.layer(cors);
     }
-    let admin = Router::new()
-        .route("/leads", get(leads::list))
-        .route("/leads/{id}", get(leads::get).delete(leads::erase))
-        .route("/leads/{id}/timeline", get(leads::timeline))
-        .route("/leads/{id}/feedback", post(leads::feedback))
-        .route("/leads/{id}/claim", post(routing::claim))
-        .route("/pool", get(routing::pool))
-        .route("/reports/funnel", get(leads::funnel))
-        .route("/quarantine", get(quarantine::list))
-        .route("/quarantine/{lead}/retry", post(quarantine::retry))
-        .route("/rules/preview", post(preview::start))
-        .route(
-            "/rules/preview/{id}",
-            get(preview::get).delete(preview::cancel),
-        )
-        .route("/imports", post(ingest::open_import))
-        .route("/imports/{id}", axum::routing::delete(ingest::close_import))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth_admin));
+    let admin: Router<AppState> = Router::from(
+        g.admin
+            .route_layer(middleware::from_fn_with_state(state.clone(), auth_admin)),
+    );
+    let document = Arc::new(openapi());
     Router::new()
         .nest("/v1", ingest.merge(admin))
-        .route(
-            "/unsubscribe/{token}",
-            get(unsubscribe::confirm).post(unsubscribe::unsubscribe),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(observe::readyz))
-        .route("/metrics", get(observe::metrics))
+        .merge(Router::from(g.public))
         .fallback(no_route)
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(refuse_declared_large_bodies))
         .layer(middleware::map_response(json_errors))
@@ -89,6 +131,13 @@ pub fn router(state: AppState) -> Router {
             observe::access,
         ))
         .with_state(state)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json", body = Object)))]
+async fn openapi_json(Extension(doc): Extension<Arc<serde_json::Value>>) -> Response {
+    Json(doc.as_ref()).into_response()
 }
 
 /// A body whose `Content-Length` is over the limit is refused before a byte
@@ -118,11 +167,12 @@ async fn no_route() -> ApiError {
 /// becomes the message, their headers (`Allow`, ...) stay.
 async fn json_errors(res: Response) -> Response {
     let status = res.status();
+    // JSON already, or a page for a person (the unsubscribe link's).
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return res;
     }
@@ -158,6 +208,22 @@ fn too_many_failures(retry_after: u64) -> Response {
     );
     e.field = Some("Authorization".into());
     let mut res = e.into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+    res
+}
+
+/// 429 for ingest past a rate limit (`--ingest-per-key`, `--ingest-per-address`).
+fn too_fast((over, retry_after): (limit::Over, u64), key: Option<&str>) -> Response {
+    let message = match (over, key) {
+        (limit::Over::Key, Some(name)) => format!(
+            "write key {name} is over its request rate (--ingest-per-key); retry in {retry_after} s"
+        ),
+        _ => format!(
+            "this address is over its request rate (--ingest-per-address); retry in {retry_after} s"
+        ),
+    };
+    let mut res = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
     res.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
     res
@@ -255,14 +321,14 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut err = json!({"message": self.message});
-        if let Some(f) = self.field {
-            err["field"] = json!(f);
-        }
-        if let Some(i) = self.index {
-            err["index"] = json!(i);
-        }
-        (self.status, Json(json!({ "error": err }))).into_response()
+        let body = doc::ErrorBody {
+            error: doc::ErrorDetail {
+                message: self.message,
+                field: self.field,
+                index: self.index,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -387,13 +453,24 @@ async fn auth_ingest(
         req = Request::from_parts(parts, axum::body::Body::from(bytes));
     }
     let holder = given.and_then(|c| state.access.holder(&c));
+    let admit = |key: Option<&str>| state.ingest_limits.admit(ip, key).err();
     match holder {
         Some(Holder::Admin) if origin.is_some() => Err(forbidden(
             "the API token is not accepted from a browser (this request has an Origin \
              header): web pages send events with a write key (--write-key)",
         )),
-        Some(_) => Ok(next.run(req).await),
-        None if !state.access.ingest_required() => Ok(next.run(req).await),
+        Some(Holder::Writer(name)) => match admit(Some(&name)) {
+            Some(over) => Ok(too_fast(over, Some(&name))),
+            None => Ok(next.run(req).await),
+        },
+        Some(Holder::Admin) => match admit(None) {
+            Some(over) => Ok(too_fast(over, None)),
+            None => Ok(next.run(req).await),
+        },
+        None if !state.access.ingest_required() => match admit(None) {
+            Some(over) => Ok(too_fast(over, None)),
+            None => Ok(next.run(req).await),
+        },
         None => {
             if let Some(ip) = ip {
                 state.auth_failures.failed(ip);
@@ -411,6 +488,11 @@ async fn auth_ingest(
 /// small write, so the status comes back by itself once the database takes
 /// writes again. 200 `degraded` while leads are in quarantine or the
 /// processor is not advancing: the daemon serves, but work waits.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "Serving: `ok` or `degraded`.", body = doc::Health),
+        (status = 503, description = "The database cannot be read or refuses writes.", body = doc::Health),
+    ))]
 async fn healthz(State(state): State<AppState>) -> Response {
     let write_error = match state.health.storage_error() {
         None => None,

@@ -233,6 +233,11 @@ pub async fn readiness(state: &AppState) -> Readiness {
 
 /// 200 `ready`, or 503 `not ready` with the reasons (a load balancer or
 /// Kubernetes readiness probe reads the status; people read the reasons).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready to take traffic.", body = super::doc::Readiness),
+        (status = 503, description = "Not ready: the reasons say why.", body = super::doc::Readiness),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let r = readiness(&state).await;
     let status = if r.ready {
@@ -244,6 +249,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// The metrics, with the backlog gauges and `nurture_ready` read now.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics.",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     readiness(&state).await;
     (

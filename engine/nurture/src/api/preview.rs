@@ -54,8 +54,9 @@ impl Previews {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PreviewRequest)]
 pub struct Request {
     /// The candidate rules directory, absolute or relative to the root.
     path: String,
@@ -70,6 +71,17 @@ pub struct Request {
 /// Starts a preview: 202 `{"id", "state": "running"}`; 400 for a candidate
 /// that does not load (its errors as `file:line:col: message`), 403 for a
 /// path outside the root, 409 while another runs.
+#[utoipa::path(post, path = "/rules/preview", tag = "rules", operation_id = "start_preview",
+    request_body = Request,
+    responses(
+        (status = 202, description = "Started: read it with GET /v1/rules/preview/{id}.", body = PreviewState),
+        (status = 400, description = "The candidate does not load, or a bad field.", body = super::doc::ErrorBody),
+        (status = 403, description = "A path outside the preview root.", body = super::doc::ErrorBody),
+        (status = 409, description = "Another preview is running.", body = super::doc::ErrorBody),
+        (status = 415, description = "Not JSON.", body = super::doc::ErrorBody),
+        (status = 422, description = "A body of the wrong shape.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn start(
     State(s): State<AppState>,
     Json(req): Json<Request>,
@@ -166,7 +178,30 @@ pub async fn start(
     ))
 }
 
+/// A preview as it stands (`state`: running, done, cancelled, failed).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // The handler keeps the state as JSON; here for the document.
+pub struct PreviewState {
+    id: u64,
+    /// running, done, cancelled or failed.
+    state: String,
+    path: Option<String>,
+    error: Option<String>,
+    erased_leads: Option<u64>,
+    #[schema(value_type = Option<Object>)]
+    summary: Option<Value>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    leads: Option<Vec<Value>>,
+}
+
 /// A preview as it stands: running, done (with the report), cancelled or failed.
+#[utoipa::path(get, path = "/rules/preview/{id}", tag = "rules", operation_id = "get_preview",
+    params(("id" = u64, Path, description = "The preview's id.")),
+    responses(
+        (status = 200, description = "The preview.", body = PreviewState),
+        (status = 404, description = "No such preview.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn get(State(s): State<AppState>, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
     s.previews
         .jobs()
@@ -176,6 +211,13 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<u64>) -> Result<Json<
 }
 
 /// Cancels a running preview (it stops within a few thousand events).
+#[utoipa::path(delete, path = "/rules/preview/{id}", tag = "rules", operation_id = "cancel_preview",
+    params(("id" = u64, Path, description = "The preview's id.")),
+    responses(
+        (status = 202, description = "Cancelling."),
+        (status = 404, description = "No such preview.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<u64>,

@@ -20,10 +20,31 @@ use std::time::Duration;
 /// How long a claim waits for its decision before answering 503.
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PoolQuery {
+    /// The owner's id (routing.owners).
     #[serde(default)]
     owner: Option<String>,
+}
+
+/// The leads offered to an owner.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Pool {
+    owner: String,
+    leads: Vec<crate::store::PoolEntry>,
+    /// Leads that need feedback before this owner may claim again.
+    overdue: Vec<String>,
+}
+
+/// A claim.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // The handler reads the raw body, naming the field at fault.
+pub struct ClaimIn {
+    /// The owner claiming.
+    owner: String,
+    /// Makes a retry safe.
+    id: Option<String>,
 }
 
 /// The owner named in a request, known to the rules in force.
@@ -57,24 +78,40 @@ async fn overdue(s: &AppState, owner: &str) -> Result<Vec<String>, ApiError> {
 }
 
 /// `GET /v1/pool?owner=ID`: leads offered to the owner, summaries only.
+#[utoipa::path(get, path = "/pool", tag = "routing", params(PoolQuery),
+    responses(
+        (status = 200, description = "The owner's pool.", body = Pool),
+        (status = 400, description = "A missing or unknown owner.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn pool(
     State(s): State<AppState>,
     Query(q): Query<PoolQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Pool>, ApiError> {
     let owner = known_owner(&s, q.owner.as_deref())?;
     let leads = s.store.pool(&owner).await?;
     let overdue = overdue(&s, &owner).await?;
-    Ok(Json(json!({
-        "owner": owner,
-        "leads": leads,
-        // Leads that need feedback before this owner may claim again.
-        "overdue": overdue,
-    })))
+    Ok(Json(Pool {
+        owner,
+        leads,
+        overdue,
+    }))
 }
 
 /// `POST /v1/leads/{id}/claim` with `{"owner": ID, "id"?}`: 200 with the
 /// lead for the winner, 409 for everyone else, 403 while the owner owes
 /// feedback on leads past the SLA.
+#[utoipa::path(post, path = "/leads/{id}/claim", tag = "routing",
+    params(("id" = String, Path, description = "The lead's id.")),
+    request_body = ClaimIn,
+    responses(
+        (status = 200, description = "The claim won: the lead.", body = super::doc::LeadDetail),
+        (status = 400, description = "A bad or unknown owner.", body = super::doc::ErrorBody),
+        (status = 403, description = "The owner owes feedback on leads past the SLA.", body = super::doc::ErrorBody),
+        (status = 404, description = "No such lead.", body = super::doc::ErrorBody),
+        (status = 409, description = "Claimed by another, not offered, at capacity, or too late.", body = super::doc::ErrorBody),
+    ),
+    security(("api_token" = [])))]
 pub async fn claim(
     State(s): State<AppState>,
     Path(id): Path<String>,

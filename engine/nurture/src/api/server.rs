@@ -19,7 +19,8 @@ use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
 /// The HTTP server's limits (`serve --header-timeout`, `--max-connections`,
-/// `--shutdown-timeout`, `--auth-failures-per-minute`).
+/// `--shutdown-timeout`, `--auth-failures-per-minute`,
+/// `--ingest-per-key`, `--ingest-per-address`).
 #[derive(Clone, Copy, Debug)]
 pub struct HttpSettings {
     /// A connection that has not sent a whole request head for this long
@@ -33,6 +34,10 @@ pub struct HttpSettings {
     /// Failed authentications per minute one address may make before it
     /// gets 429 (0: no limit).
     pub auth_failures_per_minute: u32,
+    /// Ingest requests per second one write key may make (0: no limit).
+    pub ingest_per_key: u32,
+    /// Ingest requests per second one address may make (0: no limit).
+    pub ingest_per_address: u32,
 }
 
 impl Default for HttpSettings {
@@ -42,6 +47,8 @@ impl Default for HttpSettings {
             max_connections: 1024,
             shutdown_timeout: Duration::from_secs(10),
             auth_failures_per_minute: 60,
+            ingest_per_key: 0,
+            ingest_per_address: 0,
         }
     }
 }

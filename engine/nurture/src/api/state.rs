@@ -1,10 +1,10 @@
 //! What the HTTP handlers share: the store, the rules in force, metrics and
-//! health, the group-commit ingestor, credentials, the limit on failed
-//! authentications and the clock. Built by
+//! health, the group-commit ingestor, credentials, the rate limits (failed
+//! authentications, ingest) and the clock. Built by
 //! the composition root (`serve.rs`), which hands it to [`super::router`].
 
 use super::access::Access;
-use super::limit::AuthFailures;
+use super::limit::{AuthFailures, IngestLimits};
 use crate::clock::Clock;
 use crate::daemon::health::Health;
 use crate::daemon::metrics::Metrics;
@@ -30,6 +30,8 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Failed authentications per client address (429 past the limit).
     pub auth_failures: Arc<AuthFailures>,
+    /// Ingest requests per write key and per address (429 past them).
+    pub ingest_limits: Arc<IngestLimits>,
     /// Verifies unsubscribe tokens.
     pub secret: Secret,
     /// When requests arrive: the time events are received at.

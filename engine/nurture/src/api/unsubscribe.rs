@@ -32,6 +32,13 @@ fn refused() -> Response {
     )
 }
 
+/// The unsubscribe page: a button, nothing done (mail scanners follow links).
+#[utoipa::path(get, path = "/unsubscribe/{token}", tag = "unsubscribe",
+    params(("token" = String, Path, description = "The token from the email's link.")),
+    responses(
+        (status = 200, description = "A page with the button.", content_type = "text/html", body = String),
+        (status = 400, description = "A bad token: a page saying so.", content_type = "text/html", body = String),
+    ))]
 pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     if state.secret.verify(TokenKind::Unsubscribe, &token).is_err() {
         return refused();
@@ -48,6 +55,14 @@ pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -
     )
 }
 
+/// Unsubscribes (the button, or a mail client's RFC 8058 one-click POST).
+#[utoipa::path(post, path = "/unsubscribe/{token}", tag = "unsubscribe",
+    params(("token" = String, Path, description = "The token from the email's link.")),
+    responses(
+        (status = 200, description = "Unsubscribed: a page saying so.", content_type = "text/html", body = String),
+        (status = 400, description = "A bad token: a page saying so.", content_type = "text/html", body = String),
+        (status = 503, description = "Not stored; retry.", body = super::doc::ErrorBody),
+    ))]
 pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let lead = match state.secret.verify(TokenKind::Unsubscribe, &token) {
         Ok(lead) => lead,

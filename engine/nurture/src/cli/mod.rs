@@ -6,12 +6,13 @@ use crate::eval::Evaluator;
 use crate::model::time;
 use crate::rules::{EventTypes, Ruleset};
 use crate::sim::{self, World};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod config;
 mod import;
 mod plugin;
 mod replay;
@@ -78,6 +79,9 @@ enum Command {
     },
     /// Print the JSON Schema of the rules format (for editors).
     Schema,
+    /// Print the OpenAPI 3.1 document of the daemon's HTTP API (what a
+    /// running daemon serves at GET /openapi.json).
+    Openapi,
     /// Work on a WASM scoring plugin.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -109,9 +113,13 @@ enum Command {
         #[arg(
             long,
             env = "NURTURE_DATABASE_URL",
-            default_value = "sqlite://nurture.db"
+            default_value = "sqlite://nurture.db",
+            hide_env_values = true
         )]
         database_url: String,
+        /// The database URL read from this file (as `serve --database-url-file`).
+        #[arg(long, env = "NURTURE_DATABASE_URL_FILE", value_name = "FILE")]
+        database_url_file: Option<PathBuf>,
         /// Release this lead from quarantine (after fixing the cause).
         #[arg(long, value_name = "LEAD")]
         retry: Option<String>,
@@ -139,9 +147,13 @@ enum Command {
         #[arg(
             long,
             env = "NURTURE_DATABASE_URL",
-            default_value = "sqlite://nurture.db"
+            default_value = "sqlite://nurture.db",
+            hide_env_values = true
         )]
         database_url: String,
+        /// The database URL read from this file (as `serve --database-url-file`).
+        #[arg(long, env = "NURTURE_DATABASE_URL_FILE", value_name = "FILE")]
+        database_url_file: Option<PathBuf>,
         /// Partitions a new database is made with (see `serve --partitions`).
         #[arg(long, env = "NURTURE_PARTITIONS", default_value_t = crate::store::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
         partitions: u32,
@@ -150,13 +162,22 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// A TOML file of settings: its keys are these flags' names
+    /// (`database-url = "..."`, `write-key = ["..."]`). A flag wins over
+    /// its variable, which wins over the file (docs/daemon.md, Config file).
+    #[arg(long, env = "NURTURE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// sqlite://FILE (embedded, the default) or postgres://...
     #[arg(
         long,
         env = "NURTURE_DATABASE_URL",
-        default_value = "sqlite://nurture.db"
+        default_value = "sqlite://nurture.db",
+        hide_env_values = true
     )]
     database_url: String,
+    /// The database URL read from this file (it holds a password).
+    #[arg(long, env = "NURTURE_DATABASE_URL_FILE", value_name = "FILE")]
+    database_url_file: Option<PathBuf>,
     /// The rules directory.
     #[arg(long, env = "NURTURE_RULES", default_value = "rules")]
     rules: PathBuf,
@@ -164,14 +185,21 @@ struct ServeArgs {
     #[arg(long, env = "NURTURE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// SMTP server for email (default: write .eml files to --outbox).
-    #[arg(long, env = "NURTURE_SMTP_URL")]
+    #[arg(long, env = "NURTURE_SMTP_URL", hide_env_values = true)]
     smtp_url: Option<String>,
+    /// The SMTP URL read from this file (it may hold a password).
+    #[arg(long, env = "NURTURE_SMTP_URL_FILE", value_name = "FILE")]
+    smtp_url_file: Option<PathBuf>,
     /// Folder for .eml files when no SMTP server is set.
     #[arg(long, env = "NURTURE_OUTBOX", default_value = "outbox")]
     outbox: PathBuf,
     /// Bearer token required on /v1 (without one, only loopback is served).
     #[arg(long, env = "NURTURE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// The API token read from this file (a trailing newline is dropped):
+    /// not visible in `ps` or the environment.
+    #[arg(long, env = "NURTURE_API_TOKEN_FILE", value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
     /// Write key, for sending events only (POST /v1/events and the Segment
     /// routes): safe in a web page. Repeat, or separate with commas.
     #[arg(
@@ -199,6 +227,9 @@ struct ServeArgs {
     /// Secret that signs unsubscribe tokens.
     #[arg(long, env = "NURTURE_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// The signing secret read from this file.
+    #[arg(long, env = "NURTURE_SECRET_FILE", value_name = "FILE")]
+    secret_file: Option<PathBuf>,
     /// Log as JSON lines instead of text (the variable takes 1/0, yes/no,
     /// true/false, on/off).
     #[arg(
@@ -263,6 +294,15 @@ struct ServeArgs {
     /// 429 with Retry-After (0: no limit).
     #[arg(long, env = "NURTURE_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     auth_failures_per_minute: u32,
+    /// Requests per second one write key may make to the ingest routes (a
+    /// batch is one request; bursts of one second's worth), then 429 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, env = "NURTURE_INGEST_PER_KEY", default_value_t = 0)]
+    ingest_per_key: u32,
+    /// Requests per second one client address may make to the ingest
+    /// routes, whatever its credential; then 429. 0: no limit.
+    #[arg(long, env = "NURTURE_INGEST_PER_ADDRESS", default_value_t = 0)]
+    ingest_per_address: u32,
 }
 
 #[derive(Subcommand)]
@@ -272,7 +312,20 @@ enum PluginCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let Command::Serve(a) = cli.command {
+        return match serve_settings(*a, &matches) {
+            Ok(a) => serve(a),
+            Err(e) => {
+                eprintln!("nurture serve: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match cli.command {
         Command::Check { dir, events } => check(&dir, events.as_deref()),
         Command::Simulate {
@@ -300,11 +353,15 @@ pub fn main() -> ExitCode {
             start,
             span,
         } => gen(leads, events, seed, &start, span.as_deref()),
-        Command::Serve(a) => serve(*a),
+        Command::Serve(_) => unreachable!("served above"),
         Command::Migrate {
             database_url,
+            database_url_file,
             partitions,
-        } => migrate(&database_url, partitions),
+        } => match database_url_from(&matches, "migrate", database_url, database_url_file) {
+            Ok(url) => migrate(&url, partitions),
+            Err(code) => code,
+        },
         Command::Replay(a) => replay::run(a),
         Command::Import {
             file,
@@ -313,8 +370,19 @@ pub fn main() -> ExitCode {
         } => import::run(&file, &url, api_token.as_deref()),
         Command::Doctor {
             database_url,
+            database_url_file,
             retry,
-        } => doctor(&database_url, retry.as_deref()),
+        } => match database_url_from(&matches, "doctor", database_url, database_url_file) {
+            Ok(url) => doctor(&url, retry.as_deref()),
+            Err(code) => code,
+        },
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::api::openapi()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
         Command::Schema => {
             println!(
                 "{}",
@@ -638,6 +706,87 @@ fn empty_api_token(given: Option<&str>) -> Option<&'static str> {
     }
 }
 
+/// The database URL of `migrate` or `doctor`, from `--database-url-file`
+/// when that is given at a higher level (flag > variable) than the URL.
+fn database_url_from(
+    matches: &clap::ArgMatches,
+    command: &str,
+    url: String,
+    file: Option<PathBuf>,
+) -> Result<String, ExitCode> {
+    let m = matches.subcommand_matches(command).unwrap_or(matches);
+    config::secret(
+        m,
+        &Default::default(),
+        ("database_url", "database_url_file"),
+        Some(url),
+        file.as_deref(),
+    )
+    .map(Option::unwrap_or_default)
+    .map_err(|e| {
+        eprintln!("nurture {command}: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// `serve`'s settings with the config file's (for what no flag or variable
+/// set) and the secrets read from their files.
+fn serve_settings(
+    a: ServeArgs,
+    matches: &clap::ArgMatches,
+) -> Result<ServeArgs, config::ConfigError> {
+    let sub = matches.subcommand_matches("serve").unwrap_or(matches);
+    let (mut a, m, from_file) = match a.config.clone() {
+        None => (a, sub.clone(), Default::default()),
+        Some(file) => {
+            let cmd = Cli::command();
+            let serve = cmd
+                .find_subcommand("serve")
+                .cloned()
+                .unwrap_or_else(|| clap::Command::new("serve"));
+            let (extra, from_file) = config::file_args(&serve, sub, &file)?;
+            let argv: Vec<std::ffi::OsString> = std::env::args_os().chain(extra).collect();
+            let all = Cli::command()
+                .try_get_matches_from(argv)
+                .unwrap_or_else(|e| e.exit());
+            let sub = all.subcommand_matches("serve").cloned().unwrap_or(all);
+            let a = ServeArgs::from_arg_matches(&sub).unwrap_or_else(|e| e.exit());
+            (a, sub, from_file)
+        }
+    };
+    a.api_token = config::secret(
+        &m,
+        &from_file,
+        ("api_token", "api_token_file"),
+        a.api_token.take(),
+        a.api_token_file.as_deref(),
+    )?;
+    a.secret = config::secret(
+        &m,
+        &from_file,
+        ("secret", "secret_file"),
+        a.secret.take(),
+        a.secret_file.as_deref(),
+    )?;
+    a.smtp_url = config::secret(
+        &m,
+        &from_file,
+        ("smtp_url", "smtp_url_file"),
+        a.smtp_url.take(),
+        a.smtp_url_file.as_deref(),
+    )?;
+    if let Some(url) = config::secret(
+        &m,
+        &from_file,
+        ("database_url", "database_url_file"),
+        Some(std::mem::take(&mut a.database_url)),
+        a.database_url_file.as_deref(),
+    )? {
+        a.database_url = url;
+    }
+    Ok(a)
+}
+
 fn serve(a: ServeArgs) -> ExitCode {
     crate::serve::init_logging(a.log_json);
     if let Some(what) = empty_api_token(a.api_token.as_deref()) {
@@ -686,6 +835,8 @@ fn serve(a: ServeArgs) -> ExitCode {
                 .to_std()
                 .unwrap_or(Duration::from_secs(10)),
             auth_failures_per_minute: a.auth_failures_per_minute,
+            ingest_per_key: a.ingest_per_key,
+            ingest_per_address: a.ingest_per_address,
         },
         clock: crate::clock::Clock::system(),
     };

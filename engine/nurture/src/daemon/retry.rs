@@ -8,7 +8,8 @@
 //! - storage: 1 s, 2 s, 4 s, 8 s, then every 10 s (docs/daemon.md, "Failures");
 //! - emails: 1 s, 2 s, 4 s, ... up to 10 minutes, for 24 hours (docs/email.md);
 //! - webhooks: 1 s, 2 s, 4 s, ... up to an hour, for 24 hours (docs/routing.md);
-//! - recording send outcomes: 100 ms, 200 ms, ... up to 10 s.
+//! - recording send outcomes: 100 ms, 200 ms, ... up to 10 s;
+//! - probing a mail server after a failed send: 1 s, 2 s, ... up to 10 s.
 
 use crate::daemon::metrics::Metrics;
 use crate::model::time::Timestamp;
@@ -35,6 +36,14 @@ impl Curve {
 
 /// A failed database operation of a background loop, retried until it works.
 pub const STORAGE: Curve = Curve {
+    first: Duration::from_secs(1),
+    cap: Duration::from_secs(10),
+};
+
+/// Probing a mail server that failed (connect and greet): soon and then
+/// every 10 s, so that mail waiting on its backoff goes as soon as the
+/// server is back.
+pub const PROBE: Curve = Curve {
     first: Duration::from_secs(1),
     cap: Duration::from_secs(10),
 };

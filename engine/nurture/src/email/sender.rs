@@ -13,19 +13,23 @@
 //!
 //! Rows are claimed, leased, renewed and settled through the outbox's lease
 //! protocol (`store/outbox.rs`); transient failures are retried on
-//! `daemon::retry::MAIL`. On stop, claimed rows not yet on the wire are
+//! `daemon::retry::MAIL`, but not past the server's return: after a
+//! transient failure the server is probed (`retry::PROBE`), and once it
+//! answers, or a send works, every row waiting on its backoff is due at once.
+//! On stop, claimed rows not yet on the wire are
 //! released: due again at the next start, their try not counted.
 
 use super::compose::Outgoing;
 use super::transport::{SendError, Transport, CONCURRENCY};
 use crate::clock::Clock;
 use crate::daemon::metrics::{MailLabels, Metrics};
-use crate::daemon::retry::{Retries, MAIL, RECORD};
+use crate::daemon::retry::{Retries, MAIL, PROBE, RECORD};
 use crate::model::Event;
 use crate::store::{Note, OutboxKind, OutboxRow, Outcome, Settle, Store};
 use nurture_core::writes::TimelineKind;
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -64,6 +68,32 @@ struct Done {
     /// A hard bounce, for the core.
     bounce: Option<Event>,
     _slots: (Arc<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>),
+}
+
+/// What the sends tell the sender's loop about the server.
+#[derive(Default)]
+struct SendHealth {
+    /// A send failed transiently, and none worked since.
+    outage: AtomicBool,
+    /// A send worked while `outage` was set.
+    recovered: AtomicBool,
+    /// A send worked.
+    sent: AtomicBool,
+}
+
+impl SendHealth {
+    fn saw(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Retry { .. } => self.outage.store(true, Ordering::Relaxed),
+            Outcome::Sent => {
+                self.sent.store(true, Ordering::Relaxed);
+                if self.outage.swap(false, Ordering::Relaxed) {
+                    self.recovered.store(true, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The claims in flight: `seq` → `attempts`, their leases' tokens.
@@ -116,9 +146,59 @@ impl Sender {
         ));
         let mut handled = 0;
         let mut retries = Retries::default();
+        // The server failed a send (transient): probe it until it answers,
+        // then everything waiting on its backoff is due at once. A send
+        // that works after a failure says the same. A server that answers
+        // probes but still fails sends (4xx) is believed less each time:
+        // the next reset waits as a retry would (`resets`, cleared by a
+        // send that works).
+        let health = Arc::new(SendHealth::default());
+        let mut probes = 0u32;
+        let mut resets = 0u32;
+        let mut next_probe = tokio::time::Instant::now();
         loop {
             if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 break;
+            }
+            let mut due_now = false;
+            if health.sent.swap(false, Ordering::Relaxed) {
+                resets = 0;
+            }
+            if health.recovered.swap(false, Ordering::Relaxed) {
+                probes = 0;
+                due_now = true;
+            } else if health.outage.load(Ordering::Relaxed)
+                && tokio::time::Instant::now() >= next_probe
+            {
+                match self.transport.probe().await {
+                    Ok(()) => {
+                        health.outage.store(false, Ordering::Relaxed);
+                        probes = 0;
+                        resets += 1;
+                        next_probe = tokio::time::Instant::now() + MAIL.curve.delay(resets);
+                        due_now = true;
+                    }
+                    Err(e) => {
+                        probes += 1;
+                        tracing::debug!(error = ?e, "the mail server is still unreachable");
+                        next_probe = tokio::time::Instant::now() + PROBE.delay(probes);
+                    }
+                }
+            }
+            if due_now {
+                match self
+                    .store
+                    .retry_now(OutboxKind::MAIL, self.clock.now())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        messages = n,
+                        "the mail server is reachable again: messages waiting on a retry are due now"
+                    ),
+                    // Not lost: they go when their backoff says.
+                    Err(e) => tracing::warn!(error = %e, "making retries due failed"),
+                }
             }
             let Ok(room) = gate.clone().acquire_many_owned(CHUNK as u32).await else {
                 break;
@@ -174,6 +254,7 @@ impl Sender {
                 let clock = self.clock.clone();
                 let done = done_tx.clone();
                 let stop = stop.clone();
+                let health = health.clone();
                 let span = tracing::info_span!("send", lead = %row.lead, seq = row.seq);
                 tokio::spawn(
                     async move {
@@ -185,6 +266,7 @@ impl Sender {
                         } else {
                             deliver(&transport, &metrics, &clock, &row).await
                         };
+                        health.saw(&outcome);
                         drop(on_wire);
                         let _ = done.send(Done {
                             row,

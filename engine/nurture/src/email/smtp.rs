@@ -125,6 +125,16 @@ impl Pool {
         })
     }
 
+    /// A new connection, greeted and logged in, kept idle for the next send.
+    pub async fn probe(&self) -> Result<(), SendError> {
+        let conn = self.connect().await?;
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        Ok(())
+    }
+
     /// Sends one message over an idle connection, or a new one.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
         let _slot = self

@@ -89,6 +89,15 @@ impl Transport {
         }
     }
 
+    /// Whether the server takes connections again (connect, greet, log in;
+    /// the connection is kept for the next send). Files always do.
+    pub async fn probe(&self) -> Result<(), SendError> {
+        match self {
+            Transport::Smtp(pool) => pool.probe().await,
+            Transport::Files(_) => Ok(()),
+        }
+    }
+
     pub async fn send(&self, m: &Outgoing) -> Result<(), SendError> {
         let msg = build(m)?;
         match self {

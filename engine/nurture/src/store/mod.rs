@@ -27,7 +27,7 @@ pub use nurture_core::reports::OwnerFigures;
 pub use nurture_core::rows::{parse_state, LeadRows};
 pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
 pub use quarantine::Quarantined;
-pub use read::{Funnel, LeadList, StageFunnel};
+pub use read::{Funnel, LeadList, LeadSummary, StageFunnel};
 pub use routing::PoolEntry;
 pub use step::{
     lead_rows, DueTimer, EngineState, OtherPartition, PendingEvent, StepTx, StoredLead, TickWakes,

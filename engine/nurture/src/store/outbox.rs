@@ -396,6 +396,27 @@ impl Store {
             .await?;
         Ok(row.try_get(0)?)
     }
+
+    /// The dependency is back (a send or a probe worked): rows of `kinds`
+    /// waiting on a retry after a transient failure are due now, not when
+    /// their backoff says (up to 10 minutes for mail). How many.
+    pub async fn retry_now(&self, kinds: &[OutboxKind], now: Timestamp) -> Result<u64, StoreError> {
+        let sql = self
+            .sql(&format!(
+                "UPDATE outbox SET next_at = $1 WHERE kind IN {} AND state = 'pending' \
+                 AND last_error IS NOT NULL AND next_at > $1",
+                kind_list(kinds)
+            ))
+            .into_owned();
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(&sql)
+            .bind(millis(&now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

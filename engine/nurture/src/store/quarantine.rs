@@ -10,13 +10,14 @@ use serde::Serialize;
 use sqlx::Row;
 
 /// A lead in quarantine.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Quarantined {
     pub lead: String,
     /// Why its step could not be applied.
     pub cause: String,
     /// Since when it is set aside.
     #[serde(with = "crate::model::time::serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     /// Its events waiting meanwhile.
     pub events_pending: i64,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::Row;
 use std::collections::HashMap;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LeadSummary {
     pub lead: String,
     pub email: String,
@@ -23,7 +23,7 @@ pub struct LeadSummary {
     pub consent: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LeadList {
     pub leads: Vec<LeadSummary>,
     /// Pass as `cursor` for the next page; absent on the last page.

@@ -10,9 +10,10 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 
 /// A lead waiting in the pool: enough to choose, nothing personal.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PoolEntry {
     pub lead: String,
+    #[schema(value_type = String)]
     pub stage: Stage,
     pub score: i64,
     pub fit: i64,

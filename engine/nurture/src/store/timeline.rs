@@ -20,12 +20,14 @@ use sqlx::Row;
 const ROWS: usize = 500;
 
 /// An entry of a lead's timeline, as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     /// Where the entry stands: pass it as `after` for the entries after it.
     pub cursor: String,
     #[serde(with = "crate::model::time::serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub detail: Value,
 }
