@@ -5,6 +5,7 @@
 mod support;
 
 mod arrival;
+mod backup;
 mod cli;
 mod daemon;
 mod email;
@@ -13,6 +14,7 @@ mod plugins;
 mod poison;
 mod reliability;
 mod replay;
+mod retention;
 mod routing;
 mod scale_out;
 mod ticks;

@@ -60,6 +60,13 @@ pub struct ServeConfig {
     /// How late an event may arrive and still take its place in its lead's
     /// history (`--allowed-lateness`): the lead is re-folded.
     pub allowed_lateness: Duration,
+    /// How long each kind of history is kept (docs/operations.md).
+    pub retention: crate::daemon::pruner::Retention,
+    /// How often the pruner runs (`--prune-every`).
+    pub prune_every: Duration,
+    /// Hold the outbox at start (`--hold-outbox`, after a restore): nothing
+    /// pending is sent until an operator releases or cancels it.
+    pub hold_outbox: bool,
     /// The HTTP server's timeouts and limits.
     pub http: HttpSettings,
     /// What time it is for the daemon: the system clock unless a test
@@ -93,6 +100,9 @@ impl std::fmt::Debug for ServeConfig {
             .field("partitions", &self.partitions)
             .field("routing_window", &self.routing_window)
             .field("allowed_lateness", &self.allowed_lateness)
+            .field("retention", &self.retention)
+            .field("prune_every", &self.prune_every)
+            .field("hold_outbox", &self.hold_outbox)
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
@@ -211,6 +221,22 @@ pub async fn run(
         .migrate_with(cfg.partitions)
         .await
         .context("running migrations")?;
+    if cfg.hold_outbox {
+        let already = store
+            .hold_outbox(cfg.clock.now())
+            .await
+            .context("holding the outbox")?;
+        tracing::warn!(
+            already,
+            "the outbox is held (--hold-outbox): nothing pending is sent until `nurture outbox release` (or `cancel`)"
+        );
+    } else if let Some(since) = store
+        .outbox_hold()
+        .await
+        .context("reading the outbox hold")?
+    {
+        tracing::warn!(%since, "the outbox is held: nothing pending is sent until `nurture outbox release` (or `cancel`)");
+    }
     let local = listener.local_addr()?;
     let links = links(&cfg, &store, local).await?;
     let transport = Transport::new(cfg.smtp_url.as_deref(), &cfg.outbox)?;
@@ -294,6 +320,14 @@ pub async fn run(
     ));
     let keys_task = tokio::spawn(crate::api::access::watch(access.clone(), stop_rx.clone()));
     let gauge_task = tokio::spawn(gauges::run(store.clone(), metrics.clone(), stop_rx.clone()));
+    let prune_task = tokio::spawn(crate::daemon::pruner::run(
+        store.clone(),
+        cfg.retention.clone(),
+        cfg.prune_every,
+        cfg.clock.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
 
     let auth = access.describe();
     let ingest = Ingestor::start(store.clone(), metrics.clone());
@@ -340,6 +374,7 @@ pub async fn run(
     let _ = reload_task.await;
     let _ = sender_task.await;
     let _ = gauge_task.await;
+    let _ = prune_task.await;
     let _ = keys_task.await;
     let _ = webhook_task.await;
     tracing::info!("stopped");
@@ -402,6 +437,9 @@ mod tests {
             partitions: 16,
             routing_window: None,
             allowed_lateness: Duration::from_secs(3600),
+            retention: crate::daemon::pruner::Retention::default(),
+            prune_every: Duration::from_secs(600),
+            hold_outbox: false,
             http: HttpSettings::default(),
             clock: Clock::system(),
         };

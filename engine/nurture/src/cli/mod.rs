@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod import;
+mod ops;
 mod plugin;
 mod replay;
 
@@ -134,6 +135,14 @@ enum Command {
         #[arg(long, env = "NURTURE_API_TOKEN", hide_env_values = true)]
         api_token: Option<String>,
     },
+    /// Prune what is older than the retention settings (as `serve` does in
+    /// the background), a batch per transaction; say per kind how many rows.
+    Prune(ops::PruneArgs),
+    /// The outbox after a restore: `hold` it (nothing pending is sent),
+    /// `release` it (what waits is sent), `cancel` what waits (never sent;
+    /// lifts the hold), or show its `status`.
+    #[command(subcommand)]
+    Outbox(ops::OutboxCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[arg(
@@ -259,6 +268,21 @@ struct ServeArgs {
     /// 429 with Retry-After (0: no limit).
     #[arg(long, env = "NURTURE_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     auth_failures_per_minute: u32,
+    #[command(flatten)]
+    retention: ops::RetentionArgs,
+    /// How often the background pruner runs (it also runs at start).
+    #[arg(long, env = "NURTURE_PRUNE_EVERY", default_value = "10m")]
+    prune_every: crate::rules::config::DurationSpec,
+    /// Start with the outbox held (after restoring a backup): nothing
+    /// pending is sent until `nurture outbox release` or `cancel`. The hold
+    /// is stored, so it outlasts a restart.
+    #[arg(
+        long,
+        env = "NURTURE_HOLD_OUTBOX",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    hold_outbox: bool,
 }
 
 #[derive(Subcommand)]
@@ -302,6 +326,8 @@ pub fn main() -> ExitCode {
             partitions,
         } => migrate(&database_url, partitions),
         Command::Replay(a) => replay::run(a),
+        Command::Prune(a) => ops::prune(a),
+        Command::Outbox(c) => ops::outbox(c),
         Command::Import {
             file,
             url,
@@ -613,7 +639,7 @@ fn test(dir: &Path) -> ExitCode {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -664,6 +690,16 @@ fn serve(a: ServeArgs) -> ExitCode {
             .routing_window
             .map(|w| w.0.to_std().unwrap_or(Duration::ZERO)),
         allowed_lateness: a.allowed_lateness.0.to_std().unwrap_or(Duration::ZERO),
+        retention: a
+            .retention
+            .settings(a.allowed_lateness.0.to_std().unwrap_or(Duration::ZERO)),
+        prune_every: a
+            .prune_every
+            .0
+            .to_std()
+            .unwrap_or(Duration::from_secs(600))
+            .max(Duration::from_millis(100)),
+        hold_outbox: a.hold_outbox,
         http: crate::api::server::HttpSettings {
             header_timeout: a
                 .header_timeout

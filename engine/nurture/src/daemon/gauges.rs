@@ -1,4 +1,5 @@
-//! The backlog gauges (events pending, due work, leads in quarantine),
+//! The backlog gauges (events pending, due work, leads in quarantine,
+//! whether the outbox is held),
 //! sampled from the store every two seconds.
 
 use super::metrics::Metrics;
@@ -15,6 +16,9 @@ pub async fn run(store: Store, metrics: Arc<Metrics>, mut stop: watch::Receiver<
         }
         if let Ok(n) = store.quarantine_count().await {
             metrics.leads_quarantined.set(n);
+        }
+        if let Ok(held) = store.outbox_hold().await {
+            metrics.outbox_held.set(i64::from(held.is_some()));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
