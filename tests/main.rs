@@ -5,6 +5,7 @@
 mod support;
 
 mod arrival;
+mod backup;
 mod cli;
 mod config;
 mod daemon;
@@ -16,6 +17,7 @@ mod plugins;
 mod poison;
 mod reliability;
 mod replay;
+mod retention;
 mod routing;
 mod scale_out;
 mod ticks;

@@ -507,3 +507,70 @@ fn erasure_removes_what_plugins_wrote_in_their_reasons() {
         }
     }
 }
+
+/// A lead whose id is itself an email (Segment's `userId`): after
+/// `DELETE /v1/leads/{id}` that id is in no table, no column; the lead's
+/// rows live on under an opaque id, so counts still add up.
+#[test]
+fn erasing_a_lead_whose_id_is_an_email_leaves_the_id_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "erin@pii.example";
+    for db in all_backends("poison_erase_id", dir.path()) {
+        let d = Daemon::start(&db, &repo().join("tests/fixtures/daemon-rules"), None);
+        let c = client();
+        let identify =
+            json!({"userId": id, "messageId": "m1", "traits": {"email": "erin.h@mail.example"}});
+        let (s, r) = post(&c, &d.url("/v1/identify"), &identify);
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        let track = json!({"userId": id, "messageId": "m2", "event": "demo_requested"});
+        let (s, r) = post(&c, &d.url("/v1/track"), &track);
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        eventually(20, "the lead", || {
+            lead(&c, &d, id).filter(|l| l["score"] == json!(2))
+        });
+        // Sales' answer without an id: the event's id is made from the lead's.
+        let (s, r) = post(
+            &c,
+            &d.url(&format!("/v1/leads/{id}/feedback")),
+            &json!({"status": "accepted"}),
+        );
+        assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+        settled(&c, &d, 20, false);
+        let score = lead(&c, &d, id).unwrap()["score"].clone();
+        for needle in [id, "erin.h@mail.example"] {
+            assert!(
+                !stored_text_containing(&db, needle).is_empty(),
+                "{db}: {needle}"
+            );
+        }
+        let r = c.delete(d.url(&format!("/v1/leads/{id}"))).send().unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        for needle in [id, "erin.h@mail.example"] {
+            let left = stored_text_containing(&db, needle);
+            assert!(left.is_empty(), "{db}: {needle} still stored: {left:#?}");
+        }
+        assert!(lead(&c, &d, id).is_none(), "{db}: the id is gone");
+        let (_, f) = get(&c, &d.url("/v1/reports/funnel"));
+        assert_eq!(f["leads"], json!(1), "{db}: the lead still counts");
+        let (_, list) = get(&c, &d.url("/v1/leads"));
+        let opaque = list["leads"][0]["lead"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(opaque.starts_with("erased-"), "{db}: {list}");
+        assert_eq!(lead(&c, &d, &opaque).unwrap()["score"], score, "{db}");
+        // Its drip's next step still runs, under the new id, and sends nothing.
+        settled(&c, &d, 20, true);
+        assert!(stored_text_containing(&db, id).is_empty(), "{db}");
+        d.stop();
+        if db.starts_with("sqlite:") {
+            for f in ["nurture.db", "nurture.db-wal"] {
+                let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+                assert!(
+                    !bytes.windows(id.len()).any(|w| w == id.as_bytes()),
+                    "{f}: the id is still in the file"
+                );
+            }
+        }
+    }
+}

@@ -96,6 +96,12 @@ impl Daemon {
             .env_remove("NURTURE_API_TOKEN")
             .env_remove("NURTURE_SMTP_URL")
             .env("NURTURE_LOG", "warn")
+            // Timeline and ledger rows go by their own time, and fixtures
+            // stand at fixed dates (rules/events.jsonl: January 2026): kept,
+            // so no test's outcome depends on the day it runs. Retention
+            // tests give their own settings.
+            .env("NURTURE_RETAIN_TIMELINE", "never")
+            .env("NURTURE_RETAIN_LEDGER", "never")
             .stdout(Stdio::piped())
             .stderr(stderr);
         if let Some(t) = token {

@@ -104,6 +104,9 @@ async fn bench_backend(name: &str, url: String) {
             "NURTURE_BENCH_ALLOWED_LATENESS_SECS",
             3600,
         )),
+        retention: Default::default(),
+        prune_every: std::time::Duration::from_secs(600),
+        hold_outbox: false,
         http: Default::default(),
         clock: nurture::clock::Clock::system(),
     };

@@ -63,6 +63,13 @@ pub struct ServeConfig {
     /// How late an event may arrive and still take its place in its lead's
     /// history (`--allowed-lateness`): the lead is re-folded.
     pub allowed_lateness: Duration,
+    /// How long each kind of history is kept (docs/operations.md).
+    pub retention: crate::daemon::pruner::Retention,
+    /// How often the pruner runs (`--prune-every`).
+    pub prune_every: Duration,
+    /// Hold the outbox at start (`--hold-outbox`, after a restore): nothing
+    /// pending is sent until an operator releases or cancels it.
+    pub hold_outbox: bool,
     /// The HTTP server's timeouts and limits.
     pub http: HttpSettings,
     /// What time it is for the daemon: the system clock unless a test
@@ -97,6 +104,9 @@ impl std::fmt::Debug for ServeConfig {
             .field("partitions", &self.partitions)
             .field("routing_window", &self.routing_window)
             .field("allowed_lateness", &self.allowed_lateness)
+            .field("retention", &self.retention)
+            .field("prune_every", &self.prune_every)
+            .field("hold_outbox", &self.hold_outbox)
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
@@ -231,6 +241,22 @@ pub async fn run(
         .migrate_with(cfg.partitions)
         .await
         .context("running migrations")?;
+    if cfg.hold_outbox {
+        let already = store
+            .hold_outbox(cfg.clock.now())
+            .await
+            .context("holding the outbox")?;
+        tracing::warn!(
+            already,
+            "the outbox is held (--hold-outbox): nothing pending is sent until `nurture outbox release` (or `cancel`)"
+        );
+    } else if let Some(since) = store
+        .outbox_hold()
+        .await
+        .context("reading the outbox hold")?
+    {
+        tracing::warn!(%since, "the outbox is held: nothing pending is sent until `nurture outbox release` (or `cancel`)");
+    }
     let local = listener.local_addr()?;
     let links = links(&cfg, &store, local).await?;
     let transport = Transport::new(cfg.smtp_url.as_deref(), &cfg.outbox)?;
@@ -315,6 +341,14 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let keys_task = tokio::spawn(crate::api::access::watch(access.clone(), stop_rx.clone()));
+    let prune_task = tokio::spawn(crate::daemon::pruner::run(
+        store.clone(),
+        cfg.retention.clone(),
+        cfg.prune_every,
+        cfg.clock.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
 
     let auth = access.describe();
     let ingest = Ingestor::start(store.clone(), metrics.clone());
@@ -364,6 +398,7 @@ pub async fn run(
     }
     let _ = reload_task.await;
     let _ = sender_task.await;
+    let _ = prune_task.await;
     let _ = keys_task.await;
     let _ = webhook_task.await;
     tracing::info!("stopped");
@@ -434,6 +469,9 @@ mod tests {
             partitions: 16,
             routing_window: None,
             allowed_lateness: Duration::from_secs(3600),
+            retention: crate::daemon::pruner::Retention::default(),
+            prune_every: Duration::from_secs(600),
+            hold_outbox: false,
             http: HttpSettings::default(),
             clock: Clock::system(),
         };

@@ -61,6 +61,9 @@ pub enum NotRefolded {
     /// The late event would change the lead's owner, offer or SLA clock,
     /// which were decided with the shared routing book.
     Routing,
+    /// Some of the lead's stored events were pruned (retention): its
+    /// history cannot be run again whole.
+    Pruned,
 }
 
 impl NotRefolded {
@@ -68,6 +71,7 @@ impl NotRefolded {
         match self {
             NotRefolded::Diverged => "the stored lead is not what its events give (rules changed since, or an earlier event came later than the allowed lateness)",
             NotRefolded::Routing => "it would change the lead's owner, offer or SLA clock, already decided",
+            NotRefolded::Pruned => "the lead's older events were pruned (retention), so its history cannot be run again",
         }
     }
 }

@@ -509,6 +509,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         },
     };
     let quarantined = state.store.quarantine_count().await;
+    let held = state.store.outbox_hold().await.ok().flatten();
     let (status, mut body) = match (state.store.queue_depth().await, write_error) {
         (Ok((pending, due)), None) => {
             let mut degraded = Vec::new();
@@ -517,6 +518,11 @@ async fn healthz(State(state): State<AppState>) -> Response {
                     "{n} lead{} in quarantine, {} events waiting (`nurture doctor` lists them)",
                     if n == 1 { "" } else { "s" },
                     if n == 1 { "its" } else { "their" }
+                ));
+            }
+            if let Some(since) = &held {
+                degraded.push(format!(
+                    "the outbox is held since {since} (a restore): nothing is sent until `nurture outbox release` or `nurture outbox cancel`"
                 ));
             }
             let stalled = state.health.since_processor_advanced();
@@ -557,6 +563,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
     if let Ok(n) = state.store.outbox_pending().await {
         body["outbox_pending"] = json!(n);
+    }
+    if let Some(since) = held {
+        body["outbox_held_since"] = json!(since);
     }
     // Not a failure of the daemon (the last good rules keep running), but
     // whoever changed the rules should see that the change did not apply.

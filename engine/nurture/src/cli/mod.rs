@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod config;
 mod import;
+mod ops;
 mod plugin;
 mod replay;
 
@@ -142,6 +143,14 @@ enum Command {
         #[arg(long, env = "NURTURE_API_TOKEN", hide_env_values = true)]
         api_token: Option<String>,
     },
+    /// Prune what is older than the retention settings (as `serve` does in
+    /// the background), a batch per transaction; say per kind how many rows.
+    Prune(ops::PruneArgs),
+    /// The outbox after a restore: `hold` it (nothing pending is sent),
+    /// `release` it (what waits is sent), `cancel` what waits (never sent;
+    /// lifts the hold), or show its `status`.
+    #[command(subcommand)]
+    Outbox(ops::OutboxCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[arg(
@@ -303,6 +312,21 @@ struct ServeArgs {
     /// routes, whatever its credential; then 429. 0: no limit.
     #[arg(long, env = "NURTURE_INGEST_PER_ADDRESS", default_value_t = 0)]
     ingest_per_address: u32,
+    #[command(flatten)]
+    retention: ops::RetentionArgs,
+    /// How often the background pruner runs (it also runs at start).
+    #[arg(long, env = "NURTURE_PRUNE_EVERY", default_value = "10m")]
+    prune_every: crate::rules::config::DurationSpec,
+    /// Start with the outbox held (after restoring a backup): nothing
+    /// pending is sent until `nurture outbox release` or `cancel`. The hold
+    /// is stored, so it outlasts a restart.
+    #[arg(
+        long,
+        env = "NURTURE_HOLD_OUTBOX",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    hold_outbox: bool,
 }
 
 #[derive(Subcommand)]
@@ -363,6 +387,8 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Replay(a) => replay::run(a),
+        Command::Prune(a) => ops::prune(a),
+        Command::Outbox(c) => ops::outbox(c),
         Command::Import {
             file,
             url,
@@ -685,7 +711,7 @@ fn test(dir: &Path) -> ExitCode {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -822,6 +848,16 @@ fn serve(a: ServeArgs) -> ExitCode {
             .routing_window
             .map(|w| w.0.to_std().unwrap_or(Duration::ZERO)),
         allowed_lateness: a.allowed_lateness.0.to_std().unwrap_or(Duration::ZERO),
+        retention: a
+            .retention
+            .settings(a.allowed_lateness.0.to_std().unwrap_or(Duration::ZERO)),
+        prune_every: a
+            .prune_every
+            .0
+            .to_std()
+            .unwrap_or(Duration::from_secs(600))
+            .max(Duration::from_millis(100)),
+        hold_outbox: a.hold_outbox,
         http: crate::api::server::HttpSettings {
             header_timeout: a
                 .header_timeout

@@ -1,8 +1,8 @@
 //! The backlog gauges (events pending and the oldest one's age, due work
 //! and what of it is overdue, undelivered outbox rows by kind, leads in
-//! quarantine), read from the store when `/metrics` is scraped or
-//! `/readyz` asked: they say what `/healthz` says at that moment, not what
-//! a sampler saw seconds before.
+//! quarantine, whether the outbox is held), read from the store when
+//! `/metrics` is scraped or `/readyz` asked: they say what `/healthz` says
+//! at that moment, not what a sampler saw seconds before.
 
 use super::metrics::Metrics;
 use crate::model::time::Timestamp;
@@ -16,5 +16,8 @@ pub async fn refresh(
 ) -> Result<Backlog, StoreError> {
     let b = store.backlog(now).await?;
     metrics.set_backlog(&b, now);
+    metrics
+        .outbox_held
+        .set(i64::from(store.outbox_hold().await?.is_some()));
     Ok(b)
 }

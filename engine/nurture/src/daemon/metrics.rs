@@ -179,6 +179,13 @@ pub struct Metrics {
     pub events_late: Counter,
     /// Leads a `schedule` tick evaluated (it skips those it cannot change).
     pub tick_leads: Counter,
+    /// Rows pruned by retention, per kind (PruneKind order).
+    pruned: [Counter; 4],
+    /// Sender polls that found the outbox held (`--hold-outbox`): nothing
+    /// was claimed.
+    pub outbox_held_polls: Counter,
+    /// 1 while the outbox is held, 0 otherwise.
+    pub outbox_held: Gauge,
     /// What `/healthz` reads, told of failures as they are counted.
     health: Arc<Health>,
 }
@@ -232,6 +239,9 @@ impl Metrics {
             events_refolded: Counter::default(),
             events_late: Counter::default(),
             tick_leads: Counter::default(),
+            pruned: Default::default(),
+            outbox_held_polls: Counter::default(),
+            outbox_held: Gauge::default(),
             health,
             registry: Registry::default(),
             process: Registry::default(),
@@ -421,6 +431,33 @@ impl Metrics {
             "Leads a schedule tick evaluated: those its rules may change (a lead no schedule rule can change until its next event is skipped)",
             m.tick_leads.clone(),
         );
+        for (kind, c) in crate::store::PruneKind::ALL.iter().zip(&m.pruned) {
+            registry.register(
+                format!("pruned_{}", kind.as_str()),
+                format!(
+                    "Rows pruned by retention: {}",
+                    match kind {
+                        crate::store::PruneKind::EventPayloads =>
+                            "payloads of events applied (the rows stay)",
+                        crate::store::PruneKind::Timeline => "timeline entries deleted",
+                        crate::store::PruneKind::OutboxBodies =>
+                            "bodies of messages no longer pending (the rows stay)",
+                        crate::store::PruneKind::Ledger => "ledger rows deleted",
+                    }
+                ),
+                c.clone(),
+            );
+        }
+        registry.register(
+            "outbox_held_polls",
+            "Sender polls that found the outbox held (serve --hold-outbox, nurture outbox hold): nothing was sent",
+            m.outbox_held_polls.clone(),
+        );
+        registry.register(
+            "outbox_held",
+            "1 while the outbox is held: nothing pending is sent until nurture outbox release or cancel",
+            m.outbox_held.clone(),
+        );
         let mut process = Registry::default();
         process.register_collector(Box::new(Process));
         Metrics {
@@ -532,6 +569,15 @@ impl Metrics {
                 value.trim().parse::<f64>().ok()
             })
             .sum()
+    }
+
+    /// The counter of rows of `kind` pruned.
+    pub fn pruned(&self, kind: crate::store::PruneKind) -> &Counter {
+        let i = crate::store::PruneKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        &self.pruned[i]
     }
 
     pub fn encode(&self) -> String {

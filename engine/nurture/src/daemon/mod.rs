@@ -11,6 +11,7 @@ pub mod leases;
 pub mod metrics;
 pub mod partitions;
 pub mod processor;
+pub mod pruner;
 pub mod reload;
 pub mod retry;
 pub mod rules;

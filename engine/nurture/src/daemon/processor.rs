@@ -840,7 +840,12 @@ impl Processor {
         by: i64,
         now: Timestamp,
     ) -> Result<Refold, StoreError> {
-        let mut applied = self.store.applied_events(&ev.lead).await?;
+        let (mut applied, pruned) = self.store.applied_events(&ev.lead).await?;
+        if pruned {
+            // Part of the history is gone (retention): folding the rest
+            // would make another lead. Applied as it arrives instead.
+            return Ok(Refold::Refused(current, NotRefolded::Pruned));
+        }
         applied.extend(
             st.applied_idx
                 .iter()

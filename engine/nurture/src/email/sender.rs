@@ -203,6 +203,15 @@ impl Sender {
             let Ok(room) = gate.clone().acquire_many_owned(CHUNK as u32).await else {
                 break;
             };
+            if stop.is_some() && matches!(self.store.outbox_hold().await, Ok(Some(_))) {
+                // Held (a restore): nothing is claimed until released.
+                self.metrics.outbox_held_polls.inc();
+                drop(room);
+                if !idle(&mut stop, Duration::from_millis(200)).await {
+                    break;
+                }
+                continue;
+            }
             // The chunk's room is freed when its last row is recorded.
             let room = Arc::new(room);
             let now = self.clock.now();

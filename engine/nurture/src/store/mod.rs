@@ -13,6 +13,7 @@ mod leases;
 mod outbox;
 mod quarantine;
 mod read;
+mod retention;
 mod routing;
 mod step;
 mod timeline;
@@ -25,9 +26,10 @@ pub use imports::IMPORT_EXPIRES_MS;
 pub use leases::{LeaseConn, ALIVE_MS};
 pub use nurture_core::reports::OwnerFigures;
 pub use nurture_core::rows::{parse_state, LeadRows};
-pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle};
+pub use outbox::{Note, OutboxKind, OutboxRow, Outcome, Settle, Unheld};
 pub use quarantine::Quarantined;
 pub use read::{Funnel, LeadList, LeadSummary, StageFunnel};
+pub use retention::{PruneKind, PRUNED};
 pub use routing::PoolEntry;
 pub use step::{
     lead_rows, DueTimer, EngineState, OtherPartition, PendingEvent, StepTx, StoredLead, TickWakes,

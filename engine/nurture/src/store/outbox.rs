@@ -83,6 +83,10 @@ pub struct Settle<'a> {
 }
 
 /// The states of a row not yet delivered or given up.
+/// The marker row of a held outbox (`serve --hold-outbox`, `nurture
+/// outbox hold`): its value is when the hold was set (RFC 3339).
+const HELD: &str = "SELECT value FROM daemon_settings WHERE name = 'outbox_hold'";
+
 pub(crate) const OPEN: &str = "('pending', 'sending', 'uncertain')";
 
 /// `('email','notification')`: kind names are constants, safe to inline.
@@ -145,6 +149,13 @@ impl Store {
             .bind(millis(&now))
             .execute(&mut *tx)
             .await?;
+        // Held (a restore): nothing is claimed until an operator releases
+        // or cancels. Read in the claim's transaction, so a hold committed
+        // before it is never passed.
+        if sqlx::query(HELD).fetch_optional(&mut *tx).await?.is_some() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE OF o SKIP LOCKED",
             Backend::Sqlite => "",
@@ -386,7 +397,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let sql = self
             .sql(&format!(
-                "SELECT COUNT(*) FROM outbox WHERE kind IN {} AND state IN {OPEN} AND next_at <= $1",
+                "SELECT COUNT(*) FROM outbox WHERE kind IN {} AND state IN {OPEN} AND next_at <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM daemon_settings WHERE name = 'outbox_hold')",
                 kind_list(kinds)
             ))
             .into_owned();
@@ -416,6 +428,100 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         Ok(n)
+    }
+}
+
+/// What `nurture outbox release` / `cancel` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unheld {
+    /// Whether the outbox was held.
+    pub was_held: bool,
+    /// Rows released to be sent, or cancelled.
+    pub rows: u64,
+}
+
+impl Store {
+    /// When the outbox was held, if it is: nothing pending is sent until
+    /// it is released or cancelled.
+    pub async fn outbox_hold(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(HELD).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Holds the outbox (idempotent; an existing hold keeps its time);
+    /// returns whether it was already held.
+    pub async fn hold_outbox(&self, now: Timestamp) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = self.sql(
+            "INSERT INTO daemon_settings (name, value) VALUES ('outbox_hold', $1) ON CONFLICT (name) DO NOTHING",
+        );
+        let added = sqlx::query(&sql)
+            .bind(crate::model::time::format(&now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(added == 0)
+    }
+
+    /// Lifts the hold: what waits is sent from the senders' next poll.
+    pub async fn release_outbox(&self) -> Result<Unheld, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let was = sqlx::query("DELETE FROM daemon_settings WHERE name = 'outbox_hold'")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let rows: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) FROM outbox WHERE state IN {OPEN}"
+        ))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        tx.commit().await?;
+        Ok(Unheld {
+            was_held: was > 0,
+            rows: u64::try_from(rows).unwrap_or(0),
+        })
+    }
+
+    /// Cancels every message still to go (emails, notices, webhooks: each
+    /// gets a `cancelled` timeline entry) and lifts the hold, in one
+    /// transaction: what was pending when a backup was taken is never sent.
+    pub async fn cancel_outbox(&self, now: Timestamp) -> Result<Unheld, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let reason = "cancelled by an operator (nurture outbox cancel)";
+        let sql = self
+            .sql(&format!(
+                "UPDATE outbox SET state = 'cancelled', last_error = $1 WHERE state IN {OPEN} RETURNING seq, lead, kind, payload"
+            ))
+            .into_owned();
+        let rows = sqlx::query(&sql).bind(reason).fetch_all(&mut *tx).await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let kind: String = r.try_get(2)?;
+            let payload: String = r.try_get(3)?;
+            let payload: Value = serde_json::from_str(&payload).unwrap_or_default();
+            let mut detail = serde_json::json!({"outbox": r.try_get::<i64, _>(0)?, "kind": kind, "reason": reason});
+            if let Some(id) = payload.get("message_id") {
+                detail["message_id"] = id.clone();
+            }
+            entries.push(Entry::new(
+                r.try_get::<String, _>(1)?,
+                now,
+                TimelineKind::EmailCancelled,
+                detail,
+            ));
+        }
+        self.insert_timeline(&mut tx, &entries).await?;
+        let was = sqlx::query("DELETE FROM daemon_settings WHERE name = 'outbox_hold'")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Unheld {
+            was_held: was > 0,
+            rows: rows.len() as u64,
+        })
     }
 }
 

@@ -295,6 +295,12 @@ impl Store {
             return Ok(false);
         };
         let state: String = row.try_get(0)?;
+        // An id that is itself personal data (an email address, as Segment's
+        // `userId` often is) is replaced everywhere by an opaque one.
+        let new_id = match personal_id(id) {
+            true => Some(self.opaque_id(id)?),
+            false => None,
+        };
         // A state that cannot be read (its lead is in quarantine) is blanked
         // whole: erasure must not depend on reading what it erases. The lead
         // stays in quarantine.
@@ -304,6 +310,9 @@ impl Store {
             Ok(mut lead) => {
                 lead.email.clear();
                 lead.attributes.clear();
+                if let Some(new) = &new_id {
+                    lead.id.clone_from(new);
+                }
                 serde_json::to_string(&lead).unwrap_or_else(|_| "{}".into())
             }
             Err(_) => "{}".into(),
@@ -371,6 +380,9 @@ impl Store {
             .await?;
         let entry = Entry::new(id, now, TimelineKind::Erased, serde_json::json!({}));
         self.insert_timeline(&mut tx, &[entry]).await?;
+        if let Some(new) = &new_id {
+            self.rekey(&mut tx, id, new).await?;
+        }
         tx.commit().await?;
         if self.backend == super::Backend::Sqlite {
             // Old page versions stay in the write-ahead log until a checkpoint.
@@ -391,6 +403,110 @@ impl Store {
         rows.iter()
             .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
             .collect()
+    }
+}
+
+/// Whether a lead id is itself personal data that erasure must remove:
+/// one that looks like an email address (holds an `@`).
+pub fn personal_id(id: &str) -> bool {
+    id.contains('@')
+}
+
+/// The tables that name a lead in their `lead` column.
+const LEAD_TABLES: [&str; 11] = [
+    "events",
+    "ledger",
+    "transitions",
+    "enrollments",
+    "timeline",
+    "due_work",
+    "outbox",
+    "emails",
+    "assignments",
+    "feedback",
+    "quarantine",
+];
+
+impl Store {
+    /// An opaque id for an erased lead, `erased-` and random hex, in the
+    /// same partition as `id`: its rows stay where their partition's
+    /// worker looks for them.
+    fn opaque_id(&self, id: &str) -> Result<String, StoreError> {
+        use std::io::Read as _;
+        let want = self.part_of(id);
+        let mut urandom = std::fs::File::open("/dev/urandom").map_err(|e| StoreError::Corrupt {
+            what: "random source",
+            detail: e.to_string(),
+        })?;
+        loop {
+            let mut buf = [0u8; 12];
+            urandom
+                .read_exact(&mut buf)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "random source",
+                    detail: e.to_string(),
+                })?;
+            let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+            let candidate = format!("erased-{hex}");
+            if self.part_of(&candidate) == want {
+                return Ok(candidate);
+            }
+        }
+    }
+
+    /// Moves every row of lead `old` to `new` (within the erasure's
+    /// transaction): the id column of each table, and the id inside the
+    /// JSON the rows hold (due work names its lead; timeline details may).
+    async fn rekey(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        old: &str,
+        new: &str,
+    ) -> Result<(), StoreError> {
+        // The id as it appears inside a JSON string.
+        let quoted = serde_json::to_string(old).unwrap_or_default();
+        let escaped = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .unwrap_or(old)
+            .to_string();
+        // Ids the daemon made for a lead's events (`feedback:LEAD:…`,
+        // `claim:LEAD:…`) name it too, and the ledger names its events.
+        for (table, column) in [
+            ("due_work", "kind"),
+            ("timeline", "detail"),
+            ("events", "id"),
+            ("ledger", "event"),
+        ] {
+            let sql = self
+                .sql(&format!(
+                    "UPDATE {table} SET {column} = REPLACE({column}, $1, $2) WHERE lead = $3"
+                ))
+                .into_owned();
+            sqlx::query(&sql)
+                .bind(escaped.clone())
+                .bind(new.to_string())
+                .bind(old.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        for table in LEAD_TABLES {
+            let sql = self
+                .sql(&format!("UPDATE {table} SET lead = $1 WHERE lead = $2"))
+                .into_owned();
+            sqlx::query(&sql)
+                .bind(new.to_string())
+                .bind(old.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        let sql = self.sql("UPDATE leads SET id = $1 WHERE id = $2");
+        sqlx::query(&sql)
+            .bind(new.to_string())
+            .bind(old.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 }
 

@@ -159,22 +159,25 @@ impl Store {
     }
 
     /// The events applied to `lead` so far, in arrival order: what a late
-    /// event is re-folded with (sim::refold). Rows that no longer read
-    /// back (erased) are left out.
-    pub async fn applied_events(&self, lead: &str) -> Result<Vec<Event>, StoreError> {
+    /// event is re-folded with (sim::refold), and whether any of them was
+    /// pruned (retention): then the history is not whole. Rows that no
+    /// longer read back (erased) are left out.
+    pub async fn applied_events(&self, lead: &str) -> Result<(Vec<Event>, bool), StoreError> {
         let sql = self.sql(
-            "SELECT payload FROM events WHERE lead = $1 AND processed_at IS NOT NULL ORDER BY seq",
+            "SELECT payload, pruned_at FROM events WHERE lead = $1 AND processed_at IS NOT NULL ORDER BY seq",
         );
         let rows = sqlx::query(&sql).bind(lead).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut pruned = false;
         for row in rows {
+            pruned |= row.try_get::<Option<i64>, _>(1)?.is_some();
             let payload: String = row.try_get(0)?;
             let event = serde_json::from_str(&payload)
                 .ok()
                 .and_then(|v| Event::from_stored(&v).ok());
             out.extend(event);
         }
-        Ok(out)
+        Ok((out, pruned))
     }
 
     /// The Message-IDs of the drip emails queued for `lead`: a re-fold

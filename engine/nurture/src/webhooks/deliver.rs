@@ -64,6 +64,15 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
+        if matches!(store.outbox_hold().await, Ok(Some(_))) {
+            // Held (a restore): nothing is claimed until released.
+            metrics.outbox_held_polls.inc();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
         let now = clock.now();
         let taken = match store
             .claim(OutboxKind::WEBHOOKS, now, now + LEASE, BATCH)
