@@ -1720,6 +1720,16 @@ fn log_json_takes_1_and_the_start_line_names_version_database_email_and_auth() {
     let f = &start["fields"];
     assert_eq!(f["version"], json!(env!("CARGO_PKG_VERSION")));
     assert_eq!(f["database"], json!(db));
+    // The schema's version: the newest migration shipped.
+    let newest = std::fs::read_dir(repo().join("migrations/sqlite"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.split('_').next()?.parse::<i64>().ok()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(f["schema"], json!(newest), "{f}");
     assert_eq!(
         f["email"],
         json!("smtp 127.0.0.1:1 (starttls required, with login)")

@@ -352,6 +352,8 @@ pub async fn run(
 
     let auth = access.describe();
     let ingest = Ingestor::start(store.clone(), metrics.clone());
+    // The schema's version, for the start line.
+    let schema = store.schema_version().await.unwrap_or_default();
     let state = AppState {
         store,
         rules: handle,
@@ -381,6 +383,7 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         %local,
         database = %crate::redact::url(&cfg.database_url),
+        schema,
         %email,
         %auth,
         "listening"

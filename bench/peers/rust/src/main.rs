@@ -193,7 +193,7 @@ fn run_nurture(rules: &Ruleset, events: &[Event]) -> Result<(f64, Scores)> {
     let mut leads = BTreeMap::new();
     for lead in world.leads.values() {
         let mut sum = 0;
-        for entry in &lead.ledger {
+        for entry in &lead.history.ledger {
             sum += entry.points;
             let id = entry
                 .event

@@ -520,6 +520,15 @@ impl Store {
         Ok(())
     }
 
+    /// The newest migration applied (the schema's version; 0 before any).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row: AnyRow =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get(0)?)
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
