@@ -520,18 +520,11 @@ mod tests {
     use serde_json::{json, Value as Json};
     use std::collections::BTreeMap;
 
-    /// splitmix64: a small, seeded generator, so a failure replays.
-    struct Rng(u64);
+    /// The workload generator's seeded SplitMix64, so a failure replays.
+    struct Rng(crate::sim::gen::Rng);
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
         fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+            self.0.below(n as u64) as usize
         }
         fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
             &items[self.below(items.len())]
@@ -732,7 +725,7 @@ mod tests {
         .collect();
         let env = CelEnv::with_lists(&lists);
         let ctx = env.context();
-        let mut r = Rng(7);
+        let mut r = Rng(crate::sim::gen::Rng(7));
         let (mut compiled, mut with_fast, mut runs) = (0, 0, 0);
         let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
         for _ in 0..3_000 {

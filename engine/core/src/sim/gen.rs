@@ -6,18 +6,18 @@ use crate::model::{time::Timestamp, Event};
 use serde_json::{json, Map, Value};
 
 /// A small, fast, seedable generator (SplitMix64): no dependency needed for
-/// reproducible noise.
-struct Rng(u64);
+/// reproducible noise. Also the differential test's (cel/fast.rs).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
